@@ -1,0 +1,25 @@
+// Shared benchmark helpers: the GEMM peak that every benchmark reports its
+// achieved FLOP/s against (shared/DESIGN.md §11), timing, and thread setup.
+// Not thread-safe; for benchmark mains only.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <string>
+
+namespace topiary::bench {
+
+// Sets libtorch's intra-op threads to `threads` (0: all hardware threads).
+// Debian's libtorch defaults to one thread; every binary sets this.
+void SetupThreads(int threads = 0);
+
+// Measures the GEMM peak in FLOP/s for `dtype` on square matrices of size n
+// (the best of several timed repetitions after warm-up).
+double MeasureGemmPeak(torch::Dtype dtype, int64_t n = 2048);
+
+// Runs `fn` `warmup` times, then times `iters` calls; returns seconds per call
+// (the median of the timed calls).
+double TimeMedian(const std::function<void()>& fn, int warmup, int iters);
+
+}  // namespace topiary::bench

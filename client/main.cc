@@ -1,0 +1,24 @@
+// topiary: the command line. Local commands run compute in this process;
+// API commands talk to a coordinator over gRPC. Exit codes: 0 success,
+// 1 the operation failed, 2 bad usage or input.
+#include <cstdio>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "client/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"topiary: structured pruning and distillation of Llama-family models"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("topiary ") + topiary::cli::kVersion);
+  topiary::cli::CommandRegistry registry;
+  topiary::cli::RegisterAll(app, registry);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  return registry.RunSelected();
+}
