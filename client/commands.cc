@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "client/local_commands.h"
+
 namespace topiary::cli {
 
 int CommandRegistry::RunSelected() const {
@@ -20,6 +22,7 @@ void RegisterAll(CLI::App& app, CommandRegistry& registry) {
     std::printf("topiary %s\n", kVersion);
     return 0;
   });
+  RegisterLocalCommands(app, registry);
 }
 
 }  // namespace topiary::cli

@@ -6,9 +6,12 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/process.h"
+
 #include "client/commands.h"
 
 int main(int argc, char** argv) {
+  topiary::TuneMalloc();
   CLI::App app{"topiary: structured pruning and distillation of Llama-family models"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("topiary ") + topiary::cli::kVersion);

@@ -13,6 +13,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/process.h"
+
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/signals.h"
@@ -54,6 +56,7 @@ int Run(const CoordinatorConfig& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  topiary::TuneMalloc();
   topiary::BlockTerminationSignals();
   CoordinatorConfig config;
   CLI::App app{"topiary-coordinator: the Topiary job coordinator"};

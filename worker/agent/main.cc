@@ -6,7 +6,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/process.h"
+
 int main(int argc, char** argv) {
+  topiary::TuneMalloc();
   std::string coordinator = "127.0.0.1:7070";
   int slots = 1;
   CLI::App app{"topiary-worker: runs Topiary tasks for a coordinator"};

@@ -1,0 +1,374 @@
+#include "client/local_commands.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/cli_util.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "worker/data/sampler.h"
+#include "worker/data/token_file.h"
+#include "worker/data/tokenizer.h"
+#include "worker/eval/perplexity.h"
+#include "worker/model/checkpoint.h"
+#include "worker/model/errors.h"
+#include "worker/model/sampling.h"
+#include "worker/train/trainer.h"
+
+namespace topiary::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// The flag vocabulary shared by local commands.
+struct DataFlags {
+  std::string path;
+  std::string format = "auto";  // u16 | u32 | auto | text | jsonl
+  std::string tokenizer;        // for text/jsonl; default <model>/tokenizer.model
+};
+
+void AddDataFlags(CLI::App* cmd, DataFlags* f, const char* flag = "--data", bool required = true) {
+  auto* opt = cmd->add_option(flag, f->path, "token file (.bin), text or JSONL corpus");
+  if (required) opt->required();
+  cmd->add_option(absl::StrCat(flag, "-format"), f->format, "u16|u32|auto|text|jsonl")->capture_default_str();
+  cmd->add_option("--tokenizer", f->tokenizer, "SentencePiece model for text/jsonl (default: the model's)");
+}
+
+absl::StatusOr<at::ScalarType> ParseDtype(const std::string& s, absl::string_view field) {
+  if (s == "fp32" || s == "float32") return at::kFloat;
+  if (s == "bf16" || s == "bfloat16") return at::kBFloat16;
+  if (s == "fp16" || s == "float16") return at::kHalf;
+  return absl::InvalidArgumentError(absl::StrCat(field, ": unknown dtype '", s, "' (fp32, bf16, fp16)"));
+}
+
+void SetThreads(int threads) {
+  at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+}
+
+// Opens a token file, tokenizing a text or JSONL corpus first (into a
+// temporary token file) when the format asks for it.
+absl::StatusOr<std::unique_ptr<data::TokenFile>> OpenData(const DataFlags& f, const std::string& model_dir,
+                                                          int64_t vocab_size) {
+  if (f.format == "text" || f.format == "jsonl") {
+    std::string tok_path = f.tokenizer.empty() ? model_dir + "/tokenizer.model" : f.tokenizer;
+    ASSIGN_OR_RETURN(auto tok, data::Tokenizer::Load(tok_path));
+    ASSIGN_OR_RETURN(data::TextFormat tf, data::ParseTextFormat(f.format));
+    ASSIGN_OR_RETURN(std::string corpus, ReadFileToString(f.path, size_t{8} << 30));
+    ASSIGN_OR_RETURN(auto docs, data::SplitDocuments(corpus, tf));
+    ASSIGN_OR_RETURN(std::string dir, MakeTempDir("topiary-tokens"));
+    std::string bin = dir + "/data.bin";
+    RETURN_IF_ERROR(data::WriteTokenFile(bin, data::TokenizeDocuments(*tok, docs), data::FormatForVocab(vocab_size)));
+    auto file = data::TokenFile::Open(bin, data::FormatForVocab(vocab_size), vocab_size);
+    RemoveAll(dir).IgnoreError();  // the mapping stays valid after unlink
+    return file;
+  }
+  ASSIGN_OR_RETURN(data::TokenFormat format, data::ParseTokenFormat(f.format));
+  return data::TokenFile::Open(f.path, format, vocab_size);
+}
+
+// ---- init ------------------------------------------------------------------
+
+struct InitFlags {
+  std::string config, out, dtype = "bf16", copy_from;
+  uint64_t seed = 0;
+};
+
+absl::Status RunInit(const InitFlags& f) {
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(f.config));
+  ASSIGN_OR_RETURN(model::ModelConfig config, model::ParseConfigJson(text));
+  ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(f.dtype, "--dtype"));
+  model::LlamaModel m = model::InitModel(config, f.seed, at::kFloat);
+  model::SaveOptions so;
+  so.dtype = dtype;
+  so.copy_files_from = f.copy_from;
+  RETURN_IF_ERROR(model::SaveCheckpoint(m, f.out, so));
+  auto counts = model::CountParams(config);
+  std::printf("initialised %s with %lld parameters (seed %llu)\n", f.out.c_str(),
+              static_cast<long long>(counts.total()), static_cast<unsigned long long>(f.seed));
+  return absl::OkStatus();
+}
+
+// ---- tokenize --------------------------------------------------------------
+
+struct TokenizeFlags {
+  DataFlags data;
+  std::string out;
+};
+
+absl::Status RunTokenize(const TokenizeFlags& f) {
+  if (f.data.tokenizer.empty()) return absl::InvalidArgumentError("--tokenizer is required");
+  ASSIGN_OR_RETURN(auto tok, data::Tokenizer::Load(f.data.tokenizer));
+  ASSIGN_OR_RETURN(data::TextFormat tf, data::ParseTextFormat(f.data.format == "auto" ? "text" : f.data.format));
+  ASSIGN_OR_RETURN(std::string corpus, ReadFileToString(f.data.path, size_t{8} << 30));
+  ASSIGN_OR_RETURN(auto docs, data::SplitDocuments(corpus, tf));
+  std::vector<int64_t> ids = data::TokenizeDocuments(*tok, docs);
+  data::TokenFormat width = data::FormatForVocab(tok->vocab_size());
+  RETURN_IF_ERROR(data::WriteTokenFile(f.out, ids, width));
+  std::printf("%s: %zu documents, %zu tokens (%s)\n", f.out.c_str(), docs.size(), ids.size(),
+              width == data::TokenFormat::kU16 ? "u16" : "u32");
+  return absl::OkStatus();
+}
+
+// ---- eval ------------------------------------------------------------------
+
+struct EvalFlags {
+  std::string model, dtype = "fp32";
+  DataFlags data;
+  int64_t seq_len = 256, max_windows = 0, batch = 8;
+  bool json = false;
+  int threads = 0;
+};
+
+absl::Status RunEval(const EvalFlags& f) {
+  SetThreads(f.threads);
+  ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(f.dtype, "--dtype"));
+  ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, dtype));
+  ASSIGN_OR_RETURN(auto file, OpenData(f.data, f.model, m.config.vocab_size));
+  eval::EvalOptions eo;
+  eo.seq_len = f.seq_len;
+  eo.max_windows = f.max_windows;
+  eo.batch_size = f.batch;
+  ASSIGN_OR_RETURN(eval::LossResult r, eval::EvaluateLoss(m, *file, {0, file->size()}, eo));
+  if (f.json) {
+    json j = {{"loss", r.loss}, {"perplexity", r.perplexity}, {"tokens", r.tokens}, {"windows", r.windows},
+              {"seq_len", f.seq_len}, {"model", f.model}, {"data", f.data.path}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("loss %.4f  perplexity %.3f  over %lld tokens in %lld windows of %lld\n", r.loss, r.perplexity,
+                static_cast<long long>(r.tokens), static_cast<long long>(r.windows), static_cast<long long>(f.seq_len));
+  }
+  return absl::OkStatus();
+}
+
+// ---- train -----------------------------------------------------------------
+
+struct TrainFlags {
+  std::string model, out, dtype = "bf16", save_dtype = "bf16";
+  DataFlags data, eval_data;
+  double held_out = 0;
+  train::TrainRecipe recipe;
+  bool json = false;
+  int threads = 0;
+};
+
+absl::Status RunTrain(TrainFlags f) {
+  SetThreads(f.threads);
+  ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(f.dtype, "--dtype"));
+  ASSIGN_OR_RETURN(at::ScalarType save_dtype, ParseDtype(f.save_dtype, "--save-dtype"));
+  RETURN_IF_ERROR(train::ValidateRecipe(f.recipe));
+  ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, dtype));
+  ASSIGN_OR_RETURN(auto file, OpenData(f.data, f.model, m.config.vocab_size));
+  train::TrainData td;
+  td.file = file.get();
+  std::unique_ptr<data::TokenFile> eval_file;
+  if (!f.eval_data.path.empty()) {
+    f.eval_data.tokenizer = f.data.tokenizer;
+    ASSIGN_OR_RETURN(eval_file, OpenData(f.eval_data, f.model, m.config.vocab_size));
+    td.train_range = {0, file->size()};
+    td.eval_file = eval_file.get();
+    td.eval_range = {0, eval_file->size()};
+  } else {
+    ASSIGN_OR_RETURN(auto split, data::SplitHeldOut(file->size(), f.held_out));
+    td.train_range = split.first;
+    td.eval_range = split.second;
+  }
+  RETURN_IF_ERROR(MakeDirs(f.out));
+  std::ofstream log_file(f.out + "/train_log.jsonl");
+  auto callback = [&](const train::StepMetrics& s) {
+    json j = {{"step", s.step}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm},
+              {"tokens", s.tokens}, {"tokens_per_second", s.tokens_per_second}};
+    if (s.eval_loss >= 0) j["eval_loss"] = s.eval_loss;
+    log_file << j.dump() << "\n" << std::flush;
+    if (f.json) {
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      std::printf("step %lld/%lld  loss %.4f  lr %.2e  gnorm %.2f  %.0f tok/s%s\n", static_cast<long long>(s.step),
+                  static_cast<long long>(s.steps), s.loss, s.lr, s.grad_norm, s.tokens_per_second,
+                  s.eval_loss >= 0 ? absl::StrFormat("  eval_loss %.4f (ppl %.2f)", s.eval_loss, std::exp(s.eval_loss)).c_str() : "");
+    }
+    std::fflush(stdout);
+  };
+  RETURN_IF_ERROR(train::TrainCausalLm(m, td, f.recipe, callback));
+  model::SaveOptions so;
+  so.dtype = save_dtype;
+  so.copy_files_from = f.model;
+  return model::SaveCheckpoint(m, f.out, so);
+}
+
+// ---- inspect ---------------------------------------------------------------
+
+struct InspectFlags {
+  std::string model;
+  bool json = false;
+};
+
+absl::Status RunInspect(const InspectFlags& f) {
+  ASSIGN_OR_RETURN(model::ModelConfig c, model::LoadConfig(f.model));
+  model::ParamCounts p = model::CountParams(c);
+  int64_t disk = 0;
+  for (const auto& e : fs::directory_iterator(f.model)) {
+    if (e.is_regular_file()) disk += static_cast<int64_t>(e.file_size());
+  }
+  json j = {{"architecture", std::string(model::FamilyArchitecture(c.family))},
+            {"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
+            {"num_attention_heads", c.num_attention_heads}, {"num_key_value_heads", c.num_key_value_heads},
+            {"head_dim", c.head_dim}, {"num_hidden_layers", c.num_hidden_layers}, {"vocab_size", c.vocab_size},
+            {"tie_word_embeddings", c.tie_word_embeddings}, {"dtype", c.torch_dtype},
+            {"isomorphic", c.IsIsomorphic()},
+            {"params", {{"total", p.total()}, {"non_embedding", p.non_embedding()}, {"embedding", p.embedding},
+                        {"lm_head", p.lm_head}, {"attention", p.attention}, {"mlp", p.mlp}, {"norms", p.norms}}},
+            {"size_on_disk_bytes", disk}};
+  if (f.json) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return absl::OkStatus();
+  }
+  std::printf("%s  %s\n", f.model.c_str(), std::string(model::FamilyArchitecture(c.family)).c_str());
+  std::printf("  hidden %lld  mlp %lld  heads %lld (kv %lld, head_dim %lld)  layers %lld  vocab %lld%s\n",
+              (long long)c.hidden_size, (long long)c.intermediate_size, (long long)c.num_attention_heads,
+              (long long)c.num_key_value_heads, (long long)c.head_dim, (long long)c.num_hidden_layers,
+              (long long)c.vocab_size, c.tie_word_embeddings ? "  tied embeddings" : "");
+  std::printf("  parameters %lld: embedding %lld, lm_head %lld, attention %lld, mlp %lld, norms %lld\n",
+              (long long)p.total(), (long long)p.embedding, (long long)p.lm_head, (long long)p.attention,
+              (long long)p.mlp, (long long)p.norms);
+  std::printf("  dtype %s  size on disk %.2f MB%s\n", c.torch_dtype.c_str(), disk / 1e6,
+              c.IsIsomorphic() ? "" : "  (not isomorphic: Topiary format)");
+  return absl::OkStatus();
+}
+
+// ---- generate --------------------------------------------------------------
+
+struct GenerateFlags {
+  std::string model, prompt, tokenizer, dtype = "fp32";
+  model::SampleOptions sample;
+  bool stop_at_eos = false;
+  int threads = 0;
+};
+
+absl::Status RunGenerate(GenerateFlags f) {
+  SetThreads(f.threads);
+  ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(f.dtype, "--dtype"));
+  ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, dtype));
+  ASSIGN_OR_RETURN(auto tok, data::Tokenizer::Load(f.tokenizer.empty() ? f.model + "/tokenizer.model" : f.tokenizer));
+  if (tok->vocab_size() > m.config.vocab_size) {
+    return absl::InvalidArgumentError("--tokenizer: its vocabulary is larger than the model's");
+  }
+  std::vector<int64_t> ids = tok->Encode(f.prompt);
+  if (ids.empty()) return absl::InvalidArgumentError("--prompt: empty after tokenization");
+  if (f.stop_at_eos) f.sample.stop_token = tok->eos_id();
+  std::vector<int64_t> out = model::Generate(m, ids, f.sample);
+  if (!out.empty() && out.back() == tok->eos_id()) out.pop_back();
+  std::vector<int64_t> all = ids;
+  all.insert(all.end(), out.begin(), out.end());
+  std::printf("%s\n", tok->Decode(all).c_str());
+  return absl::OkStatus();
+}
+
+template <typename Flags, typename Fn>
+void Register(CommandRegistry& registry, CLI::App* cmd, std::shared_ptr<Flags> flags, const char* name, Fn fn) {
+  registry.Add(cmd, [flags, name, fn] {
+    return ReportStatus(name, CatchTorch(name, [&] { return fn(*flags); }));
+  });
+}
+
+}  // namespace
+
+void RegisterLocalCommands(CLI::App& app, CommandRegistry& registry) {
+  {
+    auto f = std::make_shared<InitFlags>();
+    auto* cmd = app.add_subcommand("init", "create a randomly initialised checkpoint from a config.json");
+    cmd->add_option("--config", f->config, "config.json to instantiate")->required();
+    cmd->add_option("--out", f->out, "output directory")->required();
+    cmd->add_option("--seed", f->seed, "initialisation seed")->capture_default_str();
+    cmd->add_option("--dtype", f->dtype, "saved dtype: fp32|bf16|fp16")->capture_default_str();
+    cmd->add_option("--copy-tokenizer-from", f->copy_from, "directory whose tokenizer files are copied");
+    Register(registry, cmd, f, "init", RunInit);
+  }
+  {
+    auto f = std::make_shared<TokenizeFlags>();
+    auto* cmd = app.add_subcommand("tokenize", "tokenize a text or JSONL corpus into a token file");
+    AddDataFlags(cmd, &f->data);
+    cmd->add_option("--out", f->out, "output token file (.bin)")->required();
+    Register(registry, cmd, f, "tokenize", RunTokenize);
+  }
+  {
+    auto f = std::make_shared<EvalFlags>();
+    auto* cmd = app.add_subcommand("eval", "token-weighted loss and perplexity on consecutive windows");
+    cmd->add_option("--model", f->model, "Hugging Face model directory")->required();
+    AddDataFlags(cmd, &f->data);
+    cmd->add_option("--seq-len", f->seq_len, "window length T")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--max-windows", f->max_windows, "score at most N windows (0: all)")->capture_default_str();
+    cmd->add_option("--batch", f->batch, "windows per forward")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--dtype", f->dtype, "compute dtype fp32|bf16")->capture_default_str();
+    cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
+    cmd->add_flag("--json", f->json, "print one JSON object");
+    Register(registry, cmd, f, "eval", RunEval);
+  }
+  {
+    auto f = std::make_shared<TrainFlags>();
+    auto& r = f->recipe;
+    auto* cmd = app.add_subcommand("train", "train a causal LM with cross-entropy");
+    cmd->add_option("--model", f->model, "starting checkpoint")->required();
+    AddDataFlags(cmd, &f->data);
+    cmd->add_option("--eval-data", f->eval_data.path, "held-out token file (else --held-out of --data)");
+    cmd->add_option("--held-out", f->held_out, "fraction of --data held out for evaluation")->capture_default_str();
+    cmd->add_option("--out", f->out, "output directory (checkpoint and train_log.jsonl)")->required();
+    cmd->add_option("--seq-len", r.seq_len, "sequence length T")->capture_default_str();
+    cmd->add_option("--steps", r.steps, "optimizer steps")->capture_default_str();
+    cmd->add_option("--global-batch", r.global_batch, "sequences per step")->capture_default_str();
+    cmd->add_option("--micro-batch", r.micro_batch, "sequences per forward/backward")->capture_default_str();
+    cmd->add_option("--lr", r.lr, "peak learning rate")->capture_default_str();
+    cmd->add_option("--min-lr", r.min_lr, "final learning rate")->capture_default_str();
+    cmd->add_option("--warmup", r.warmup_steps, "warm-up steps")->capture_default_str();
+    cmd->add_option("--weight-decay", r.adamw.weight_decay, "AdamW weight decay")->capture_default_str();
+    cmd->add_option("--beta1", r.adamw.beta1)->capture_default_str();
+    cmd->add_option("--beta2", r.adamw.beta2)->capture_default_str();
+    cmd->add_option("--clip", r.clip, "max gradient norm (0: off)")->capture_default_str();
+    cmd->add_option("--seed", r.seed, "data order seed")->capture_default_str();
+    cmd->add_option("--log-every", r.log_every)->capture_default_str();
+    cmd->add_option("--eval-every", r.eval_every, "evaluate every N steps (0: at the end)")->capture_default_str();
+    cmd->add_option("--eval-windows", r.eval_windows)->capture_default_str();
+    cmd->add_option("--dtype", f->dtype, "compute dtype bf16|fp32")->capture_default_str();
+    cmd->add_option("--save-dtype", f->save_dtype, "checkpoint dtype")->capture_default_str();
+    cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
+    cmd->add_flag("--json", f->json, "print metrics as JSON lines");
+    Register(registry, cmd, f, "train", RunTrain);
+  }
+  {
+    auto f = std::make_shared<InspectFlags>();
+    auto* cmd = app.add_subcommand("inspect", "config, parameter counts, dtype and size of a checkpoint");
+    cmd->add_option("--model", f->model, "Hugging Face model directory")->required();
+    cmd->add_flag("--json", f->json, "print JSON");
+    Register(registry, cmd, f, "inspect", RunInspect);
+  }
+  {
+    auto f = std::make_shared<GenerateFlags>();
+    auto& s = f->sample;
+    auto* cmd = app.add_subcommand("generate", "continue a prompt with greedy or top-p sampling");
+    cmd->add_option("--model", f->model, "Hugging Face model directory")->required();
+    cmd->add_option("--prompt", f->prompt, "text to continue")->required();
+    cmd->add_option("--tokenizer", f->tokenizer, "SentencePiece model (default: the model's)");
+    cmd->add_option("--max-new-tokens", s.max_new_tokens)->capture_default_str();
+    cmd->add_flag("--greedy", s.greedy, "always take the most likely token");
+    cmd->add_option("--temperature", s.temperature)->capture_default_str();
+    cmd->add_option("--top-p", s.top_p)->capture_default_str();
+    cmd->add_option("--seed", s.seed)->capture_default_str();
+    cmd->add_flag("--stop-at-eos", f->stop_at_eos, "stop at the end-of-text token");
+    cmd->add_option("--dtype", f->dtype, "compute dtype fp32|bf16")->capture_default_str();
+    cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
+    Register(registry, cmd, f, "generate", RunGenerate);
+  }
+}
+
+}  // namespace topiary::cli

@@ -1,0 +1,119 @@
+#include "worker/model/config.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+namespace topiary::model {
+namespace {
+
+using json = nlohmann::json;
+
+json LlamaJson() {
+  return json::parse(R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+    "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8, "num_hidden_layers": 32,
+    "vocab_size": 128256, "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "max_position_embeddings": 131072,
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "tie_word_embeddings": false, "torch_dtype": "bfloat16", "bos_token_id": 128000,
+    "eos_token_id": [128001, 128008, 128009], "custom_field": "kept"})");
+}
+
+absl::Status ParseError(const json& j) { return ParseConfigJson(j.dump()).status(); }
+
+TEST(Config, ParsesLlama31) {
+  auto c = ParseConfigJson(LlamaJson().dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, Family::kLlama);
+  EXPECT_EQ(c->head_dim, 128);
+  EXPECT_EQ(c->q_per_group(), 4);
+  EXPECT_EQ(c->rope_scaling.type, RopeScaling::Type::kLlama3);
+  EXPECT_EQ(c->eos_token_id, 128001);
+  EXPECT_FALSE(c->qkv_bias);
+  // Llama 3.1 8B has 8.03B parameters.
+  EXPECT_EQ(CountParams(*c).total(), 8030261248);
+}
+
+TEST(Config, Qwen2HasQkvBiasOnly) {
+  json j = {{"architectures", {"Qwen2ForCausalLM"}}, {"model_type", "qwen2"}, {"hidden_size", 896},
+            {"intermediate_size", 4864}, {"num_attention_heads", 14}, {"num_key_value_heads", 2},
+            {"num_hidden_layers", 24}, {"vocab_size", 151936}, {"tie_word_embeddings", true}};
+  auto c = ParseConfigJson(j.dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->qkv_bias);
+  EXPECT_FALSE(c->o_bias);
+  EXPECT_EQ(c->head_dim, 64);
+  // Counted by hand: tied embedding 151936*896; per layer q 896*896+896,
+  // k and v 896*128+128 each, o 896*896, MLP 3*896*4864, two norms 896.
+  EXPECT_EQ(CountParams(*c).total(), 493984768);
+}
+
+TEST(Config, ExplicitHeadDimIsKept) {
+  json j = LlamaJson();
+  j["architectures"] = {"MistralForCausalLM"};
+  j["model_type"] = "mistral";
+  j["head_dim"] = 160;
+  j.erase("rope_scaling");
+  auto c = ParseConfigJson(j.dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->head_dim, 160);
+}
+
+TEST(Config, RefusalsNameTheField) {
+  struct Case { std::function<void(json&)> edit; std::string field; };
+  std::vector<Case> cases = {
+      {[](json& j) { j["architectures"] = {"GPT2LMHeadModel"}; j["model_type"] = "gpt2"; }, "architectures"},
+      {[](json& j) { j.erase("hidden_size"); }, "hidden_size"},
+      {[](json& j) { j["num_attention_heads"] = 0; }, "num_attention_heads"},
+      {[](json& j) { j["num_key_value_heads"] = 5; }, "num_key_value_heads"},
+      {[](json& j) { j["vocab_size"] = "big"; }, "vocab_size"},
+      {[](json& j) { j["rope_scaling"]["rope_type"] = "yarn"; }, "rope_scaling.rope_type"},
+      {[](json& j) { j["rope_scaling"]["high_freq_factor"] = 0.5; }, "rope_scaling.high_freq_factor"},
+      {[](json& j) { j["tie_word_embeddings"] = "yes"; }, "tie_word_embeddings"},
+      {[](json& j) { j["hidden_size"] = 4000; j["num_attention_heads"] = 33; j["num_key_value_heads"] = 11; }, "head_dim"},
+      {[](json& j) { j["architectures"] = {"MistralForCausalLM"}; j["model_type"] = "llama"; }, "architectures"},
+  };
+  for (const Case& c : cases) {
+    json j = LlamaJson();
+    c.edit(j);
+    absl::Status st = ParseError(j);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << j.dump();
+    EXPECT_NE(st.message().find(c.field), std::string::npos) << "expected '" << c.field << "' in: " << st.message();
+  }
+  EXPECT_FALSE(ParseConfigJson("{not json").ok());
+  EXPECT_FALSE(ParseConfigJson("[1,2]").ok());
+}
+
+TEST(Config, JsonRoundTripKeepsUnknownFieldsAndWritesHeadDim) {
+  auto c = ParseConfigJson(LlamaJson().dump());
+  ASSERT_TRUE(c.ok());
+  c->hidden_size = 3072;  // a pruned width
+  json out = json::parse(ConfigToJson(*c));
+  EXPECT_EQ(out["head_dim"], 128);
+  EXPECT_EQ(out["hidden_size"], 3072);
+  EXPECT_EQ(out["custom_field"], "kept");
+  EXPECT_FALSE(out.contains("topiary"));
+  auto again = ParseConfigJson(out.dump());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->rope_scaling.factor, 8.0);
+  EXPECT_EQ(CountParams(*again).total(), CountParams(*c).total());
+}
+
+TEST(Config, NonIsomorphicLayersAreMarked) {
+  auto c = ParseConfigJson(LlamaJson().dump());
+  ASSERT_TRUE(c.ok());
+  int64_t full = CountParams(*c).total();
+  c->has_attention.assign(32, true);
+  c->has_attention[3] = false;
+  EXPECT_FALSE(c->IsIsomorphic());
+  json out = json::parse(ConfigToJson(*c));
+  EXPECT_EQ(out["topiary"]["isomorphic"], false);
+  auto again = ParseConfigJson(out.dump());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->LayerHasAttention(3));
+  // One attention sublayer: q, k, v, o and its norm.
+  EXPECT_EQ(full - CountParams(*again).total(), 4096LL * 4096 * 2 + 2LL * 4096 * 1024 + 4096);
+}
+
+}  // namespace
+}  // namespace topiary::model

@@ -1,0 +1,102 @@
+#include "worker/model/safetensors.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "testing/test_util.h"
+
+namespace topiary::model {
+namespace {
+
+using topiary::testing::TempDir;
+
+// Writes a raw safetensors file: header length, header text, data bytes.
+void WriteRaw(const std::string& path, const std::string& header, size_t data_bytes,
+              int64_t claimed_len = -1) {
+  std::ofstream f(path, std::ios::binary);
+  uint64_t n = claimed_len >= 0 ? static_cast<uint64_t>(claimed_len) : header.size();
+  for (int i = 0; i < 8; ++i) f.put(static_cast<char>((n >> (8 * i)) & 0xff));
+  f << header;
+  f << std::string(data_bytes, '\0');
+}
+
+absl::Status OpenStatus(const std::string& path) { return SafetensorsFile::Open(path).status(); }
+
+TEST(Safetensors, WriterReaderRoundTrip) {
+  TempDir dir;
+  std::string path = dir.File("a.safetensors");
+  float a[6] = {1, 2, 3, 4, 5, 6};
+  uint16_t b[2] = {0x3f80, 0x4000};  // bf16 1.0, 2.0
+  auto w = SafetensorsWriter::Create(path, {{"a", DType::kF32, {2, 3}}, {"b", DType::kBF16, {2}}}, {{"format", "pt"}});
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_TRUE((*w)->WriteNext(a, sizeof(a)).ok());
+  EXPECT_FALSE((*w)->Finish().ok());  // b is missing
+  ASSERT_TRUE((*w)->WriteNext(b, sizeof(b)).ok());
+  ASSERT_TRUE((*w)->Finish().ok());
+  auto f = SafetensorsFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status();
+  ASSERT_EQ((*f)->tensors().size(), 2u);
+  const TensorInfo* ta = (*f)->Find("a");
+  ASSERT_NE(ta, nullptr);
+  EXPECT_EQ(ta->shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(std::memcmp((*f)->Data(*ta), a, sizeof(a)), 0);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>((*f)->Data(*ta)) % 8, 0u);  // data section is aligned
+  EXPECT_EQ((*f)->metadata().at("format"), "pt");
+  EXPECT_EQ((*f)->Find("missing"), nullptr);
+}
+
+TEST(Safetensors, WriterRejectsWrongSizes) {
+  TempDir dir;
+  auto w = SafetensorsWriter::Create(dir.File("x.safetensors"), {{"a", DType::kF32, {4}}});
+  ASSERT_TRUE(w.ok());
+  float a[3] = {};
+  EXPECT_EQ((*w)->WriteNext(a, sizeof(a)).code(), absl::StatusCode::kInvalidArgument);
+}
+
+struct BadCase {
+  const char* name;
+  std::string header;
+  size_t data_bytes;
+  int64_t claimed_len;
+  const char* expect;  // a phrase the error must contain
+};
+
+TEST(Safetensors, RefusesMalformedFiles) {
+  TempDir dir;
+  const std::string ok_entry = R"("w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]})";
+  std::vector<BadCase> cases = {
+      {"header longer than file", "{" + ok_entry + "}", 16, 1 << 20, "larger than the file"},
+      {"absurd header", "{}", 0, int64_t{200} << 20, "100 MB"},
+      {"invalid json", "{\"w\": [", 16, -1, "not valid JSON"},
+      {"not an object", "[1, 2]", 0, -1, "not a JSON object"},
+      {"unknown dtype", R"({"w": {"dtype": "Q4", "shape": [2], "data_offsets": [0, 2]}})", 2, -1, "unsupported dtype"},
+      {"offsets outside data", R"({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}})", 8, -1,
+       "not within the file bounds"},
+      {"size mismatch", R"({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 16]}})", 16, -1,
+       "need 24"},
+      {"begin after end", R"({"w": {"dtype": "F32", "shape": [0], "data_offsets": [8, 4]}})", 16, -1, "begin > end"},
+      {"overlap",
+       R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})",
+       16, -1, "overlapping"},
+      {"negative shape", R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", 4, -1, "non-negative"},
+      {"missing offsets", R"({"w": {"dtype": "F32", "shape": [1]}})", 4, -1, "data_offsets"},
+      {"bad metadata", R"({"__metadata__": {"a": 1}})", 0, -1, "__metadata__"},
+  };
+  for (const BadCase& c : cases) {
+    std::string path = dir.File("bad.safetensors");
+    WriteRaw(path, c.header, c.data_bytes, c.claimed_len);
+    absl::Status st = OpenStatus(path);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.name << ": " << st;
+    EXPECT_NE(st.message().find(c.expect), std::string::npos) << c.name << ": " << st.message();
+    EXPECT_NE(st.message().find(path), std::string::npos) << c.name << ": the error names the file";
+  }
+  // Shorter than the length prefix.
+  std::ofstream(dir.File("tiny.safetensors")) << "abc";
+  EXPECT_EQ(OpenStatus(dir.File("tiny.safetensors")).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(OpenStatus(dir.File("absent.safetensors")).code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace topiary::model

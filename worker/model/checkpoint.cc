@@ -1,0 +1,217 @@
+#include "worker/model/checkpoint.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "worker/model/safetensors.h"
+
+namespace topiary::model {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+at::ScalarType ToScalarType(DType d) {
+  switch (d) {
+    case DType::kF32: return at::kFloat;
+    case DType::kF16: return at::kHalf;
+    case DType::kBF16: return at::kBFloat16;
+  }
+  return at::kFloat;
+}
+
+absl::StatusOr<DType> FromScalarType(at::ScalarType t) {
+  if (t == at::kFloat) return DType::kF32;
+  if (t == at::kHalf) return DType::kF16;
+  if (t == at::kBFloat16) return DType::kBF16;
+  return absl::InvalidArgumentError(absl::StrCat("cannot save dtype ", c10::toString(t)));
+}
+
+std::string TorchDtypeName(at::ScalarType t) {
+  if (t == at::kHalf) return "float16";
+  if (t == at::kBFloat16) return "bfloat16";
+  return "float32";
+}
+
+// The shard files of a checkpoint, opened; and where each tensor lives.
+struct OpenShards {
+  std::vector<std::unique_ptr<SafetensorsFile>> files;
+  std::map<std::string, std::pair<const SafetensorsFile*, const TensorInfo*>> where;
+};
+
+absl::StatusOr<OpenShards> OpenAllShards(const std::string& dir) {
+  OpenShards out;
+  std::vector<std::string> names;
+  const std::string index_path = dir + "/model.safetensors.index.json";
+  if (fs::exists(index_path)) {
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path, 100 << 20));
+    json j = json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(index_path, ": weight_map missing or not an object"));
+    }
+    std::set<std::string> files;
+    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+      if (!it.value().is_string()) return absl::InvalidArgumentError(absl::StrCat(index_path, ": weight_map values must be file names"));
+      std::string f = it.value().get<std::string>();
+      if (f.find('/') != std::string::npos || f == ".." || f.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(index_path, ": shard name '", f, "' must be a plain file name"));
+      }
+      files.insert(f);
+    }
+    names.assign(files.begin(), files.end());
+  } else if (fs::exists(dir + "/model.safetensors")) {
+    names.push_back("model.safetensors");
+  } else {
+    return absl::NotFoundError(absl::StrCat(dir, ": no model.safetensors or model.safetensors.index.json"));
+  }
+  for (const std::string& name : names) {
+    ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(dir + "/" + name));
+    for (const TensorInfo& info : file->tensors()) {
+      if (!out.where.emplace(info.name, std::make_pair(file.get(), &info)).second) {
+        return absl::InvalidArgumentError(absl::StrCat(dir, ": tensor '", info.name, "' appears in two shards"));
+      }
+    }
+    out.files.push_back(std::move(file));
+  }
+  return out;
+}
+
+bool IsIgnorable(const std::string& name) {
+  // Old Llama 2 exports carry the rotary tables; they are recomputed.
+  return name.find("rotary_emb.inv_freq") != std::string::npos;
+}
+
+}  // namespace
+
+const std::vector<std::string>& TokenizerFiles() {
+  static const std::vector<std::string> kFiles = {
+      "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+      "added_tokens.json", "generation_config.json"};
+  return kFiles;
+}
+
+absl::StatusOr<ModelConfig> LoadConfig(const std::string& dir) {
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(dir + "/config.json", 16 << 20));
+  auto config = ParseConfigJson(text);
+  if (!config.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, "/", config.status().message()));
+  return config;
+}
+
+absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType dtype) {
+  ASSIGN_OR_RETURN(ModelConfig config, LoadConfig(dir));
+  ASSIGN_OR_RETURN(OpenShards shards, OpenAllShards(dir));
+  torch::NoGradGuard no_grad;
+  LlamaModel m;
+  m.config = config;
+  m.layers.resize(config.num_hidden_layers);
+  auto params = m.NamedParameters();
+  auto shapes = LlamaModel::ExpectedShapes(config);
+  std::set<std::string> used;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const std::string& name = params[i].first;
+    auto it = shards.where.find(name);
+    if (it == shards.where.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(dir, ": tensor '", name, "' is missing"));
+    }
+    const auto [file, info] = it->second;
+    if (info->shape != shapes[i].second) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: tensor '%s' has shape [%s] but config.json implies [%s]", dir, name,
+          absl::StrJoin(info->shape, ","), absl::StrJoin(shapes[i].second, ",")));
+    }
+    at::Tensor view = at::from_blob(const_cast<uint8_t*>(file->Data(*info)), info->shape,
+                                    at::TensorOptions().dtype(ToScalarType(info->dtype)));
+    *params[i].second = view.to(dtype, /*non_blocking=*/false, /*copy=*/true);
+    used.insert(name);
+  }
+  if (config.tie_word_embeddings) {
+    m.lm_head = m.embed_tokens;
+    used.insert("lm_head.weight");  // some tied exports still carry it
+  }
+  for (const auto& [name, loc] : shards.where) {
+    if (!used.count(name) && !IsIgnorable(name)) {
+      log::Warn(absl::StrCat(dir, ": ignoring unexpected tensor '", name, "'"));
+    }
+  }
+  return m;
+}
+
+absl::Status SaveCheckpoint(LlamaModel& m, const std::string& dir, const SaveOptions& opt) {
+  RETURN_IF_ERROR(ValidateConfig(m.config));
+  ASSIGN_OR_RETURN(DType out_dtype, FromScalarType(opt.dtype));
+  RETURN_IF_ERROR(MakeDirs(dir));
+  torch::NoGradGuard no_grad;
+  auto params = m.NamedParameters();
+  // Assign tensors to shards by the size limit, keeping checkpoint order.
+  std::vector<std::vector<size_t>> shards(1);
+  int64_t shard_bytes = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    int64_t bytes = params[i].second->numel() * DTypeSize(out_dtype);
+    if (!shards.back().empty() && shard_bytes + bytes > opt.max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back().push_back(i);
+    shard_bytes += bytes;
+  }
+  const size_t n = shards.size();
+  json weight_map = json::object();
+  int64_t total_bytes = 0;
+  for (size_t s = 0; s < n; ++s) {
+    std::string file = n == 1 ? "model.safetensors"
+                              : absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, n);
+    std::vector<SafetensorsWriter::Decl> decls;
+    for (size_t i : shards[s]) {
+      const at::Tensor& t = *params[i].second;
+      decls.push_back({params[i].first, out_dtype, t.sizes().vec()});
+      weight_map[params[i].first] = file;
+    }
+    ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(dir + "/" + file, decls, {{"format", "pt"}}));
+    for (size_t i : shards[s]) {
+      at::Tensor t = params[i].second->detach().to(opt.dtype).contiguous();  // one tensor at a time
+      RETURN_IF_ERROR(writer->WriteNext(t.data_ptr(), t.numel() * t.element_size()));
+      total_bytes += t.numel() * t.element_size();
+    }
+    RETURN_IF_ERROR(writer->Finish());
+  }
+  // Remove weight files of an earlier save into the same directory.
+  std::set<std::string> current;
+  for (auto it = weight_map.begin(); it != weight_map.end(); ++it) current.insert(it.value().get<std::string>());
+  if (n > 1) current.insert("model.safetensors.index.json");
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    std::string name = entry.path().filename().string();
+    bool weights = name == "model.safetensors.index.json" ||
+                   (name.size() > 12 && name.compare(name.size() - 12, 12, ".safetensors") == 0);
+    if (weights && !current.count(name)) fs::remove(entry.path());
+  }
+  if (n > 1) {
+    json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
+    RETURN_IF_ERROR(WriteFileAtomically(dir + "/model.safetensors.index.json", index.dump(2) + "\n"));
+  }
+  ModelConfig config = m.config;
+  config.torch_dtype = TorchDtypeName(opt.dtype);
+  RETURN_IF_ERROR(WriteFileAtomically(dir + "/config.json", ConfigToJson(config)));
+  if (!opt.copy_files_from.empty() && fs::absolute(opt.copy_files_from) != fs::absolute(dir)) {
+    for (const std::string& f : TokenizerFiles()) {
+      fs::path src = fs::path(opt.copy_files_from) / f;
+      if (!fs::exists(src)) continue;
+      ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(src.string()));
+      RETURN_IF_ERROR(WriteFileAtomically(dir + "/" + f, bytes));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace topiary::model

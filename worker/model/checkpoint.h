@@ -1,0 +1,41 @@
+// Hugging Face checkpoint directories (shared/DESIGN.md §5):
+//   config.json
+//   model.safetensors, or shards model-0000k-of-0000n.safetensors with
+//   model.safetensors.index.json ({"metadata": {...}, "weight_map": {name: file}})
+//   tokenizer and generation files, copied unchanged.
+//
+// Loading maps each shard and converts tensor by tensor, so peak memory is the
+// model once (plus the page cache). Every tensor's shape is checked against
+// config.json. Saving streams tensor by tensor, converting one tensor at a time
+// to the output dtype, and writes every file atomically. Blocking;
+// thread-compatible.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "worker/model/llama.h"
+
+namespace topiary::model {
+
+// Reads and validates <dir>/config.json.
+absl::StatusOr<ModelConfig> LoadConfig(const std::string& dir);
+
+// Loads a model with weights converted to `dtype` (kFloat or kBFloat16).
+absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType dtype);
+
+struct SaveOptions {
+  at::ScalarType dtype = at::kBFloat16;   // kFloat, kHalf or kBFloat16
+  int64_t max_shard_bytes = 5'000'000'000;  // one file up to this size; shards beyond
+  std::string copy_files_from;           // a checkpoint dir whose tokenizer files are copied
+};
+
+// Writes the model as a Hugging Face directory (created if missing).
+absl::Status SaveCheckpoint(LlamaModel& model, const std::string& dir, const SaveOptions& options);
+
+// The files copied unchanged between checkpoints (tokenizer, generation).
+const std::vector<std::string>& TokenizerFiles();
+
+}  // namespace topiary::model

@@ -1,0 +1,257 @@
+#include "worker/model/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace topiary::model {
+namespace {
+
+using json = nlohmann::json;
+
+absl::Status Corrupt(const std::string& path, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(path, ": invalid safetensors file: ", what));
+}
+
+// numel * itemsize with overflow detection.
+bool ByteSize(const std::vector<int64_t>& shape, int itemsize, uint64_t* out) {
+  unsigned __int128 n = itemsize;
+  for (int64_t d : shape) {
+    if (d < 0) return false;
+    n *= static_cast<uint64_t>(d);
+    if (n > (static_cast<unsigned __int128>(1) << 62)) return false;
+  }
+  *out = static_cast<uint64_t>(n);
+  return true;
+}
+
+absl::Status WriteAll(int fd, const void* data, size_t n, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return absl::InternalError(absl::StrCat("write ", path, ": ", std::strerror(errno)));
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::string_view DTypeName(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return "F32";
+    case DType::kF16: return "F16";
+    case DType::kBF16: return "BF16";
+  }
+  return "?";
+}
+
+int DTypeSize(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
+
+absl::StatusOr<DType> ParseDType(absl::string_view name) {
+  if (name == "F32") return DType::kF32;
+  if (name == "F16") return DType::kF16;
+  if (name == "BF16") return DType::kBF16;
+  return absl::InvalidArgumentError(absl::StrCat("unsupported dtype '", name, "' (supported: F32, F16, BF16)"));
+}
+
+int64_t TensorInfo::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+absl::StatusOr<std::vector<TensorInfo>> ParseHeader(absl::string_view text, uint64_t data_size,
+                                                    std::map<std::string, std::string>* metadata) {
+  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError("header is not valid JSON");
+  if (!j.is_object()) return absl::InvalidArgumentError("header is not a JSON object");
+  std::vector<TensorInfo> out;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& name = it.key();
+    const json& v = it.value();
+    if (name == "__metadata__") {
+      if (!v.is_object()) return absl::InvalidArgumentError("__metadata__ must be an object of strings");
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        if (!m.value().is_string()) return absl::InvalidArgumentError("__metadata__ values must be strings");
+        if (metadata) (*metadata)[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    auto err = [&](absl::string_view what) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': ", what));
+    };
+    if (!v.is_object()) return err("entry is not an object");
+    auto dt = v.find("dtype");
+    if (dt == v.end() || !dt->is_string()) return err("missing dtype");
+    auto dtype = ParseDType(dt->get<std::string>());
+    if (!dtype.ok()) return err(dtype.status().message());
+    TensorInfo info;
+    info.name = name;
+    info.dtype = *dtype;
+    auto shape = v.find("shape");
+    if (shape == v.end() || !shape->is_array()) return err("missing shape");
+    for (const auto& d : *shape) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0) return err("shape entries must be non-negative integers");
+      info.shape.push_back(d.get<int64_t>());
+    }
+    auto off = v.find("data_offsets");
+    if (off == v.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
+        !(*off)[1].is_number_unsigned()) {
+      return err("data_offsets must be [begin, end] of non-negative integers");
+    }
+    info.begin = (*off)[0].get<uint64_t>();
+    info.end = (*off)[1].get<uint64_t>();
+    if (info.begin > info.end) return err("data_offsets begin > end");
+    if (info.end > data_size) {
+      return err(absl::StrCat("data is not within the file bounds (end ", info.end, " > data size ", data_size, ")"));
+    }
+    uint64_t bytes = 0;
+    if (!ByteSize(info.shape, DTypeSize(info.dtype), &bytes)) return err("shape too large");
+    if (info.end - info.begin != bytes) {
+      return err(absl::StrCat("data_offsets span ", info.end - info.begin, " bytes but shape and dtype need ", bytes));
+    }
+    out.push_back(std::move(info));
+  }
+  std::vector<const TensorInfo*> sorted;
+  for (const auto& t : out) sorted.push_back(&t);
+  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->begin < b->begin; });
+  for (size_t i = 1; i < sorted.size(); ++i) {
+    if (sorted[i]->begin < sorted[i - 1]->end) {
+      return absl::InvalidArgumentError(absl::StrCat("tensors '", sorted[i - 1]->name, "' and '", sorted[i]->name,
+                                                     "' have overlapping data ranges"));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return errno == ENOENT ? absl::NotFoundError(absl::StrCat(path, ": no such file"))
+                           : absl::PermissionDeniedError(absl::StrCat(path, ": ", std::strerror(errno)));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return absl::InternalError(absl::StrCat(path, ": fstat failed"));
+  }
+  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile);
+  f->path_ = path;
+  f->size_ = static_cast<uint64_t>(st.st_size);
+  if (f->size_ < 8) {
+    ::close(fd);
+    return Corrupt(path, absl::StrCat("file is ", f->size_, " bytes, shorter than the 8-byte header length"));
+  }
+  void* map = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) return absl::InternalError(absl::StrCat(path, ": mmap failed: ", std::strerror(errno)));
+  f->map_ = map;
+  const uint8_t* bytes = static_cast<const uint8_t*>(map);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
+  if (n > kMaxHeaderBytes) return Corrupt(path, absl::StrCat("header length ", n, " exceeds the 100 MB limit"));
+  if (n > f->size_ - 8) return Corrupt(path, absl::StrCat("header length ", n, " is larger than the file"));
+  f->data_ = bytes + 8 + n;
+  auto infos = ParseHeader(absl::string_view(reinterpret_cast<const char*>(bytes + 8), n), f->size_ - 8 - n,
+                           &f->metadata_);
+  if (!infos.ok()) return Corrupt(path, infos.status().message());
+  f->tensors_ = std::move(*infos);
+  for (size_t i = 0; i < f->tensors_.size(); ++i) f->index_[f->tensors_[i].name] = i;
+  return f;
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (map_) ::munmap(map_, size_);
+}
+
+const TensorInfo* SafetensorsFile::Find(absl::string_view name) const {
+  auto it = index_.find(std::string(name));
+  return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
+    const std::string& path, std::vector<Decl> decls, const std::map<std::string, std::string>& metadata) {
+  json header = json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const Decl& d : decls) {
+    uint64_t bytes = 0;
+    if (!ByteSize(d.shape, DTypeSize(d.dtype), &bytes)) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", d.name, "': shape too large"));
+    }
+    if (header.contains(d.name)) return absl::InvalidArgumentError(absl::StrCat("duplicate tensor '", d.name, "'"));
+    header[d.name] = {{"dtype", std::string(DTypeName(d.dtype))},
+                      {"shape", d.shape},
+                      {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  while ((8 + text.size()) % 8 != 0) text.push_back(' ');  // align the data section
+  std::unique_ptr<SafetensorsWriter> w(new SafetensorsWriter);
+  w->path_ = path;
+  w->tmp_path_ = absl::StrCat(path, ".tmp.", ::getpid());
+  w->decls_ = std::move(decls);
+  w->fd_ = ::open(w->tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (w->fd_ < 0) return absl::InternalError(absl::StrCat("create ", w->tmp_path_, ": ", std::strerror(errno)));
+  uint8_t len[8];
+  uint64_t n = text.size();
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
+  RETURN_IF_ERROR(WriteAll(w->fd_, len, 8, w->tmp_path_));
+  RETURN_IF_ERROR(WriteAll(w->fd_, text.data(), text.size(), w->tmp_path_));
+  return w;
+}
+
+absl::Status SafetensorsWriter::WriteNext(const void* data, size_t nbytes) {
+  if (fd_ < 0) return absl::FailedPreconditionError("writer is closed");
+  if (next_ >= decls_.size()) return absl::FailedPreconditionError("more tensors written than declared");
+  const Decl& d = decls_[next_];
+  uint64_t expected = 0;
+  ByteSize(d.shape, DTypeSize(d.dtype), &expected);
+  if (nbytes != expected) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", d.name, "': got ", nbytes, " bytes, declared ", expected));
+  }
+  RETURN_IF_ERROR(WriteAll(fd_, data, nbytes, tmp_path_));
+  ++next_;
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsWriter::Finish() {
+  if (fd_ < 0) return absl::FailedPreconditionError("writer is closed");
+  if (next_ != decls_.size()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("only ", next_, " of ", decls_.size(), " declared tensors were written"));
+  }
+  int rc = ::fsync(fd_);
+  ::close(fd_);
+  fd_ = -1;
+  if (rc != 0) return absl::InternalError(absl::StrCat("fsync ", tmp_path_, ": ", std::strerror(errno)));
+  if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("rename to ", path_, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+SafetensorsWriter::~SafetensorsWriter() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_path_.c_str());
+  }
+}
+
+}  // namespace topiary::model
