@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "client/compress_commands.h"
 #include "client/local_commands.h"
 
 namespace topiary::cli {
@@ -23,6 +24,7 @@ void RegisterAll(CLI::App& app, CommandRegistry& registry) {
     return 0;
   });
   RegisterLocalCommands(app, registry);
+  RegisterCompressCommands(app, registry);
 }
 
 }  // namespace topiary::cli

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli_util.h"
+#include "client/local_util.h"
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -31,52 +32,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-
-// The flag vocabulary shared by local commands.
-struct DataFlags {
-  std::string path;
-  std::string format = "auto";  // u16 | u32 | auto | text | jsonl
-  std::string tokenizer;        // for text/jsonl; default <model>/tokenizer.model
-};
-
-void AddDataFlags(CLI::App* cmd, DataFlags* f, const char* flag = "--data", bool required = true) {
-  auto* opt = cmd->add_option(flag, f->path, "token file (.bin), text or JSONL corpus");
-  if (required) opt->required();
-  cmd->add_option(absl::StrCat(flag, "-format"), f->format, "u16|u32|auto|text|jsonl")->capture_default_str();
-  cmd->add_option("--tokenizer", f->tokenizer, "SentencePiece model for text/jsonl (default: the model's)");
-}
-
-absl::StatusOr<at::ScalarType> ParseDtype(const std::string& s, absl::string_view field) {
-  if (s == "fp32" || s == "float32") return at::kFloat;
-  if (s == "bf16" || s == "bfloat16") return at::kBFloat16;
-  if (s == "fp16" || s == "float16") return at::kHalf;
-  return absl::InvalidArgumentError(absl::StrCat(field, ": unknown dtype '", s, "' (fp32, bf16, fp16)"));
-}
-
-void SetThreads(int threads) {
-  at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-}
-
-// Opens a token file, tokenizing a text or JSONL corpus first (into a
-// temporary token file) when the format asks for it.
-absl::StatusOr<std::unique_ptr<data::TokenFile>> OpenData(const DataFlags& f, const std::string& model_dir,
-                                                          int64_t vocab_size) {
-  if (f.format == "text" || f.format == "jsonl") {
-    std::string tok_path = f.tokenizer.empty() ? model_dir + "/tokenizer.model" : f.tokenizer;
-    ASSIGN_OR_RETURN(auto tok, data::Tokenizer::Load(tok_path));
-    ASSIGN_OR_RETURN(data::TextFormat tf, data::ParseTextFormat(f.format));
-    ASSIGN_OR_RETURN(std::string corpus, ReadFileToString(f.path, size_t{8} << 30));
-    ASSIGN_OR_RETURN(auto docs, data::SplitDocuments(corpus, tf));
-    ASSIGN_OR_RETURN(std::string dir, MakeTempDir("topiary-tokens"));
-    std::string bin = dir + "/data.bin";
-    RETURN_IF_ERROR(data::WriteTokenFile(bin, data::TokenizeDocuments(*tok, docs), data::FormatForVocab(vocab_size)));
-    auto file = data::TokenFile::Open(bin, data::FormatForVocab(vocab_size), vocab_size);
-    RemoveAll(dir).IgnoreError();  // the mapping stays valid after unlink
-    return file;
-  }
-  ASSIGN_OR_RETURN(data::TokenFormat format, data::ParseTokenFormat(f.format));
-  return data::TokenFile::Open(f.path, format, vocab_size);
-}
 
 // ---- init ------------------------------------------------------------------
 
@@ -275,13 +230,6 @@ absl::Status RunGenerate(GenerateFlags f) {
   return absl::OkStatus();
 }
 
-template <typename Flags, typename Fn>
-void Register(CommandRegistry& registry, CLI::App* cmd, std::shared_ptr<Flags> flags, const char* name, Fn fn) {
-  registry.Add(cmd, [flags, name, fn] {
-    return ReportStatus(name, CatchTorch(name, [&] { return fn(*flags); }));
-  });
-}
-
 }  // namespace
 
 void RegisterLocalCommands(CLI::App& app, CommandRegistry& registry) {
@@ -293,14 +241,14 @@ void RegisterLocalCommands(CLI::App& app, CommandRegistry& registry) {
     cmd->add_option("--seed", f->seed, "initialisation seed")->capture_default_str();
     cmd->add_option("--dtype", f->dtype, "saved dtype: fp32|bf16|fp16")->capture_default_str();
     cmd->add_option("--copy-tokenizer-from", f->copy_from, "directory whose tokenizer files are copied");
-    Register(registry, cmd, f, "init", RunInit);
+    AddRunner(registry, cmd, f, "init", RunInit);
   }
   {
     auto f = std::make_shared<TokenizeFlags>();
     auto* cmd = app.add_subcommand("tokenize", "tokenize a text or JSONL corpus into a token file");
     AddDataFlags(cmd, &f->data);
     cmd->add_option("--out", f->out, "output token file (.bin)")->required();
-    Register(registry, cmd, f, "tokenize", RunTokenize);
+    AddRunner(registry, cmd, f, "tokenize", RunTokenize);
   }
   {
     auto f = std::make_shared<EvalFlags>();
@@ -313,7 +261,7 @@ void RegisterLocalCommands(CLI::App& app, CommandRegistry& registry) {
     cmd->add_option("--dtype", f->dtype, "compute dtype fp32|bf16")->capture_default_str();
     cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
     cmd->add_flag("--json", f->json, "print one JSON object");
-    Register(registry, cmd, f, "eval", RunEval);
+    AddRunner(registry, cmd, f, "eval", RunEval);
   }
   {
     auto f = std::make_shared<TrainFlags>();
@@ -343,14 +291,14 @@ void RegisterLocalCommands(CLI::App& app, CommandRegistry& registry) {
     cmd->add_option("--save-dtype", f->save_dtype, "checkpoint dtype")->capture_default_str();
     cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
     cmd->add_flag("--json", f->json, "print metrics as JSON lines");
-    Register(registry, cmd, f, "train", RunTrain);
+    AddRunner(registry, cmd, f, "train", RunTrain);
   }
   {
     auto f = std::make_shared<InspectFlags>();
     auto* cmd = app.add_subcommand("inspect", "config, parameter counts, dtype and size of a checkpoint");
     cmd->add_option("--model", f->model, "Hugging Face model directory")->required();
     cmd->add_flag("--json", f->json, "print JSON");
-    Register(registry, cmd, f, "inspect", RunInspect);
+    AddRunner(registry, cmd, f, "inspect", RunInspect);
   }
   {
     auto f = std::make_shared<GenerateFlags>();
@@ -367,7 +315,7 @@ void RegisterLocalCommands(CLI::App& app, CommandRegistry& registry) {
     cmd->add_flag("--stop-at-eos", f->stop_at_eos, "stop at the end-of-text token");
     cmd->add_option("--dtype", f->dtype, "compute dtype fp32|bf16")->capture_default_str();
     cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
-    Register(registry, cmd, f, "generate", RunGenerate);
+    AddRunner(registry, cmd, f, "generate", RunGenerate);
   }
 }
 

@@ -31,6 +31,13 @@ absl::Status ValidateRecipe(const TrainRecipe& r) {
   return absl::OkStatus();
 }
 
+double ForwardBackwardCe(const model::LlamaModel& model, const data::Batch& batch, double grad_scale) {
+  at::Tensor logits = model::Forward(model, batch.inputs);                                  // (B, T, V)
+  at::Tensor loss = at::cross_entropy_loss(logits.to(at::kFloat).flatten(0, 1), batch.targets.flatten());
+  (loss * grad_scale).backward();
+  return loss.item<double>();
+}
+
 absl::Status TrainCausalLm(model::LlamaModel& model, const TrainData& data, const TrainRecipe& r,
                            const StepCallback& callback) {
   RETURN_IF_ERROR(ValidateRecipe(r));
@@ -58,10 +65,7 @@ absl::Status TrainCausalLm(model::LlamaModel& model, const TrainData& data, cons
       std::vector<int64_t> idx;
       for (int64_t i = 0; i < r.micro_batch; ++i) idx.push_back(step * r.global_batch + a * r.micro_batch + i);
       ASSIGN_OR_RETURN(data::Batch batch, sampler.Sequences(idx));
-      at::Tensor logits = model::Forward(model, batch.inputs);                        // (B, T, V)
-      at::Tensor loss = at::cross_entropy_loss(logits.to(at::kFloat).flatten(0, 1), batch.targets.flatten());
-      (loss / static_cast<double>(accum)).backward();
-      step_loss += loss.item<double>() / static_cast<double>(accum);
+      step_loss += ForwardBackwardCe(model, batch, 1.0 / static_cast<double>(accum)) / static_cast<double>(accum);
       tokens += batch.inputs.numel();
     }
     if (!std::isfinite(step_loss)) {

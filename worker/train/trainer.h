@@ -56,6 +56,10 @@ struct TrainData {
   data::TokenRange eval_range;  // empty: no evaluation
 };
 
+// One micro batch: forward, mean cross-entropy over its tokens, and backward
+// of loss * grad_scale (accumulating into .grad()). Returns the unscaled loss.
+double ForwardBackwardCe(const model::LlamaModel& model, const data::Batch& batch, double grad_scale);
+
 // Trains `model` in place. Fails with INVALID_ARGUMENT on a bad recipe or
 // data, and with INTERNAL (naming the step) on a non-finite loss.
 absl::Status TrainCausalLm(model::LlamaModel& model, const TrainData& data, const TrainRecipe& recipe,

@@ -70,9 +70,11 @@ TEST(Checkpoint, ShardsWithIndexAndLoadsBack) {
   EXPECT_FALSE(fs::exists(dir.File("model.safetensors")));
   auto index = nlohmann::json::parse(Bytes(dir.File("model.safetensors.index.json")));
   EXPECT_EQ(index["weight_map"].size(), m.NamedParameters().size());
-  EXPECT_TRUE(fs::exists(dir.File("model-00001-of-00003.safetensors")) ||
-              fs::exists(dir.File("model-00001-of-00004.safetensors")) ||
-              fs::exists(dir.File("model-00001-of-00002.safetensors")));
+  int shard_files = 0;
+  for (auto& e : fs::directory_iterator(dir.path())) {
+    shard_files += e.path().filename().string().rfind("model-0000", 0) == 0;
+  }
+  EXPECT_GT(shard_files, 1);
   auto loaded = LoadCheckpoint(dir.path(), at::kFloat);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   ExpectSameWeights(m, *loaded);

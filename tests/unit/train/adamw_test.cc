@@ -9,9 +9,9 @@ namespace topiary::train {
 namespace {
 
 TEST(AdamW, OneStepMatchesHandComputation) {
-  at::Tensor w = at::tensor({{1.0f, -2.0f}, {0.5f, 3.0f}}).requires_grad_(true);
+  at::Tensor w = torch::tensor({{1.0f, -2.0f}, {0.5f, 3.0f}}).requires_grad_(true);
   at::Tensor b = at::tensor({0.25f}).requires_grad_(true);
-  w.mutable_grad() = at::tensor({{0.1f, -0.2f}, {0.0f, 0.4f}});
+  w.mutable_grad() = torch::tensor({{0.1f, -0.2f}, {0.0f, 0.4f}});
   b.mutable_grad() = at::tensor({1.0f});
   AdamWOptions o;
   o.beta1 = 0.9;

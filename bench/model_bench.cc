@@ -1,0 +1,123 @@
+// Forward and training-step throughput of the Llama implementation, against
+// the bf16 GEMM peak measured in the same run and against the eager-PyTorch
+// peer (bench/peers/llama_step.py) run on the same shape right after.
+//
+//   model_bench [--shape 100m|teacher] [--mode train|forward] [--batch B] [--seq T] [--iters N]
+//
+// FLOPs per token (shared/DESIGN.md §11): forward 2N + 4·L·T·C with N the
+// parameters that multiply (all but the embedding lookup); training 3x.
+// Prints one SUMMARY line.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "bench/bench_util.h"
+#include "common/process.h"
+#include "worker/model/llama.h"
+#include "worker/train/adamw.h"
+#include "worker/train/trainer.h"
+
+namespace {
+
+using namespace topiary;
+
+struct Args {
+  std::string shape = "100m", mode = "train";
+  int64_t batch = 4, seq = 512;
+  int iters = 5;
+};
+
+Args Parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i], v = argv[i + 1];
+    if (k == "--shape") a.shape = v;
+    else if (k == "--mode") a.mode = v;
+    else if (k == "--batch") a.batch = std::stoll(v);
+    else if (k == "--seq") a.seq = std::stoll(v);
+    else if (k == "--iters") a.iters = std::stoi(v);
+  }
+  return a;
+}
+
+model::ModelConfig Shape(const std::string& name) {
+  model::ModelConfig c;
+  c.family = model::Family::kLlama;
+  if (name == "teacher") {  // models/kjv-llama-8m
+    c.hidden_size = 256, c.intermediate_size = 768, c.num_attention_heads = 8, c.num_key_value_heads = 4;
+    c.num_hidden_layers = 8, c.vocab_size = 4096;
+  } else {  // ~107M parameters
+    c.hidden_size = 1024, c.intermediate_size = 2816, c.num_attention_heads = 16, c.num_key_value_heads = 4;
+    c.num_hidden_layers = 8, c.vocab_size = 8192;
+  }
+  c.head_dim = c.hidden_size / c.num_attention_heads;
+  c.max_position_embeddings = 4096;
+  return c;
+}
+
+// Runs the peer with the same shape and the same allocator settings.
+double RunPeer(const Args& a, const model::ModelConfig& c) {
+  std::string cmd = std::string(
+      "MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864 "
+      "/usr/bin/python3 ") + TOPIARY_SOURCE_DIR + "/bench/peers/llama_step.py" +
+      " --hidden " + std::to_string(c.hidden_size) + " --ffn " + std::to_string(c.intermediate_size) +
+      " --heads " + std::to_string(c.num_attention_heads) + " --kv-heads " + std::to_string(c.num_key_value_heads) +
+      " --layers " + std::to_string(c.num_hidden_layers) + " --vocab " + std::to_string(c.vocab_size) +
+      " --seq " + std::to_string(a.seq) + " --batch " + std::to_string(a.batch) + " --iters " +
+      std::to_string(a.iters) + " --mode " + a.mode + " --threads " + std::to_string(at::get_num_threads());
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return -1;
+  char line[512];
+  double tps = -1;
+  while (fgets(line, sizeof(line), p)) {
+    if (const char* s = std::strstr(line, "tokens_per_second=")) tps = std::atof(s + 18);
+  }
+  pclose(p);
+  return tps;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  TuneMalloc();
+  bench::SetupThreads();
+  Args a = Parse(argc, argv);
+  model::ModelConfig c = Shape(a.shape);
+  const double peak = bench::MeasureGemmPeak(torch::kBFloat16);
+  model::LlamaModel m = model::InitModel(c, 0, at::kBFloat16);
+  data::Batch batch{at::randint(0, c.vocab_size, {a.batch, a.seq}, at::kLong),
+                    at::randint(0, c.vocab_size, {a.batch, a.seq}, at::kLong)};
+  const bool train = a.mode == "train";
+  std::vector<at::Tensor*> params;
+  auto named = m.NamedParameters();
+  for (auto& [n, t] : named) {
+    if (train) t->requires_grad_(true);
+    params.push_back(t);
+  }
+  train::AdamW opt(named, {});
+  auto step = [&] {
+    if (!train) {
+      torch::NoGradGuard g;
+      model::Forward(m, batch.inputs);
+      return;
+    }
+    for (at::Tensor* p : params) p->mutable_grad() = at::Tensor();
+    train::ForwardBackwardCe(m, batch, 1.0);
+    train::ClipGradNorm(params, 1.0);
+    opt.Step(1e-4);
+  };
+  double sec = bench::TimeMedian(step, 1, a.iters);
+  const double tokens = static_cast<double>(a.batch * a.seq);
+  auto counts = model::CountParams(c);
+  double n_mul = static_cast<double>(counts.total() - counts.embedding + (c.tie_word_embeddings ? counts.embedding : 0));
+  double fwd_flops = 2 * n_mul + 4.0 * c.num_hidden_layers * a.seq * c.hidden_size;
+  double flops = (train ? 3 : 1) * fwd_flops * tokens / sec;
+  double peer = RunPeer(a, c);
+  std::printf("SUMMARY model_bench shape=%s params=%.1fM mode=%s batch=%lld seq=%lld tokens_per_s=%.0f "
+              "gflops=%.1f bf16_peak_gflops=%.1f of_peak=%.3f peer_tokens_per_s=%.0f vs_peer=%.2f\n",
+              a.shape.c_str(), counts.total() / 1e6, a.mode.c_str(), static_cast<long long>(a.batch),
+              static_cast<long long>(a.seq), tokens / sec, flops / 1e9, peak / 1e9, flops / peak, peer,
+              peer > 0 ? (tokens / sec) / peer : 0.0);
+  return 0;
+}

@@ -1,0 +1,122 @@
+"""Eager-PyTorch peer of bench/model_bench: the same Llama shape, the same
+forward or training step (bf16 compute, fp32 master weights, AdamW), timed the
+same way. Prints one line: PEER tokens_per_second=<x>.
+
+Run with Debian's /usr/bin/python3 (python3-torch 1.13). Written as a user of
+eager PyTorch would write it, following the Hugging Face Llama equations.
+"""
+import argparse
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+class Block(torch.nn.Module):
+    def __init__(self, c, ff, nh, nkv, hd):
+        super().__init__()
+        self.nh, self.nkv, self.hd = nh, nkv, hd
+        self.ln1 = torch.nn.Parameter(torch.ones(c))
+        self.q = torch.nn.Linear(c, nh * hd, bias=False)
+        self.k = torch.nn.Linear(c, nkv * hd, bias=False)
+        self.v = torch.nn.Linear(c, nkv * hd, bias=False)
+        self.o = torch.nn.Linear(nh * hd, c, bias=False)
+        self.ln2 = torch.nn.Parameter(torch.ones(c))
+        self.gate = torch.nn.Linear(c, ff, bias=False)
+        self.up = torch.nn.Linear(c, ff, bias=False)
+        self.down = torch.nn.Linear(ff, c, bias=False)
+
+    @staticmethod
+    def norm(x, w):
+        xf = x.float()
+        return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(x.dtype)
+
+    def forward(self, x, cos, sin, mask):
+        B, T, _ = x.shape
+        h = self.norm(x, self.ln1)
+        q = self.q(h).view(B, T, self.nh, self.hd).transpose(1, 2)
+        k = self.k(h).view(B, T, self.nkv, self.hd).transpose(1, 2)
+        v = self.v(h).view(B, T, self.nkv, self.hd).transpose(1, 2)
+        rot = lambda t: torch.cat((-t[..., self.hd // 2:], t[..., :self.hd // 2]), -1)
+        q = q * cos + rot(q) * sin
+        k = k * cos + rot(k) * sin
+        k = k.repeat_interleave(self.nh // self.nkv, 1)
+        v = v.repeat_interleave(self.nh // self.nkv, 1)
+        att = (q @ k.transpose(2, 3)) / math.sqrt(self.hd) + mask
+        att = torch.softmax(att.float(), -1).to(q.dtype)
+        x = x + self.o((att @ v).transpose(1, 2).reshape(B, T, -1))
+        h = self.norm(x, self.ln2)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class Llama(torch.nn.Module):
+    def __init__(self, a):
+        super().__init__()
+        self.emb = torch.nn.Embedding(a.vocab, a.hidden)
+        self.blocks = torch.nn.ModuleList(
+            Block(a.hidden, a.ffn, a.heads, a.kv_heads, a.hidden // a.heads) for _ in range(a.layers))
+        self.lnf = torch.nn.Parameter(torch.ones(a.hidden))
+        self.head = torch.nn.Linear(a.hidden, a.vocab, bias=False)
+        hd = a.hidden // a.heads
+        inv = 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd))
+        f = torch.outer(torch.arange(a.seq).float(), inv)
+        emb = torch.cat((f, f), -1)
+        self.cos, self.sin = emb.cos(), emb.sin()
+        self.mask = torch.full((a.seq, a.seq), float("-inf")).triu(1)
+
+    def forward(self, tokens):
+        dt = self.emb.weight.dtype
+        cos, sin, mask = self.cos.to(dt), self.sin.to(dt), self.mask.to(dt)
+        x = self.emb(tokens)
+        for b in self.blocks:
+            x = b(x, cos, sin, mask)
+        return self.head(Block.norm(x, self.lnf))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    for name, default in (("hidden", 1024), ("ffn", 2816), ("heads", 16), ("kv-heads", 4), ("layers", 8),
+                          ("vocab", 8192), ("seq", 512), ("batch", 4), ("iters", 5), ("threads", 2)):
+        ap.add_argument("--" + name, type=int, default=default)
+    ap.add_argument("--mode", choices=("forward", "train"), default="train")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    model = Llama(a).to(torch.bfloat16)
+    tokens = torch.randint(0, a.vocab, (a.batch, a.seq))
+    targets = torch.randint(0, a.vocab, (a.batch, a.seq))
+    params = [p for p in model.parameters()]
+    master = [p.detach().float().clone().requires_grad_(True) for p in params]
+    opt = torch.optim.AdamW(master, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+
+    def step():
+        if a.mode == "forward":
+            with torch.no_grad():
+                model(tokens)
+            return
+        for p in params:
+            p.grad = None
+        logits = model(tokens)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        loss.backward()
+        for m, p in zip(master, params):
+            m.grad = p.grad.float()
+        torch.nn.utils.clip_grad_norm_(master, 1.0)
+        opt.step()
+        with torch.no_grad():
+            for m, p in zip(master, params):
+                p.copy_(m)
+
+    step()
+    times = []
+    for _ in range(a.iters):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    print(f"PEER tokens_per_second={a.batch * a.seq / times[len(times) // 2]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+#include "client/compress_commands.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "client/local_util.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+#include "worker/compress/importance/estimate.h"
+#include "worker/compress/importance/plots.h"
+#include "worker/compress/importance/scores_json.h"
+#include "worker/compress/prune/plan.h"
+#include "worker/eval/perplexity.h"
+#include "worker/model/checkpoint.h"
+
+namespace topiary::cli {
+namespace {
+
+// ---- importance ------------------------------------------------------------
+
+struct ImportanceFlags {
+  std::string model, out, batch_agg = "l2", seq_agg = "mean", mlp_activation = "down_proj_input";
+  std::string depth = "lm_loss,magnitude_l1,reverse_order";
+  DataFlags data;
+  compress::ImportanceOptions options;
+  int threads = 0;
+};
+
+absl::Status RunImportance(ImportanceFlags f) {
+  SetThreads(f.threads);
+  auto& o = f.options;
+  ASSIGN_OR_RETURN(o.agg.batch, compress::ParseAgg(f.batch_agg));
+  ASSIGN_OR_RETURN(o.agg.seq, compress::ParseAgg(f.seq_agg));
+  if (f.mlp_activation == "down_proj_input") o.mlp = compress::MlpActivation::kDownProjInput;
+  else if (f.mlp_activation == "gate_proj_output") o.mlp = compress::MlpActivation::kGateOutput;
+  else return absl::InvalidArgumentError("--mlp-activation: expected down_proj_input or gate_proj_output");
+  o.extra_depth.clear();
+  for (absl::string_view m : absl::StrSplit(f.depth, ',', absl::SkipEmpty())) o.extra_depth.emplace_back(m);
+  ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, at::kFloat));
+  ASSIGN_OR_RETURN(auto file, OpenData(f.data, f.model, m.config.vocab_size));
+  ASSIGN_OR_RETURN(compress::ImportanceResult r, compress::EstimateImportance(m, *file, {0, file->size()}, o));
+  RETURN_IF_ERROR(MakeDirs(f.out));
+  compress::ScoresProvenance prov{f.model, f.data.path, o};
+  RETURN_IF_ERROR(WriteFileAtomically(f.out + "/scores.json", compress::ScoresToJson(m.config, r, prov)));
+  RETURN_IF_ERROR(WriteFileAtomically(f.out + "/depth.svg",
+                                      compress::LineChartSvg("Depth importance per layer", r.scores.depth)));
+  std::map<std::string, std::vector<double>> width;
+  auto means = [](const at::Tensor& t) {
+    at::Tensor m = t.to(at::kDouble).mean(-1);
+    return std::vector<double>(m.data_ptr<double>(), m.data_ptr<double>() + m.numel());
+  };
+  width["heads (mean)"] = means(r.scores.heads);
+  width["kv groups (mean)"] = means(r.scores.kv_groups);
+  width["neurons (mean)"] = means(r.scores.neurons);
+  at::Tensor per_norm = r.channels_per_norm.narrow(0, 0, m.config.num_hidden_layers * 2).view(
+      {m.config.num_hidden_layers, 2, m.config.hidden_size});
+  width["input norm channels (mean)"] = means(per_norm.select(1, 0));
+  width["post norm channels (mean)"] = means(per_norm.select(1, 1));
+  RETURN_IF_ERROR(WriteFileAtomically(f.out + "/width.svg",
+                                      compress::LineChartSvg("Width statistics per layer", width)));
+  std::printf("%s/scores.json: %lld sequences, %lld tokens; depth metrics:", f.out.c_str(),
+              static_cast<long long>(r.sequences), static_cast<long long>(r.tokens));
+  for (const auto& [name, v] : r.scores.depth) std::printf(" %s", name.c_str());
+  std::printf("\n");
+  return absl::OkStatus();
+}
+
+// ---- prune -----------------------------------------------------------------
+
+struct PruneFlags {
+  std::string model, scores, target, out, dtype = "bf16";
+  std::string drop_layers, drop_attention, drop_mlp;
+  compress::PruneTarget t;
+};
+
+absl::StatusOr<std::vector<int64_t>> ParseList(const std::string& s, absl::string_view field) {
+  std::vector<int64_t> out;
+  for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty())) {
+    int64_t v;
+    if (!absl::SimpleAtoi(p, &v)) return absl::InvalidArgumentError(absl::StrCat(field, ": '", p, "' is not an integer"));
+    out.push_back(v);
+  }
+  return out;
+}
+
+absl::Status ParseTarget(const std::string& text, compress::PruneTarget* t) {
+  for (absl::string_view kv : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    int64_t v;
+    if (!absl::SimpleAtoi(p.second, &v)) {
+      return absl::InvalidArgumentError(absl::StrCat("--target: '", kv, "' must be key=integer"));
+    }
+    if (p.first == "hidden_size") t->hidden_size = v;
+    else if (p.first == "intermediate_size") t->intermediate_size = v;
+    else if (p.first == "num_attention_heads") t->num_attention_heads = v;
+    else if (p.first == "num_key_value_heads") t->num_key_value_heads = v;
+    else if (p.first == "num_hidden_layers") t->num_hidden_layers = v;
+    else return absl::InvalidArgumentError(absl::StrCat("--target: unknown key '", p.first, "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunPrune(PruneFlags f) {
+  RETURN_IF_ERROR(ParseTarget(f.target, &f.t));
+  ASSIGN_OR_RETURN(f.t.drop_layers, ParseList(f.drop_layers, "--drop-layers"));
+  ASSIGN_OR_RETURN(f.t.drop_attention, ParseList(f.drop_attention, "--drop-attention"));
+  ASSIGN_OR_RETURN(f.t.drop_mlp, ParseList(f.drop_mlp, "--drop-mlp"));
+  ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(f.dtype, "--dtype"));
+  ASSIGN_OR_RETURN(model::ModelConfig config, model::LoadConfig(f.model));
+  RETURN_IF_ERROR(compress::ValidateTarget(config, f.t));  // before any heavy work
+  compress::Scores scores;
+  if (!f.scores.empty()) {
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(f.scores, size_t{2} << 30));
+    ASSIGN_OR_RETURN(scores, compress::ScoresFromJson(text, config));
+  }
+  ASSIGN_OR_RETURN(compress::PrunePlan plan, compress::MakePlan(config, scores, f.t));
+  ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, dtype));
+  model::LlamaModel pruned = compress::ApplyPlan(m, plan);
+  model::SaveOptions so;
+  so.dtype = dtype;
+  so.copy_files_from = f.model;
+  RETURN_IF_ERROR(model::SaveCheckpoint(pruned, f.out, so));
+  auto before = model::CountParams(config), after = model::CountParams(plan.config);
+  std::printf("%s: %lld -> %lld parameters (%.1f%%), non-embedding %lld -> %lld%s\n", f.out.c_str(),
+              static_cast<long long>(before.total()), static_cast<long long>(after.total()),
+              100.0 * after.total() / before.total(), static_cast<long long>(before.non_embedding()),
+              static_cast<long long>(after.non_embedding()),
+              plan.config.IsIsomorphic() ? "" : " (not isomorphic: Topiary format)");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void RegisterCompressCommands(CLI::App& app, CommandRegistry& registry) {
+  {
+    auto f = std::make_shared<ImportanceFlags>();
+    auto& o = f->options;
+    auto* cmd = app.add_subcommand("importance", "estimate width and depth importance on calibration data");
+    cmd->add_option("--model", f->model, "Hugging Face model directory")->required();
+    AddDataFlags(cmd, &f->data);
+    cmd->add_option("--out", f->out, "output directory (scores.json, depth.svg, width.svg)")->required();
+    cmd->add_option("--seq-len", o.seq_len, "calibration sequence length")->capture_default_str();
+    cmd->add_option("--samples", o.samples, "calibration sequences")->capture_default_str();
+    cmd->add_option("--batch", o.batch, "sequences per forward")->capture_default_str();
+    cmd->add_option("--seed", o.seed, "calibration sampling seed")->capture_default_str();
+    cmd->add_option("--batch-agg", f->batch_agg, "mean|l2|var")->capture_default_str();
+    cmd->add_option("--seq-agg", f->seq_agg, "mean|l2|var")->capture_default_str();
+    cmd->add_option("--mlp-activation", f->mlp_activation, "down_proj_input|gate_proj_output")->capture_default_str();
+    cmd->add_option("--depth", f->depth, "extra depth metrics (comma list): lm_loss, taylor, magnitude_l1, "
+                    "magnitude_l2, reverse_order, random")->capture_default_str();
+    cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
+    AddRunner(registry, cmd, f, "importance", RunImportance);
+  }
+  {
+    auto f = std::make_shared<PruneFlags>();
+    auto* cmd = app.add_subcommand("prune", "prune to a target shape using importance scores");
+    cmd->add_option("--model", f->model, "Hugging Face model directory")->required();
+    cmd->add_option("--scores", f->scores, "scores.json from `topiary importance`");
+    cmd->add_option("--target", f->target, "hidden_size=..,intermediate_size=..,num_attention_heads=..,"
+                    "num_key_value_heads=..,num_hidden_layers=.. (any subset)");
+    cmd->add_option("--depth-metric", f->t.depth_metric, "ranks layers for num_hidden_layers")->capture_default_str();
+    cmd->add_flag("--contiguous", f->t.contiguous, "drop one window of consecutive layers");
+    cmd->add_option("--drop-layers", f->drop_layers, "layers to remove (comma list)");
+    cmd->add_option("--drop-attention", f->drop_attention, "attention sublayers to remove (not isomorphic)");
+    cmd->add_option("--drop-mlp", f->drop_mlp, "MLP sublayers to remove (not isomorphic)");
+    cmd->add_option("--divisor", f->t.divisor, "widths must be multiples of this")->capture_default_str();
+    cmd->add_option("--dtype", f->dtype, "output dtype")->capture_default_str();
+    cmd->add_option("--out", f->out, "output directory")->required();
+    AddRunner(registry, cmd, f, "prune", RunPrune);
+  }
+}
+
+}  // namespace topiary::cli

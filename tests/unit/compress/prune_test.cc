@@ -1,0 +1,136 @@
+#include "worker/compress/prune/plan.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "testing/test_util.h"
+#include "worker/compress/importance/activation_stats.h"
+#include "worker/model/checkpoint.h"
+
+namespace topiary::compress {
+namespace {
+
+using topiary::testing::TinyConfig;
+
+Scores RandomScores(const model::ModelConfig& c) {
+  Scores s;
+  s.heads = at::rand({c.num_hidden_layers, c.num_attention_heads});
+  s.kv_groups = at::rand({c.num_hidden_layers, c.num_key_value_heads});
+  s.neurons = at::rand({c.num_hidden_layers, c.intermediate_size});
+  s.channels = at::rand({c.hidden_size});
+  std::vector<double> bi;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) bi.push_back(static_cast<double>((l * 7) % 5));
+  s.depth["block_influence"] = bi;
+  return s;
+}
+
+TEST(Prune, FullShapeIsAnIdentityOnTheBundledTeacher) {
+  torch::NoGradGuard g;
+  auto m = model::LoadCheckpoint(topiary::testing::SourceDir() + "/models/kjv-llama-8m", at::kFloat);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const model::ModelConfig& c = m->config;
+  PruneTarget t;
+  t.hidden_size = c.hidden_size;
+  t.intermediate_size = c.intermediate_size;
+  t.num_attention_heads = c.num_attention_heads;
+  t.num_key_value_heads = c.num_key_value_heads;
+  t.num_hidden_layers = c.num_hidden_layers;
+  auto plan = MakePlan(c, RandomScores(c), t);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  model::LlamaModel same = ApplyPlan(*m, *plan);
+  at::Tensor tokens = at::randint(0, c.vocab_size, {2, 32}, at::kLong);
+  EXPECT_TRUE(model::Forward(*m, tokens).equal(model::Forward(same, tokens)));
+}
+
+TEST(Prune, KeepsTopUnitsInOriginalOrderAndSlicesConsistently) {
+  torch::NoGradGuard g;
+  model::ModelConfig c = TinyConfig();  // C 32, FF 64, NH 4, G 2, HS 8, L 3
+  c.qkv_bias = true;
+  model::LlamaModel m = model::InitModel(c, 2, at::kFloat, 0.2);
+  for (auto& b : m.layers) b.q_bias.uniform_(), b.k_bias.uniform_(), b.v_bias.uniform_();
+  Scores s = RandomScores(c);
+  s.channels = at::arange(32, at::kFloat).flip(0);  // keeps channels 0..23
+  s.heads[0] = torch::tensor({0.1f, 0.9f, 0.8f, 0.7f});  // group 0: heads 0,1; group 1: heads 2,3
+  PruneTarget t;
+  t.hidden_size = 24;
+  t.intermediate_size = 40;
+  t.num_attention_heads = 2;
+  t.num_key_value_heads = 1;
+  auto plan = MakePlan(c, s, t);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->layers[0].groups, (std::vector<int64_t>{1}));   // L2: group 1 (0.8, 0.7) beats group 0 (0.1, 0.9)
+  EXPECT_EQ(plan->layers[0].heads, (std::vector<int64_t>{2, 3}));
+  model::LlamaModel p = ApplyPlan(m, *plan);
+  EXPECT_EQ(p.layers[0].q_proj.sizes().vec(), (std::vector<int64_t>{16, 24}));
+  EXPECT_EQ(p.layers[0].k_proj.sizes().vec(), (std::vector<int64_t>{8, 24}));
+  EXPECT_EQ(p.layers[0].o_proj.sizes().vec(), (std::vector<int64_t>{24, 16}));
+  EXPECT_EQ(p.layers[2].down_proj.sizes().vec(), (std::vector<int64_t>{24, 40}));
+  EXPECT_EQ(p.lm_head.sizes().vec(), (std::vector<int64_t>{97, 24}));
+  // Head 2 of layer 0 is q rows 16..23; channel 5 stays column 5.
+  EXPECT_TRUE(p.layers[0].q_proj.narrow(0, 0, 8).equal(m.layers[0].q_proj.narrow(0, 16, 8).narrow(1, 0, 24)));
+  EXPECT_TRUE(p.layers[0].k_bias.equal(m.layers[0].k_bias.narrow(0, 8, 8)));
+  auto neurons = plan->layers[1].neurons;
+  EXPECT_TRUE(std::is_sorted(neurons.begin(), neurons.end()));
+  EXPECT_TRUE(p.layers[1].up_proj[3].equal(m.layers[1].up_proj[neurons[3]].narrow(0, 0, 24)));
+  EXPECT_EQ(model::CountParams(plan->config).total(), [&] {
+    int64_t n = 0;
+    for (auto& [name, t] : p.NamedParameters()) n += t->numel();
+    return n;
+  }());
+  model::Forward(p, at::randint(0, 97, {1, 5}, at::kLong));  // runs
+}
+
+TEST(Prune, DepthByMetricContiguousAndExplicit) {
+  model::ModelConfig c = TinyConfig();
+  c.num_hidden_layers = 6;
+  Scores s;
+  s.depth["block_influence"] = {0.9, 0.1, 0.3, 0.2, 0.8, 0.7};
+  PruneTarget t;
+  t.num_hidden_layers = 4;
+  auto plan = MakePlan(c, s, t);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  std::vector<int64_t> kept;
+  for (auto& l : plan->layers) kept.push_back(l.source);
+  EXPECT_EQ(kept, (std::vector<int64_t>{0, 2, 4, 5}));
+  t.contiguous = true;  // windows of 2: (1,2)=0.4 (2,3)=0.5 -> drop 1,2
+  plan = MakePlan(c, s, t);
+  kept.clear();
+  for (auto& l : plan->layers) kept.push_back(l.source);
+  EXPECT_EQ(kept, (std::vector<int64_t>{0, 3, 4, 5}));
+  PruneTarget e;
+  e.drop_layers = {5};
+  e.drop_attention = {0};
+  plan = MakePlan(c, {}, e);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->config.num_hidden_layers, 5);
+  EXPECT_FALSE(plan->config.IsIsomorphic());
+  EXPECT_FALSE(plan->config.LayerHasAttention(0));
+}
+
+TEST(Prune, ValidationNamesTheField) {
+  model::ModelConfig c = TinyConfig();
+  struct Case { std::function<void(PruneTarget&)> edit; const char* field; };
+  std::vector<Case> cases = {
+      {[](PruneTarget& t) { t.hidden_size = 64; }, "target.hidden_size"},
+      {[](PruneTarget& t) { t.intermediate_size = -3; }, "target.intermediate_size"},
+      {[](PruneTarget& t) { t.num_attention_heads = 3; t.num_key_value_heads = 2; }, "target.num_attention_heads"},
+      {[](PruneTarget& t) { t.num_attention_heads = 4; t.num_key_value_heads = 1; }, "target.num_attention_heads"},
+      {[](PruneTarget& t) { t.drop_layers = {3}; }, "target.drop_layers"},
+      {[](PruneTarget& t) { t.drop_mlp = {1, 1}; }, "target.drop_mlp"},
+      {[](PruneTarget& t) { t.hidden_size = 30; t.divisor = 8; }, "target.hidden_size"},
+  };
+  for (const Case& k : cases) {
+    PruneTarget t;
+    k.edit(t);
+    absl::Status st = ValidateTarget(c, t);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << k.field;
+    EXPECT_NE(st.message().find(k.field), std::string::npos) << st.message();
+  }
+  PruneTarget t;
+  t.intermediate_size = 32;
+  auto plan = MakePlan(c, {}, t);  // no neuron scores
+  EXPECT_NE(plan.status().message().find("neuron"), std::string::npos) << plan.status();
+}
+
+}  // namespace
+}  // namespace topiary::compress

@@ -1,0 +1,74 @@
+// Pruning to an isomorphic (or explicitly marked non-isomorphic) smaller
+// model, in ModelOpt's lifecycle: validate the target -> plan which units to
+// keep from importance scores -> apply by slicing every tensor consistently
+// (shared/DESIGN.md §7). Width is uniform across layers; each layer keeps its
+// own top-scoring heads and neurons; embedding channels are kept globally.
+// Kept units stay in their original order. Pure functions; thread-compatible.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/model/llama.h"
+
+namespace topiary::compress {
+
+// 0 (or empty) means "keep as is".
+struct PruneTarget {
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t num_hidden_layers = 0;
+  std::string depth_metric = "block_influence";  // ranks layers when num_hidden_layers is set
+  bool contiguous = false;                       // drop one window of consecutive blocks
+  std::vector<int64_t> drop_layers;              // explicit, original indices
+  std::vector<int64_t> drop_attention;           // non-isomorphic: attention sublayers
+  std::vector<int64_t> drop_mlp;                 // non-isomorphic: MLP sublayers
+  int64_t divisor = 1;                           // widths must be multiples (e.g. tensor parallel)
+};
+
+// Importance scores as saved in scores.json (higher = more important).
+struct Scores {
+  at::Tensor heads;      // (L, NH)
+  at::Tensor kv_groups;  // (L, G)
+  at::Tensor neurons;    // (L, FF)
+  at::Tensor channels;   // (C)
+  std::map<std::string, std::vector<double>> depth;  // metric -> per layer
+};
+
+struct LayerPlan {
+  int64_t source = 0;             // original layer index
+  std::vector<int64_t> heads;     // kept query heads (original indices), grouped by kept KV group
+  std::vector<int64_t> groups;    // kept KV groups
+  std::vector<int64_t> neurons;   // kept MLP neurons
+  bool has_attention = true;
+  bool has_mlp = true;
+};
+
+struct PrunePlan {
+  model::ModelConfig config;      // the pruned shape
+  std::vector<int64_t> channels;  // kept embedding channels
+  std::vector<LayerPlan> layers;
+};
+
+// Checks a target against a config before any work; errors name the field.
+absl::Status ValidateTarget(const model::ModelConfig& config, const PruneTarget& target);
+
+// Plans from scores. Width axes with a target need the matching scores.
+absl::StatusOr<PrunePlan> MakePlan(const model::ModelConfig& config, const Scores& scores,
+                                   const PruneTarget& target);
+
+// Returns a new model with sliced copies of the kept weights. `source` is not
+// modified; its weights may be in any dtype.
+model::LlamaModel ApplyPlan(const model::LlamaModel& source, const PrunePlan& plan);
+
+// Indices of the k largest entries, ascending by index (original order).
+std::vector<int64_t> TopK(const at::Tensor& scores, int64_t k);
+
+}  // namespace topiary::compress
