@@ -24,6 +24,17 @@ double TimeMedian(const std::function<void()>& fn, int warmup, int iters) {
   return times[times.size() / 2];
 }
 
+double TimeBest(const std::function<void()>& fn, int warmup, int iters) {
+  for (int i = 0; i < warmup; ++i) fn();
+  double best = 1e30;
+  for (int i = 0; i < iters; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
 double MeasureGemmPeak(torch::Dtype dtype, int64_t n) {
   torch::NoGradGuard no_grad;
   auto a = torch::randn({n, n}).to(dtype);

@@ -22,4 +22,9 @@ double MeasureGemmPeak(torch::Dtype dtype, int64_t n = 2048);
 // (the median of the timed calls).
 double TimeMedian(const std::function<void()>& fn, int warmup, int iters);
 
+// As TimeMedian, but the fastest call: on a shared 2-core VM, interference
+// only ever adds time, so the minimum is the steadiest estimate. The peers
+// report the same statistic.
+double TimeBest(const std::function<void()>& fn, int warmup, int iters);
+
 }  // namespace topiary::bench

@@ -2,7 +2,7 @@
 // the bf16 GEMM peak measured in the same run and against the eager-PyTorch
 // peer (bench/peers/llama_step.py) run on the same shape right after.
 //
-//   model_bench [--shape 100m|teacher] [--mode train|forward] [--batch B] [--seq T] [--iters N]
+//   model_bench [--shape 100m|teacher] [--mode train|forward|fwdbwd] [--batch B] [--seq T] [--iters N]
 //
 // FLOPs per token (shared/DESIGN.md §11): forward 2N + 4·L·T·C with N the
 // parameters that multiply (all but the embedding lookup); training 3x.
@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
   model::LlamaModel m = model::InitModel(c, 0, at::kBFloat16);
   data::Batch batch{at::randint(0, c.vocab_size, {a.batch, a.seq}, at::kLong),
                     at::randint(0, c.vocab_size, {a.batch, a.seq}, at::kLong)};
-  const bool train = a.mode == "train";
+  const bool train = a.mode != "forward";
   std::vector<at::Tensor*> params;
   auto named = m.NamedParameters();
   for (auto& [n, t] : named) {
@@ -104,16 +104,22 @@ int main(int argc, char** argv) {
     }
     for (at::Tensor* p : params) p->mutable_grad() = at::Tensor();
     train::ForwardBackwardCe(m, batch, 1.0);
-    train::ClipGradNorm(params, 1.0);
-    opt.Step(1e-4);
+    if (a.mode == "fwdbwd") return;  // without the optimizer, for analysis
+    opt.Step(1e-4, train::ClipScale(train::GradNorm(params), 1.0));
   };
-  double sec = bench::TimeMedian(step, 1, a.iters);
+  if (a.mode == "optim") {  // the optimizer step alone, for analysis
+    train::ForwardBackwardCe(m, batch, 1.0);
+    double t = bench::TimeBest([&] { opt.Step(1e-4, train::ClipScale(train::GradNorm(params), 1.0)); }, 1, a.iters);
+    std::printf("SUMMARY model_bench optimizer_step_s=%.3f params=%.1fM\n", t, model::CountParams(c).total() / 1e6);
+    return 0;
+  }
+  double sec = bench::TimeBest(step, 1, a.iters);
   const double tokens = static_cast<double>(a.batch * a.seq);
   auto counts = model::CountParams(c);
   double n_mul = static_cast<double>(counts.total() - counts.embedding + (c.tie_word_embeddings ? counts.embedding : 0));
   double fwd_flops = 2 * n_mul + 4.0 * c.num_hidden_layers * a.seq * c.hidden_size;
   double flops = (train ? 3 : 1) * fwd_flops * tokens / sec;
-  double peer = RunPeer(a, c);
+  double peer = a.mode == "fwdbwd" || std::getenv("TOPIARY_BENCH_NO_PEER") ? -1 : RunPeer(a, c);
   std::printf("SUMMARY model_bench shape=%s params=%.1fM mode=%s batch=%lld seq=%lld tokens_per_s=%.0f "
               "gflops=%.1f bf16_peak_gflops=%.1f of_peak=%.3f peer_tokens_per_s=%.0f vs_peer=%.2f\n",
               a.shape.c_str(), counts.total() / 1e6, a.mode.c_str(), static_cast<long long>(a.batch),

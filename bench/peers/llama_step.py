@@ -114,8 +114,8 @@ def main():
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    times.sort()
-    print(f"PEER tokens_per_second={a.batch * a.seq / times[len(times) // 2]:.1f}")
+    # The fastest step, as bench/bench_util.h's TimeBest: interference only adds time.
+    print(f"PEER tokens_per_second={a.batch * a.seq / min(times):.1f}")
 
 
 if __name__ == "__main__":

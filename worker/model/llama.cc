@@ -62,21 +62,19 @@ Tensor InverseFrequencies(const ModelConfig& c) {
   return inv;
 }
 
-// Grouped-query causal attention without copying K/V per query head:
-// the R query heads of a group attend together as one (R*T)-row matrix.
+// Grouped-query causal attention. K/V of each group are shared by its R
+// query heads through a broadcast view (expand), not a copy.
 // q (B, T, NH, HS), k/v (B, T, G, HS) -> (B, T, NH, HS).
 Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t G) {
   const int64_t B = q.size(0), T = q.size(1), NH = q.size(2), HS = q.size(3), R = NH / G;
-  Tensor qg = q.view({B, T, G, R, HS}).permute({0, 2, 3, 1, 4}).reshape({B, G, R * T, HS});
-  Tensor kg = k.permute({0, 2, 3, 1});  // (B, G, HS, T)
-  Tensor vg = v.permute({0, 2, 1, 3});  // (B, G, T, HS)
-  Tensor scores = at::matmul(qg, kg).view({B, G, R, T, T});
+  Tensor qh = q.transpose(1, 2);                                             // (B, NH, T, HS)
+  Tensor kh = k.transpose(1, 2).unsqueeze(2).expand({B, G, R, T, HS}).reshape({B, NH, T, HS});
+  Tensor vh = v.transpose(1, 2).unsqueeze(2).expand({B, G, R, T, HS}).reshape({B, NH, T, HS});
+  Tensor scores = at::matmul(qh, kh.transpose(2, 3));                        // (B, NH, T, T)
   scores.mul_(1.0 / std::sqrt(static_cast<double>(HS)));
-  Tensor mask = at::ones({T, T}, scores.options().dtype(at::kBool)).triu(1);
-  scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
-  Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
-  Tensor out = at::matmul(probs.view({B, G, R * T, T}), vg);  // (B, G, R*T, HS)
-  return out.view({B, G, R, T, HS}).permute({0, 3, 1, 2, 4}).reshape({B, T, NH, HS});
+  Tensor mask = at::full({T, T}, -std::numeric_limits<float>::infinity(), scores.options()).triu(1);
+  Tensor probs = at::softmax(scores + mask, -1, at::kFloat).to(q.scalar_type());
+  return at::matmul(probs, vh).transpose(1, 2);                              // (B, T, NH, HS)
 }
 
 }  // namespace

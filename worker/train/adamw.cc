@@ -2,7 +2,12 @@
 
 #include <torch/torch.h>
 
+#include <ATen/Parallel.h>
+
 #include <cmath>
+#include <functional>
+#include <tuple>
+#include <type_traits>
 
 namespace topiary::train {
 
@@ -20,22 +25,63 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor*>> params, AdamWOptio
   }
 }
 
-void AdamW::Step(double lr) {
+namespace {
+
+// The fused AdamW update over one tensor. G is float or c10::BFloat16; the
+// weight W likewise (when W is float it is the master itself).
+template <typename G, typename W>
+void FusedUpdate(const G* g, float* m, float* v, float* master, W* w, int64_t n, float b1, float b2, float lr_bc1,
+                 float inv_bc2, float eps, float decay, float scale) {
+  at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float gi = static_cast<float>(g[i]) * scale;
+      const float mi = b1 * m[i] + (1 - b1) * gi;
+      const float vi = b2 * v[i] + (1 - b2) * gi * gi;
+      m[i] = mi;
+      v[i] = vi;
+      const float p = master[i] * decay - lr_bc1 * mi / (std::sqrt(vi * inv_bc2) + eps);
+      master[i] = p;
+      if constexpr (!std::is_same_v<W, float>) w[i] = static_cast<W>(p);
+    }
+  });
+}
+
+}  // namespace
+
+void AdamW::Step(double lr, double grad_scale) {
   torch::NoGradGuard no_grad;
   ++step_;
   const double b1 = options_.beta1, b2 = options_.beta2;
   const double bc1 = 1 - std::pow(b1, static_cast<double>(step_));
   const double bc2 = 1 - std::pow(b2, static_cast<double>(step_));
   for (Slot& s : slots_) {
-    const at::Tensor& g0 = s.param->grad();
-    if (!g0.defined()) continue;
-    at::Tensor g = g0.scalar_type() == at::kFloat ? g0 : g0.to(at::kFloat);
-    s.m.mul_(b1).add_(g, 1 - b1);
-    s.v.mul_(b2).addcmul_(g, g, 1 - b2);
-    if (s.decay && options_.weight_decay > 0) s.master.mul_(1 - lr * options_.weight_decay);
-    at::Tensor denom = (s.v / bc2).sqrt_().add_(options_.eps);
-    s.master.addcdiv_(s.m, denom, -lr / bc1);
-    if (s.param->scalar_type() != at::kFloat) s.param->detach().copy_(s.master);
+    at::Tensor g = s.param->grad();
+    if (!g.defined()) continue;
+    g = g.contiguous();
+    const float decay = s.decay ? static_cast<float>(1 - lr * options_.weight_decay) : 1.0f;
+    const int64_t n = s.master.numel();
+    float* m = s.m.data_ptr<float>();
+    float* v = s.v.data_ptr<float>();
+    float* master = s.master.data_ptr<float>();
+    const auto args = std::make_tuple(static_cast<float>(b1), static_cast<float>(b2), static_cast<float>(lr / bc1),
+                                      static_cast<float>(1 / bc2), static_cast<float>(options_.eps), decay,
+                                      static_cast<float>(grad_scale));
+    auto run = [&](auto* gp, auto* wp) {
+      std::apply([&](auto... a) { FusedUpdate(gp, m, v, master, wp, n, a...); }, args);
+    };
+    const bool bf16_weight = s.param->scalar_type() == at::kBFloat16;
+    if (g.scalar_type() == at::kFloat) {
+      if (bf16_weight) run(g.data_ptr<float>(), s.param->data_ptr<at::BFloat16>());
+      else run(g.data_ptr<float>(), master);
+    } else if (g.scalar_type() == at::kBFloat16) {
+      if (bf16_weight) run(g.data_ptr<at::BFloat16>(), s.param->data_ptr<at::BFloat16>());
+      else run(g.data_ptr<at::BFloat16>(), master);
+    } else {  // other dtypes (fp16): convert, then the float path
+      at::Tensor gf = g.to(at::kFloat);
+      at::Tensor pf = s.param->scalar_type() == at::kFloat ? s.master : at::empty_like(s.master);
+      run(gf.data_ptr<float>(), pf.data_ptr<float>());
+      if (s.param->scalar_type() != at::kFloat) s.param->detach().copy_(s.master);
+    }
   }
 }
 
@@ -48,15 +94,38 @@ int64_t AdamW::StateBytes() const {
   return n;
 }
 
-double ClipGradNorm(const std::vector<at::Tensor*>& params, double max_norm) {
-  torch::NoGradGuard no_grad;
+double GradNorm(const std::vector<at::Tensor*>& params) {
   double sq = 0;
   for (at::Tensor* p : params) {
-    if (p->grad().defined()) sq += p->grad().to(at::kFloat).pow(2).sum().item<double>();
+    at::Tensor g = p->grad();
+    if (!g.defined()) continue;
+    g = g.contiguous();
+    auto sum_sq = [&](auto* x) {
+      return at::parallel_reduce(0, g.numel(), 1 << 14, 0.0, [&](int64_t b, int64_t e, double acc) {
+        float local = 0;
+        for (int64_t i = b; i < e; ++i) {
+          const float f = static_cast<float>(x[i]);
+          local += f * f;
+        }
+        return acc + local;
+      }, std::plus<double>());
+    };
+    if (g.scalar_type() == at::kFloat) sq += sum_sq(g.data_ptr<float>());
+    else if (g.scalar_type() == at::kBFloat16) sq += sum_sq(g.data_ptr<at::BFloat16>());
+    else sq += g.to(at::kDouble).pow(2).sum().item<double>();
   }
-  double norm = std::sqrt(sq);
-  if (max_norm > 0 && norm > max_norm) {
-    double scale = max_norm / (norm + 1e-6);
+  return std::sqrt(sq);
+}
+
+double ClipScale(double norm, double max_norm) {
+  return max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+}
+
+double ClipGradNorm(const std::vector<at::Tensor*>& params, double max_norm) {
+  torch::NoGradGuard no_grad;
+  double norm = GradNorm(params);
+  double scale = ClipScale(norm, max_norm);
+  if (scale != 1.0) {
     for (at::Tensor* p : params) {
       if (p->grad().defined()) p->mutable_grad().mul_(scale);
     }

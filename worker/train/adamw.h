@@ -24,9 +24,11 @@ class AdamW {
   // `params` point at the model's weights, which must have requires_grad set.
   AdamW(std::vector<std::pair<std::string, at::Tensor*>> params, AdamWOptions options);
 
-  // Applies one update with learning rate `lr` using each weight's .grad().
-  // Weights with no gradient are skipped.
-  void Step(double lr);
+  // Applies one update with learning rate `lr` using each weight's .grad()
+  // multiplied by `grad_scale` (gradient clipping folds in here, saving a
+  // pass over the gradients). Weights with no gradient are skipped. One fused
+  // pass per tensor reads g, m, v, master and writes m, v, master, weight.
+  void Step(double lr, double grad_scale = 1.0);
   int64_t steps() const { return step_; }
   // Bytes of optimizer state (master copies and moments).
   int64_t StateBytes() const;
@@ -43,6 +45,13 @@ class AdamW {
   AdamWOptions options_;
   int64_t step_ = 0;
 };
+
+// The global L2 norm of the gradients (fp32/bf16 grads, fp64 accumulation).
+double GradNorm(const std::vector<at::Tensor*>& params);
+
+// The factor that scales gradients of norm `norm` to at most max_norm
+// (1 when max_norm <= 0 or the norm is already small enough).
+double ClipScale(double norm, double max_norm);
 
 // Scales all gradients so that their global L2 norm is at most max_norm
 // (no-op if max_norm <= 0). Returns the norm before clipping.

@@ -72,9 +72,9 @@ absl::Status TrainCausalLm(model::LlamaModel& model, const TrainData& data, cons
       return absl::InternalError(absl::StrCat("loss is ", step_loss, " at step ", step + 1, "; stopping"));
     }
     StepMetrics m;
-    m.grad_norm = ClipGradNorm(params, r.clip);
+    m.grad_norm = GradNorm(params);
     m.lr = CosineLr(step, r.steps, r.warmup_steps, r.lr, r.min_lr);
-    optimizer.Step(m.lr);
+    optimizer.Step(m.lr, ClipScale(m.grad_norm, r.clip));
     m.step = step + 1;
     m.steps = r.steps;
     m.loss = step_loss;
