@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# End-to-end checks of the `topiary` local commands on the bundled teacher:
+# exit codes, one readable error line, --json output, and an importance ->
+# prune -> eval round on real data. Usage: cli_test.sh BIN_DIR KJV_DIR
+set -uo pipefail
+bin=$1; kjv=$2
+root=$(cd "$(dirname "$0")/../.." && pwd)
+teacher=$root/models/kjv-llama-8m
+topiary=$bin/topiary
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+check() {  # check NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then pass=$((pass + 1)); else echo "FAIL: $name"; fail=$((fail + 1)); fi
+}
+# expect_error NAME CODE PHRASE -- command...: exit code CODE, exactly one stderr line containing PHRASE
+expect_error() {
+  local name=$1 code=$2 phrase=$3; shift 4
+  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+  check "$name: exit $code (got $rc)" test "$rc" -eq "$code"
+  check "$name: one line on stderr" test "$(wc -l <"$tmp/err")" -eq 1
+  check "$name: names '$phrase'" grep -q -- "$phrase" "$tmp/err"
+}
+
+"$topiary" inspect --model "$teacher" --json >"$tmp/inspect.json"
+check "inspect" grep -q '"total": 8392960' "$tmp/inspect.json"
+
+"$topiary" eval --model "$teacher" --data "$kjv/kjv-val.bin" --seq-len 128 --max-windows 4 --json >"$tmp/eval.json"
+check "eval --json" /usr/bin/python3 -c "
+import json, math, sys
+j = json.load(open('$tmp/eval.json'))
+assert j['tokens'] == 4 * 128 and 1 < j['perplexity'] < 200 and abs(math.exp(j['loss']) - j['perplexity']) < 1e-6, j"
+
+a=$("$topiary" generate --model "$teacher" --prompt "In the beginning" --greedy --max-new-tokens 12)
+b=$("$topiary" generate --model "$teacher" --prompt "In the beginning" --greedy --max-new-tokens 12)
+check "generate greedy is deterministic" test "$a" = "$b"
+check "generate continues the prompt" test "${#a}" -gt 30
+
+expect_error "eval missing model" 2 "config.json" -- "$topiary" eval --model "$tmp/none" --data "$kjv/kjv-val.bin"
+expect_error "eval bad dtype" 2 "--dtype" -- "$topiary" eval --model "$teacher" --data "$kjv/kjv-val.bin" --dtype int8
+printf 'abc' >"$tmp/odd.bin"
+expect_error "eval truncated data" 2 "truncated" -- "$topiary" eval --model "$teacher" --data "$tmp/odd.bin" --data-format u16
+expect_error "prune bad target" 2 "target.hidden_size" -- "$topiary" prune --model "$teacher" --target hidden_size=999 --out "$tmp/p"
+expect_error "prune unknown key" 2 "unknown key" -- "$topiary" prune --model "$teacher" --target depth=3 --out "$tmp/p"
+expect_error "usage" 2 "" -- "$topiary" eval --model
+
+"$topiary" importance --model "$teacher" --data "$kjv/kjv-train.bin" --seq-len 128 --samples 16 --depth lm_loss \
+  --out "$tmp/imp" >/dev/null
+check "importance writes scores.json" test -s "$tmp/imp/scores.json"
+check "importance writes plots" grep -q "<svg" "$tmp/imp/depth.svg"
+"$topiary" prune --model "$teacher" --scores "$tmp/imp/scores.json" \
+  --target hidden_size=192,intermediate_size=512,num_attention_heads=6,num_key_value_heads=3,num_hidden_layers=7 \
+  --depth-metric block_influence --out "$tmp/pruned" >/dev/null
+"$topiary" inspect --model "$tmp/pruned" --json >"$tmp/pruned.json"
+check "pruned shape" /usr/bin/python3 -c "
+import json
+j = json.load(open('$tmp/pruned.json'))
+assert (j['hidden_size'], j['intermediate_size'], j['num_attention_heads'], j['num_key_value_heads'],
+        j['num_hidden_layers'], j['head_dim'], j['isomorphic']) == (192, 512, 6, 3, 7, 32, True), j"
+check "pruned keeps the tokenizer" cmp -s "$teacher/tokenizer.model" "$tmp/pruned/tokenizer.model"
+"$topiary" eval --model "$tmp/pruned" --data "$kjv/kjv-val.bin" --seq-len 128 --max-windows 4 --json >"$tmp/pe.json"
+check "pruned model evaluates" grep -q perplexity "$tmp/pe.json"
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
