@@ -1,8 +1,8 @@
 // A thin wrapper around sentencepiece::SentencePieceProcessor, reached through
-// libtopiary_spm_shim.so (see spm_shim.cc). Debian's
-// sentencepiece header declares its own `absl::string_view`, which clashes
-// with real Abseil, so it is included only in spm_processor.cc, a file that
-// includes no Abseil header. Thread-compatible.
+// libtopiary_spm_shim.so, loaded on first use (see spm_shim.cc for why: its
+// bundled protobuf must not meet libtorch's). The Debian sentencepiece header
+// also declares its own `absl::string_view`, so only spm_shim.cc includes it.
+// Thread-compatible.
 #pragma once
 
 #include <cstdint>
