@@ -6,7 +6,6 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -16,7 +15,6 @@
 #include "client/cli_util.h"
 #include "client/local_util.h"
 #include "common/file_util.h"
-#include "common/log.h"
 #include "common/status_macros.h"
 #include "worker/data/sampler.h"
 #include "worker/data/token_file.h"
