@@ -27,18 +27,20 @@ if(TOPIARY_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()
 
-# NCCL: AUTO turns it on when libtorch was built with CUDA and nccl.h is found.
+# NCCL: AUTO turns it on when nccl.h, libnccl and the CUDA runtime are found.
+# Our NCCL backend works on raw device buffers, so it needs no CUDA libtorch
+# to build (with a CPU libtorch it refuses CPU tensors at run time, and its
+# gpu-labelled test drives the raw-buffer API directly).
 set(TOPIARY_NCCL_ENABLED OFF)
 if(NOT TOPIARY_WITH_NCCL STREQUAL "OFF")
-  find_path(NCCL_INCLUDE_DIR nccl.h HINTS /usr/local/cuda/include $ENV{CUDA_HOME}/include)
-  find_library(NCCL_LIBRARY nccl HINTS /usr/local/cuda/lib64 /usr/local/cuda/lib $ENV{CUDA_HOME}/lib64)
-  set(_torch_has_cuda OFF)
-  if(TARGET torch_cuda OR TORCH_CUDA_LIBRARIES)
-    set(_torch_has_cuda ON)
-  endif()
-  if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY AND (_torch_has_cuda OR TOPIARY_WITH_NCCL STREQUAL "ON"))
+  set(_cuda_hints /usr/local/cuda $ENV{CUDA_HOME})
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${_cuda_hints} PATH_SUFFIXES include)
+  find_library(NCCL_LIBRARY nccl HINTS ${_cuda_hints} PATH_SUFFIXES lib64 lib)
+  find_path(CUDA_RUNTIME_INCLUDE_DIR cuda_runtime_api.h HINTS ${_cuda_hints} PATH_SUFFIXES include)
+  find_library(CUDA_RUNTIME_LIBRARY cudart HINTS ${_cuda_hints} PATH_SUFFIXES lib64 lib)
+  if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY AND CUDA_RUNTIME_INCLUDE_DIR AND CUDA_RUNTIME_LIBRARY)
     set(TOPIARY_NCCL_ENABLED ON)
   elseif(TOPIARY_WITH_NCCL STREQUAL "ON")
-    message(FATAL_ERROR "TOPIARY_WITH_NCCL=ON but nccl.h/libnccl were not found")
+    message(FATAL_ERROR "TOPIARY_WITH_NCCL=ON but nccl.h/libnccl/cudart were not found")
   endif()
 endif()
