@@ -28,6 +28,7 @@ struct ImportanceFlags {
   std::string model, out, batch_agg = "l2", seq_agg = "mean", mlp_activation = "down_proj_input";
   std::string depth = "lm_loss,magnitude_l1,reverse_order";
   DataFlags data;
+  DistFlags dist;
   compress::ImportanceOptions options;
   int threads = 0;
 };
@@ -44,7 +45,13 @@ absl::Status RunImportance(ImportanceFlags f) {
   for (absl::string_view m : absl::StrSplit(f.depth, ',', absl::SkipEmpty())) o.extra_depth.emplace_back(m);
   ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, at::kFloat));
   ASSIGN_OR_RETURN(auto file, OpenData(f.data, f.model, m.config.vocab_size));
-  ASSIGN_OR_RETURN(compress::ImportanceResult r, compress::EstimateImportance(m, *file, {0, file->size()}, o));
+  ASSIGN_OR_RETURN(DistSession dist, OpenDist(f.dist));
+  ASSIGN_OR_RETURN(compress::ImportanceResult r,
+                   compress::EstimateImportance(m, *file, {0, file->size()}, o, dist.comm.get()));
+  if (dist.comm->rank() != 0) {  // every rank holds the same scores; rank 0 writes them
+    std::printf("rank %d of %d: done\n", dist.comm->rank(), dist.comm->world_size());
+    return absl::OkStatus();
+  }
   RETURN_IF_ERROR(MakeDirs(f.out));
   compress::ScoresProvenance prov{f.model, f.data.path, o};
   RETURN_IF_ERROR(WriteFileAtomically(f.out + "/scores.json", compress::ScoresToJson(m.config, r, prov)));
@@ -152,9 +159,10 @@ void RegisterCompressCommands(CLI::App& app, CommandRegistry& registry) {
     cmd->add_option("--batch-agg", f->batch_agg, "mean|l2|var")->capture_default_str();
     cmd->add_option("--seq-agg", f->seq_agg, "mean|l2|var")->capture_default_str();
     cmd->add_option("--mlp-activation", f->mlp_activation, "down_proj_input|gate_proj_output")->capture_default_str();
-    cmd->add_option("--depth", f->depth, "extra depth metrics (comma list): lm_loss, taylor, magnitude_l1, "
-                    "magnitude_l2, reverse_order, random")->capture_default_str();
+    cmd->add_option("--depth", f->depth, "extra depth metrics (comma list): lm_loss, perplexity, taylor, "
+                    "magnitude_l1, magnitude_l2, reverse_order, random")->capture_default_str();
     cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
+    AddDistFlags(cmd, &f->dist);
     AddRunner(registry, cmd, f, "importance", RunImportance);
   }
   {

@@ -10,10 +10,41 @@
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "worker/data/tokenizer.h"
+#include "worker/dist/gloo_communicator.h"
 
 namespace topiary::cli {
 
 // The flag vocabulary shared by local commands.
+void AddDistFlags(CLI::App* cmd, DistFlags* f) {
+  cmd->add_option("--rank", f->rank, "this process's rank")->capture_default_str();
+  cmd->add_option("--world-size", f->world_size, "number of ranks")->capture_default_str();
+  cmd->add_option("--rendezvous", f->rendezvous, "file:DIR, a fresh directory every rank sees");
+  cmd->add_option("--hostname", f->hostname, "address this rank listens on")->capture_default_str();
+  cmd->add_option("--dist-timeout", f->timeout_s, "seconds before a silent peer fails the run")->capture_default_str();
+}
+
+absl::StatusOr<DistSession> OpenDist(const DistFlags& f) {
+  DistSession s;
+  if (f.world_size < 1) return absl::InvalidArgumentError("--world-size: must be at least 1");
+  if (f.rank < 0 || f.rank >= f.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat("--rank: ", f.rank, " is outside [0, ", f.world_size, ")"));
+  }
+  if (f.world_size == 1) {
+    s.comm = dist::MakeLocalCommunicator();
+    return s;
+  }
+  if (f.rendezvous.empty()) return absl::InvalidArgumentError("--rendezvous: required when --world-size > 1");
+  if (!(f.timeout_s > 0)) return absl::InvalidArgumentError("--dist-timeout: must be positive");
+  ASSIGN_OR_RETURN(s.rendezvous, dist::OpenRendezvous(f.rendezvous));
+  dist::GlooOptions o;
+  o.rank = f.rank;
+  o.world_size = f.world_size;
+  o.hostname = f.hostname;
+  o.timeout = absl::Seconds(f.timeout_s);
+  ASSIGN_OR_RETURN(s.comm, dist::CreateGlooCommunicator(s.rendezvous.get(), o));
+  return s;
+}
+
 void AddDataFlags(CLI::App* cmd, DataFlags* f, const char* flag, bool required) {
   auto* opt = cmd->add_option(flag, f->path, "token file (.bin), text or JSONL corpus");
   if (required) opt->required();

@@ -11,6 +11,8 @@
 #include "client/cli_util.h"
 #include "client/commands.h"
 #include "worker/data/token_file.h"
+#include "worker/dist/communicator.h"
+#include "worker/dist/rendezvous.h"
 #include "worker/model/errors.h"
 
 namespace CLI {
@@ -27,6 +29,25 @@ struct DataFlags {
 };
 
 void AddDataFlags(CLI::App* cmd, DataFlags* f, const char* flag = "--data", bool required = true);
+
+// Ranks of a local multi-process run: each process passes its --rank, the
+// same --world-size and the same --rendezvous file:DIR (a fresh directory).
+struct DistFlags {
+  int rank = 0;
+  int world_size = 1;
+  std::string rendezvous;           // file:DIR; required when world_size > 1
+  std::string hostname = "127.0.0.1";
+  double timeout_s = 300;
+};
+
+void AddDistFlags(CLI::App* cmd, DistFlags* f);
+
+// The communicator of a run (owning its rendezvous); Local for one rank.
+struct DistSession {
+  std::unique_ptr<dist::Rendezvous> rendezvous;
+  std::unique_ptr<dist::Communicator> comm;
+};
+absl::StatusOr<DistSession> OpenDist(const DistFlags& f);
 
 // "fp32" | "bf16" | "fp16" (and their long names).
 absl::StatusOr<at::ScalarType> ParseDtype(const std::string& s, absl::string_view field);

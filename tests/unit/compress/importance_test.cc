@@ -2,11 +2,13 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <set>
 
 #include "testing/test_util.h"
 #include "worker/compress/importance/activation_stats.h"
 #include "worker/compress/importance/aggregate.h"
-#include "worker/compress/importance/model_metrics.h"
+#include "worker/compress/importance/depth_metric.h"
+#include "worker/compress/importance/estimate.h"
 #include "worker/compress/importance/scores_json.h"
 
 namespace topiary::compress {
@@ -119,6 +121,17 @@ TEST(ActivationStats, PlantedUnitsScoreLowest) {
   EXPECT_EQ(s.ChannelScores()[p.dead_channel].item<float>(), 0.0f);
 }
 
+// Scores a model metric on one rank.
+absl::StatusOr<std::vector<double>> ModelDepthScores(const char* name, const model::LlamaModel& m,
+                                                     const std::vector<data::Batch>& cal, uint64_t seed) {
+  auto comm = dist::MakeLocalCommunicator();
+  ActivationStats stats(m.config, {}, MlpActivation::kDownProjInput);
+  DepthContext ctx{&m, &cal, &stats, comm.get(), seed};
+  absl::StatusOr<const DepthMetric*> metric = FindDepthMetric(name);
+  if (!metric.ok()) return metric.status();
+  return (*metric)->score(ctx);
+}
+
 TEST(ModelMetrics, RankTheIdentityBlockLowest) {
   Planted p = MakePlanted();
   std::vector<data::Batch> cal = {{at::randint(0, 97, {2, 10}, at::kLong), at::randint(0, 97, {2, 10}, at::kLong)}};
@@ -130,18 +143,66 @@ TEST(ModelMetrics, RankTheIdentityBlockLowest) {
   // Removing the identity block leaves the loss unchanged.
   auto lm = ModelDepthScores("lm_loss", p.m, cal, 0);
   ASSERT_TRUE(lm.ok());
-  EXPECT_NEAR((*lm)[p.identity], CalibrationLoss(p.m, cal), 1e-5);
+  auto local = dist::MakeLocalCommunicator();
+  const double full = *CalibrationLoss(p.m, cal, *local);
+  EXPECT_NEAR((*lm)[p.identity], full, 1e-5);
+  // (On a random model removing another block may lower the loss too, so
+  // only the identity's score is known exactly.)
+  auto ppl = ModelDepthScores("perplexity", p.m, cal, 0);
+  EXPECT_NEAR((*ppl)[p.identity], std::exp(full), 1e-3);
   auto order = ModelDepthScores("reverse_order", p.m, cal, 0);
   EXPECT_EQ(*order, (std::vector<double>{3, 2, 1}));
   auto r1 = ModelDepthScores("random", p.m, cal, 4), r2 = ModelDepthScores("random", p.m, cal, 4);
   EXPECT_EQ(*r1, *r2);
+  EXPECT_NE(*r1, *ModelDepthScores("random", p.m, cal, 5));
   auto taylor = ModelDepthScores("taylor", p.m, cal, 0);
   ASSERT_TRUE(taylor.ok());
   // Zero output projections give zero gradients and zero weights: |g·W| = 0.
   EXPECT_EQ((*taylor)[p.identity], 0.0);
   EXPECT_GT((*taylor)[0], 0.0);
   EXPECT_GT((*taylor)[2], 0.0);
-  EXPECT_EQ(ModelDepthScores("nonsense", p.m, cal, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  auto bad = ModelDepthScores("nonsense", p.m, cal, 0);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("block_influence"), std::string::npos);  // lists the known ones
+}
+
+// Magnitude and Taylor by hand: every weight of block l set to the constant
+// w_l, so Σ|W| = w_l·N and ‖W‖₂ = w_l·sqrt(N) for N weights per block.
+TEST(ModelMetrics, MagnitudeMatchesHandComputation) {
+  torch::NoGradGuard g;
+  model::LlamaModel m = model::InitModel(TinyConfig(), 3, at::kFloat, 0.1);
+  const std::vector<double> w = {0.5, -2.0, 1.0};
+  double n = 0;
+  for (int64_t l = 0; l < 3; ++l) {
+    for (at::Tensor* t : std::vector<at::Tensor*>{&m.layers[l].input_norm, &m.layers[l].q_proj, &m.layers[l].k_proj,
+                                                   &m.layers[l].v_proj, &m.layers[l].o_proj, &m.layers[l].post_norm,
+                                                   &m.layers[l].gate_proj, &m.layers[l].up_proj,
+                                                   &m.layers[l].down_proj}) {
+      t->fill_(w[l]);
+      if (l == 0) n += static_cast<double>(t->numel());
+    }
+  }
+  std::vector<data::Batch> cal;
+  auto l1 = *ModelDepthScores("magnitude_l1", m, cal, 0);
+  auto l2 = *ModelDepthScores("magnitude_l2", m, cal, 0);
+  for (int64_t l = 0; l < 3; ++l) {
+    EXPECT_NEAR(l1[l], std::abs(w[l]) * n, 1e-6 * n) << l;
+    EXPECT_NEAR(l2[l], std::abs(w[l]) * std::sqrt(n), 1e-6 * n) << l;
+  }
+  // Ordering: block 1 (|w| = 2) > block 2 > block 0.
+  EXPECT_GT(l1[1], l1[2]);
+  EXPECT_GT(l1[2], l1[0]);
+}
+
+// Every registered metric is reachable and scores every layer.
+TEST(ModelMetrics, RegistryCoversEveryMetricOfTheDesign) {
+  std::set<std::string> names;
+  for (const DepthMetric& m : DepthMetrics()) names.insert(m.name);
+  for (const char* want : {"block_influence", "angular_distance", "relative_l1", "relative_l2", "attention_influence",
+                           "mlp_influence", "lm_loss", "perplexity", "taylor", "magnitude_l1", "magnitude_l2",
+                           "reverse_order", "random"}) {
+    EXPECT_TRUE(names.count(want)) << want;
+  }
 }
 
 TEST(ScoresJson, RoundTripsAndRefusesOtherModels) {

@@ -4,21 +4,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "worker/compress/importance/model_metrics.h"
+#include "worker/compress/importance/depth_metric.h"
 
 namespace topiary::compress {
-
-const std::vector<std::string>& ModelDepthMetrics() {
-  static const std::vector<std::string> k = {"lm_loss", "taylor", "magnitude_l1", "magnitude_l2", "reverse_order",
-                                             "random"};
-  return k;
-}
-
-const std::vector<std::string>& ActivationDepthMetrics() {
-  static const std::vector<std::string> k = {"block_influence", "relative_l1", "relative_l2", "angular_distance",
-                                             "attention_influence", "mlp_influence"};
-  return k;
-}
 
 absl::StatusOr<std::vector<data::Batch>> CalibrationBatches(const data::TokenFile& file, data::TokenRange range,
                                                             const ImportanceOptions& o) {
@@ -36,22 +24,35 @@ absl::StatusOr<std::vector<data::Batch>> CalibrationBatches(const data::TokenFil
 }
 
 absl::StatusOr<ImportanceResult> EstimateImportance(const model::LlamaModel& m, const data::TokenFile& file,
-                                                    data::TokenRange range, const ImportanceOptions& o) {
+                                                    data::TokenRange range, const ImportanceOptions& o,
+                                                    dist::Communicator* comm) {
+  std::unique_ptr<dist::Communicator> local;
+  if (comm == nullptr) local = dist::MakeLocalCommunicator(), comm = local.get();
+  std::vector<const DepthMetric*> extra;
   for (const std::string& name : o.extra_depth) {
-    bool known = false;
-    for (const auto& k : ModelDepthMetrics()) known |= k == name;
-    for (const auto& k : ActivationDepthMetrics()) known |= k == name;
-    if (!known) return absl::InvalidArgumentError(absl::StrCat("importance.depth: unknown metric '", name, "'"));
+    absl::StatusOr<const DepthMetric*> metric = FindDepthMetric(name);
+    if (!metric.ok()) return absl::InvalidArgumentError(absl::StrCat("importance.depth: ", metric.status().message()));
+    extra.push_back(*metric);
   }
-  ASSIGN_OR_RETURN(std::vector<data::Batch> batches, CalibrationBatches(file, range, o));
+  ASSIGN_OR_RETURN(std::vector<data::Batch> all, CalibrationBatches(file, range, o));
+  std::vector<data::Batch> shard;  // round-robin: rank r takes batches r, r+W, ...
+  for (size_t i = comm->rank(); i < all.size(); i += comm->world_size()) shard.push_back(std::move(all[i]));
+  all.clear();
+
   ActivationStats stats(m.config, o.agg, o.mlp);
   {
     torch::NoGradGuard no_grad;
     model::ForwardOptions fo;
     fo.observer = &stats;
     fo.return_hidden = true;  // the logits are not needed
-    for (const data::Batch& b : batches) model::Forward(m, b.inputs, fo);
+    for (const data::Batch& b : shard) model::Forward(m, b.inputs, fo);
   }
+  if (comm->world_size() > 1) {
+    at::Tensor packed = stats.Packed();
+    RETURN_IF_ERROR(comm->AllReduce(packed));
+    stats.SetPacked(packed);
+  }
+
   ImportanceResult r;
   r.sequences = stats.sequences();
   r.tokens = r.sequences * o.seq_len;
@@ -62,15 +63,15 @@ absl::StatusOr<ImportanceResult> EstimateImportance(const model::LlamaModel& m, 
   s.channels = stats.ChannelScores();
   r.channels_per_norm = stats.ChannelScoresPerNorm();
   r.angular_windows = stats.AngularDistance();
-  s.depth["block_influence"] = stats.BlockInfluence();
-  s.depth["relative_l1"] = stats.RelativeL1();
-  s.depth["relative_l2"] = stats.RelativeL2();
-  s.depth["angular_distance"] = r.angular_windows[0];
-  s.depth["attention_influence"] = stats.AttentionInfluence();
-  s.depth["mlp_influence"] = stats.MlpInfluence();
-  for (const std::string& name : o.extra_depth) {
-    if (s.depth.count(name)) continue;
-    ASSIGN_OR_RETURN(s.depth[name], ModelDepthScores(name, m, batches, o.seed));
+  const DepthContext ctx{&m, &shard, &stats, comm, o.seed};
+  for (const DepthMetric& metric : DepthMetrics()) {
+    if (metric.source == DepthSource::kActivations) {
+      ASSIGN_OR_RETURN(s.depth[metric.name], metric.score(ctx));
+    }
+  }
+  for (const DepthMetric* metric : extra) {
+    if (s.depth.count(metric->name)) continue;
+    ASSIGN_OR_RETURN(s.depth[metric->name], metric->score(ctx));
   }
   return r;
 }

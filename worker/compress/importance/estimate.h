@@ -1,8 +1,14 @@
 // Importance estimation over a calibration set (shared/DESIGN.md §6): one
 // forward pass collects every activation-based statistic (ActivationStats);
-// model-based depth metrics (lm_loss, taylor, magnitude, reverse_order,
-// random) run after it. The result is saved as a versioned scores.json
-// (schema in scores_json.h) and reused for any target shape. Blocking.
+// model-based depth metrics (depth_metric.h: lm_loss, taylor, magnitude, ...)
+// run after it. The result is saved as a versioned scores.json (schema in
+// scores_json.h) and reused for any target shape. Blocking.
+//
+// Distributed: every rank passes the same options and its communicator; the
+// calibration batches are dealt round-robin (rank r takes batches r, r+W, ...),
+// the statistics' sums are combined with one all-reduce, model metrics
+// combine their own sums. Every rank returns the same result, equal to a
+// single rank's within fp32 summation order.
 #pragma once
 
 #include <string>
@@ -13,6 +19,7 @@
 #include "worker/compress/prune/plan.h"
 #include "worker/data/sampler.h"
 #include "worker/data/token_file.h"
+#include "worker/dist/communicator.h"
 
 namespace topiary::compress {
 
@@ -23,14 +30,10 @@ struct ImportanceOptions {
   int64_t seq_len = 256;
   int64_t batch = 8;
   uint64_t seed = 0;
-  // Depth metrics beyond the activation ones (always computed):
-  // lm_loss, taylor, magnitude_l1, magnitude_l2, reverse_order, random.
+  // Depth metrics beyond the activation ones (always computed): any model
+  // metric of DepthMetrics(), e.g. lm_loss, taylor, magnitude_l1, random.
   std::vector<std::string> extra_depth = {"lm_loss", "magnitude_l1", "reverse_order"};
 };
-
-// Every depth metric name accepted by `extra_depth`, and the activation ones.
-const std::vector<std::string>& ModelDepthMetrics();
-const std::vector<std::string>& ActivationDepthMetrics();
 
 struct ImportanceResult {
   Scores scores;
@@ -39,8 +42,10 @@ struct ImportanceResult {
   int64_t sequences = 0, tokens = 0;
 };
 
+// `comm` null means one rank.
 absl::StatusOr<ImportanceResult> EstimateImportance(const model::LlamaModel& model, const data::TokenFile& file,
-                                                    data::TokenRange range, const ImportanceOptions& options);
+                                                    data::TokenRange range, const ImportanceOptions& options,
+                                                    dist::Communicator* comm = nullptr);
 
 // The calibration batches: `samples` sequences from the seeded sampler.
 absl::StatusOr<std::vector<data::Batch>> CalibrationBatches(const data::TokenFile& file, data::TokenRange range,
