@@ -127,12 +127,10 @@ absl::Status RunPrune(PruneFlags f) {
     ASSIGN_OR_RETURN(scores, compress::ScoresFromJson(text, config));
   }
   ASSIGN_OR_RETURN(compress::PrunePlan plan, compress::MakePlan(config, scores, f.t));
-  ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, dtype));
-  model::LlamaModel pruned = compress::ApplyPlan(m, plan);
   model::SaveOptions so;
   so.dtype = dtype;
   so.copy_files_from = f.model;
-  RETURN_IF_ERROR(model::SaveCheckpoint(pruned, f.out, so));
+  RETURN_IF_ERROR(compress::PruneCheckpoint(f.model, plan, f.out, so));  // streams tensor by tensor
   auto before = model::CountParams(config), after = model::CountParams(plan.config);
   std::printf("%s: %lld -> %lld parameters (%.1f%%), non-embedding %lld -> %lld%s\n", f.out.c_str(),
               static_cast<long long>(before.total()), static_cast<long long>(after.total()),
@@ -178,6 +176,8 @@ void RegisterCompressCommands(CLI::App& app, CommandRegistry& registry) {
     cmd->add_option("--drop-attention", f->drop_attention, "attention sublayers to remove (not isomorphic)");
     cmd->add_option("--drop-mlp", f->drop_mlp, "MLP sublayers to remove (not isomorphic)");
     cmd->add_option("--divisor", f->t.divisor, "widths must be multiples of this")->capture_default_str();
+    cmd->add_flag("--redistribute-heads", f->t.redistribute_heads,
+                  "Minitron head residual redistribution into the kept query heads");
     cmd->add_option("--dtype", f->dtype, "output dtype")->capture_default_str();
     cmd->add_option("--out", f->out, "output directory")->required();
     AddRunner(registry, cmd, f, "prune", RunPrune);

@@ -60,6 +60,14 @@ assert (j['hidden_size'], j['intermediate_size'], j['num_attention_heads'], j['n
 check "pruned keeps the tokenizer" cmp -s "$teacher/tokenizer.model" "$tmp/pruned/tokenizer.model"
 "$topiary" eval --model "$tmp/pruned" --data "$kjv/kjv-val.bin" --seq-len 128 --max-windows 4 --json >"$tmp/pe.json"
 check "pruned model evaluates" grep -q perplexity "$tmp/pe.json"
+check "reference loads the pruned model: same logits and loss" /usr/bin/python3 "$root/tests/reference/check_logits.py" \
+  --tool "$bin/dump_logits" --model "$tmp/pruned" --eval-data "$kjv/kjv-val.bin" --eval-json "$tmp/pe.json" \
+  --eval-seq-len 128 --eval-windows 4
+"$topiary" prune --model "$teacher" --scores "$tmp/imp/scores.json" --redistribute-heads \
+  --target num_attention_heads=4,num_key_value_heads=4 --out "$tmp/redis" >/dev/null
+check "head redistribution prunes" test -s "$tmp/redis/model.safetensors"
+expect_error "redistribution needs a head target" 2 "redistribute_heads" -- "$topiary" prune --model "$teacher" \
+  --scores "$tmp/imp/scores.json" --redistribute-heads --target hidden_size=128 --out "$tmp/p"
 
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -5,6 +5,11 @@
 
 Writes random token ids, runs Topiary's dump_logits tool in fp32, and compares
 with the reference: max |diff| must be <= --tol (default 1e-4).
+
+With --eval-data FILE (uint16 tokens) and --eval-json FILE (the output of
+`topiary eval --json --seq-len T --max-windows N`), also computes the
+reference's token-weighted loss over the same windows (starts 0, T, 2T, ...;
+each T+1 tokens) and requires |difference| <= --loss-tol.
 """
 import argparse
 import os
@@ -27,6 +32,11 @@ def main():
     ap.add_argument("--seq-len", type=int, default=48)
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval-data")
+    ap.add_argument("--eval-json")
+    ap.add_argument("--eval-seq-len", type=int, default=128)
+    ap.add_argument("--eval-windows", type=int, default=4)
+    ap.add_argument("--loss-tol", type=float, default=1e-4)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,6 +60,27 @@ def main():
         if not diff <= args.tol:
             print("FAIL: Topiary's logits disagree with the reference")
             return 1
+        if args.eval_data:
+            return check_loss(args, cfg, weights)
+    return 0
+
+
+def check_loss(args, cfg, weights):
+    import json
+    data = open(args.eval_data, "rb").read()
+    ids = torch.frombuffer(bytearray(data), dtype=torch.int16).to(torch.int64) & 0xFFFF
+    T = args.eval_seq_len
+    starts = [s for s in range(0, len(ids) - T, T)][: args.eval_windows]
+    batch = torch.stack([ids[s:s + T + 1] for s in starts])
+    with torch.no_grad():
+        logits = llama_ref.forward(cfg, weights, batch[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).double(),
+                                                 batch[:, 1:].reshape(-1)).item()
+    ours = json.load(open(args.eval_json))["loss"]
+    print(f"loss: topiary eval {ours:.6f}, reference {loss:.6f} over {len(starts)} windows of {T}")
+    if not abs(ours - loss) <= args.loss_tol:
+        print("FAIL: topiary eval's loss disagrees with the reference")
+        return 1
     return 0
 
 

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@ namespace topiary::testing {
 struct ProcessResult {
   int exit_code = -1;   // -signal when killed by a signal
   std::string output;   // stdout and stderr together
+  int64_t max_rss_kb = 0;  // peak resident set (getrusage ru_maxrss)
 };
 
 // The directory of the built binaries (CTest sets TOPIARY_BIN_DIR).
@@ -62,7 +64,9 @@ inline std::vector<ProcessResult> RunProcesses(const std::vector<std::vector<std
     for (size_t i = 0; i < pids.size(); ++i) {
       if (done[i]) continue;
       int status = 0;
-      if (waitpid(pids[i], &status, WNOHANG) == pids[i]) {
+      struct rusage usage {};
+      if (wait4(pids[i], &status, WNOHANG, &usage) == pids[i]) {
+        out[i].max_rss_kb = usage.ru_maxrss;
         out[i].exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
         done[i] = true;
         --remaining;

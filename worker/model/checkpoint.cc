@@ -109,10 +109,10 @@ absl::StatusOr<ModelConfig> LoadConfig(const std::string& dir) {
   return config;
 }
 
-absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType dtype) {
+absl::StatusOr<LlamaModel> MapCheckpoint(const std::string& dir) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadConfig(dir));
-  ASSIGN_OR_RETURN(OpenShards shards, OpenAllShards(dir));
-  torch::NoGradGuard no_grad;
+  ASSIGN_OR_RETURN(OpenShards opened, OpenAllShards(dir));
+  auto shards = std::make_shared<OpenShards>(std::move(opened));  // kept alive by every view
   LlamaModel m;
   m.config = config;
   m.layers.resize(config.num_hidden_layers);
@@ -121,8 +121,8 @@ absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType
   std::set<std::string> used;
   for (size_t i = 0; i < params.size(); ++i) {
     const std::string& name = params[i].first;
-    auto it = shards.where.find(name);
-    if (it == shards.where.end()) {
+    auto it = shards->where.find(name);
+    if (it == shards->where.end()) {
       return absl::InvalidArgumentError(absl::StrCat(dir, ": tensor '", name, "' is missing"));
     }
     const auto [file, info] = it->second;
@@ -131,16 +131,15 @@ absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType
           "%s: tensor '%s' has shape [%s] but config.json implies [%s]", dir, name,
           absl::StrJoin(info->shape, ","), absl::StrJoin(shapes[i].second, ",")));
     }
-    at::Tensor view = at::from_blob(const_cast<uint8_t*>(file->Data(*info)), info->shape,
-                                    at::TensorOptions().dtype(ToScalarType(info->dtype)));
-    *params[i].second = view.to(dtype, /*non_blocking=*/false, /*copy=*/true);
+    *params[i].second = at::from_blob(const_cast<uint8_t*>(file->Data(*info)), info->shape,
+                                      [shards](void*) {}, at::TensorOptions().dtype(ToScalarType(info->dtype)));
     used.insert(name);
   }
   if (config.tie_word_embeddings) {
     m.lm_head = m.embed_tokens;
     used.insert("lm_head.weight");  // some tied exports still carry it
   }
-  for (const auto& [name, loc] : shards.where) {
+  for (const auto& [name, loc] : shards->where) {
     if (!used.count(name) && !IsIgnorable(name)) {
       log::Warn(absl::StrCat(dir, ": ignoring unexpected tensor '", name, "'"));
     }
@@ -148,17 +147,37 @@ absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType
   return m;
 }
 
+absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType dtype) {
+  ASSIGN_OR_RETURN(LlamaModel m, MapCheckpoint(dir));
+  torch::NoGradGuard no_grad;
+  for (auto& [name, t] : m.NamedParameters()) *t = t->to(dtype, /*non_blocking=*/false, /*copy=*/true);
+  if (m.config.tie_word_embeddings) m.lm_head = m.embed_tokens;
+  return m;
+}
+
 absl::Status SaveCheckpoint(LlamaModel& m, const std::string& dir, const SaveOptions& opt) {
-  RETURN_IF_ERROR(ValidateConfig(m.config));
+  auto params = m.NamedParameters();
+  return SaveCheckpointStreaming(
+      m.config, [&](size_t i) -> absl::StatusOr<at::Tensor> { return *params[i].second; }, dir, opt);
+}
+
+absl::Status SaveCheckpointStreaming(const ModelConfig& model_config, const TensorProducer& produce,
+                                     const std::string& dir, const SaveOptions& opt) {
+  RETURN_IF_ERROR(ValidateConfig(model_config));
   ASSIGN_OR_RETURN(DType out_dtype, FromScalarType(opt.dtype));
   RETURN_IF_ERROR(MakeDirs(dir));
   torch::NoGradGuard no_grad;
-  auto params = m.NamedParameters();
+  const auto params = LlamaModel::ExpectedShapes(model_config);
+  auto numel = [](const std::vector<int64_t>& shape) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  };
   // Assign tensors to shards by the size limit, keeping checkpoint order.
   std::vector<std::vector<size_t>> shards(1);
   int64_t shard_bytes = 0;
   for (size_t i = 0; i < params.size(); ++i) {
-    int64_t bytes = params[i].second->numel() * DTypeSize(out_dtype);
+    int64_t bytes = numel(params[i].second) * DTypeSize(out_dtype);
     if (!shards.back().empty() && shard_bytes + bytes > opt.max_shard_bytes) {
       shards.emplace_back();
       shard_bytes = 0;
@@ -174,13 +193,18 @@ absl::Status SaveCheckpoint(LlamaModel& m, const std::string& dir, const SaveOpt
                               : absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, n);
     std::vector<SafetensorsWriter::Decl> decls;
     for (size_t i : shards[s]) {
-      const at::Tensor& t = *params[i].second;
-      decls.push_back({params[i].first, out_dtype, t.sizes().vec()});
+      decls.push_back({params[i].first, out_dtype, params[i].second});
       weight_map[params[i].first] = file;
     }
     ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(dir + "/" + file, decls, {{"format", "pt"}}));
     for (size_t i : shards[s]) {
-      at::Tensor t = params[i].second->detach().to(opt.dtype).contiguous();  // one tensor at a time
+      ASSIGN_OR_RETURN(at::Tensor produced, produce(i));
+      if (produced.sizes().vec() != params[i].second) {
+        return absl::InternalError(absl::StrCat("save: tensor '", params[i].first, "' was produced with shape [",
+                                                absl::StrJoin(produced.sizes(), ","), "]"));
+      }
+      at::Tensor t = produced.detach().to(opt.dtype).contiguous();  // one tensor at a time
+      produced = at::Tensor();
       RETURN_IF_ERROR(writer->WriteNext(t.data_ptr(), t.numel() * t.element_size()));
       total_bytes += t.numel() * t.element_size();
     }
@@ -200,7 +224,7 @@ absl::Status SaveCheckpoint(LlamaModel& m, const std::string& dir, const SaveOpt
     json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
     RETURN_IF_ERROR(WriteFileAtomically(dir + "/model.safetensors.index.json", index.dump(2) + "\n"));
   }
-  ModelConfig config = m.config;
+  ModelConfig config = model_config;
   config.torch_dtype = TorchDtypeName(opt.dtype);
   RETURN_IF_ERROR(WriteFileAtomically(dir + "/config.json", ConfigToJson(config)));
   if (!opt.copy_files_from.empty() && fs::absolute(opt.copy_files_from) != fs::absolute(dir)) {

@@ -13,6 +13,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -26,6 +27,12 @@ absl::StatusOr<ModelConfig> LoadConfig(const std::string& dir);
 // Loads a model with weights converted to `dtype` (kFloat or kBFloat16).
 absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType dtype);
 
+// Maps a checkpoint without copying: every tensor is a read-only view of the
+// mapped files in its stored dtype (writing to one faults). The files stay
+// mapped while any view lives. Same validation as LoadCheckpoint. For
+// streaming transforms (pruning) that read each tensor once.
+absl::StatusOr<LlamaModel> MapCheckpoint(const std::string& dir);
+
 struct SaveOptions {
   at::ScalarType dtype = at::kBFloat16;   // kFloat, kHalf or kBFloat16
   int64_t max_shard_bytes = 5'000'000'000;  // one file up to this size; shards beyond
@@ -34,6 +41,15 @@ struct SaveOptions {
 
 // Writes the model as a Hugging Face directory (created if missing).
 absl::Status SaveCheckpoint(LlamaModel& model, const std::string& dir, const SaveOptions& options);
+
+// Produces tensor `index` of LlamaModel::ExpectedShapes(config), in any dtype.
+// Called once per tensor, in order; the writer drops it before the next call.
+using TensorProducer = std::function<absl::StatusOr<at::Tensor>(size_t index)>;
+
+// Writes a checkpoint whose tensors are made one at a time: peak memory is
+// what `produce` holds plus one converted tensor. SaveCheckpoint uses it.
+absl::Status SaveCheckpointStreaming(const ModelConfig& config, const TensorProducer& produce,
+                                     const std::string& dir, const SaveOptions& options);
 
 // The files copied unchanged between checkpoints (tokenizer, generation).
 const std::vector<std::string>& TokenizerFiles();

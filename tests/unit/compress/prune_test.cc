@@ -80,6 +80,87 @@ TEST(Prune, KeepsTopUnitsInOriginalOrderAndSlicesConsistently) {
   model::Forward(p, at::randint(0, 97, {1, 5}, at::kLong));  // runs
 }
 
+// The streaming path (mapped source, one block at a time) writes exactly what
+// the in-memory path computes, and the full shape reproduces the teacher.
+TEST(Prune, StreamingCheckpointEqualsInMemoryAndFullShapeIsIdentity) {
+  torch::NoGradGuard g;
+  const std::string teacher = topiary::testing::SourceDir() + "/models/kjv-llama-8m";
+  auto m = model::LoadCheckpoint(teacher, at::kBFloat16);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const model::ModelConfig& c = m->config;
+  at::manual_seed(3);
+  Scores s = RandomScores(c);
+  PruneTarget t;
+  t.hidden_size = 192;
+  t.intermediate_size = 512;
+  t.num_attention_heads = 4;
+  t.num_key_value_heads = 2;
+  t.num_hidden_layers = 6;
+  auto plan = MakePlan(c, s, t);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  topiary::testing::TempDir dir;
+  model::SaveOptions so;
+  ASSERT_TRUE(PruneCheckpoint(teacher, *plan, dir.File("p"), so).ok());
+  auto streamed = model::LoadCheckpoint(dir.File("p"), at::kBFloat16);
+  ASSERT_TRUE(streamed.ok()) << streamed.status();
+  model::LlamaModel in_memory = ApplyPlan(*m, *plan);
+  auto a = streamed->NamedParameters(), b = in_memory.NamedParameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(a[i].second->equal(*b[i].second)) << a[i].first;
+
+  auto full = MakePlan(c, s, PruneTarget{});
+  ASSERT_TRUE(PruneCheckpoint(teacher, *full, dir.File("same"), so).ok());
+  auto f32 = model::LoadCheckpoint(teacher, at::kFloat), same = model::LoadCheckpoint(dir.File("same"), at::kFloat);
+  at::Tensor tokens = at::randint(0, c.vocab_size, {2, 32}, at::kLong);
+  EXPECT_TRUE(model::Forward(*f32, tokens).equal(model::Forward(*same, tokens)));
+  // A plan for another shape is refused before writing.
+  model::ModelConfig other = c;
+  other.hidden_size = 512;
+  other.intermediate_size = 2048;
+  Scores big = RandomScores(other);
+  PruneTarget wide;
+  wide.hidden_size = 400;
+  auto bad = MakePlan(other, big, wide);
+  ASSERT_TRUE(bad.ok());
+  EXPECT_EQ(PruneCheckpoint(teacher, *bad, dir.File("bad"), so).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Minitron's head residual redistribution, by hand: one KV group of 4 heads
+// scored (0.4, 0.9, 0.1, 0.6) ranks 1, 3, 0, 2. Keeping 2: i = 1 pairs with
+// rank 4 (head 2), i = 2 with rank 3 (head 0), so q_1 <- 2q_1 - q_2 and
+// q_3 <- 2q_3 - q_0. Keeping 3: only i = 3 pairs with rank 4: q_0 <- 2q_0 - q_2.
+TEST(Prune, HeadResidualRedistributionByHand) {
+  torch::NoGradGuard g;
+  model::ModelConfig c = TinyConfig();
+  c.num_key_value_heads = 1;
+  c.qkv_bias = true;
+  model::LlamaModel m = model::InitModel(c, 5, at::kFloat, 0.2);
+  for (auto& b : m.layers) b.q_bias.uniform_();
+  Scores s = RandomScores(c);
+  for (int64_t l = 0; l < 3; ++l) s.heads[l] = torch::tensor({0.4f, 0.9f, 0.1f, 0.6f});
+  PruneTarget t;
+  t.num_attention_heads = 2;
+  t.redistribute_heads = true;
+  auto plan = MakePlan(c, s, t);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->layers[0].heads, (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(plan->layers[0].head_residual, (std::vector<std::pair<int64_t, int64_t>>{{1, 2}, {3, 0}}));
+  model::LlamaModel p = ApplyPlan(m, *plan);
+  const int64_t HS = c.head_dim;
+  auto q = [&](const at::Tensor& w, int64_t h) { return w.narrow(0, h * HS, HS); };
+  EXPECT_TRUE(q(p.layers[0].q_proj, 0).allclose(2 * q(m.layers[0].q_proj, 1) - q(m.layers[0].q_proj, 2)));
+  EXPECT_TRUE(q(p.layers[0].q_proj, 1).allclose(2 * q(m.layers[0].q_proj, 3) - q(m.layers[0].q_proj, 0)));
+  EXPECT_TRUE(q(p.layers[2].q_bias, 1).allclose(2 * q(m.layers[2].q_bias, 3) - q(m.layers[2].q_bias, 0)));
+  // o_proj columns are only selected, never redistributed.
+  EXPECT_TRUE(p.layers[0].o_proj.equal(
+      at::cat({m.layers[0].o_proj.narrow(1, HS, HS), m.layers[0].o_proj.narrow(1, 3 * HS, HS)}, 1)));
+  t.num_attention_heads = 3;
+  plan = MakePlan(c, s, t);
+  EXPECT_EQ(plan->layers[0].head_residual, (std::vector<std::pair<int64_t, int64_t>>{{0, 2}}));
+  t.redistribute_heads = false;
+  EXPECT_TRUE(MakePlan(c, s, t)->layers[0].head_residual.empty());
+}
+
 TEST(Prune, DepthByMetricContiguousAndExplicit) {
   model::ModelConfig c = TinyConfig();
   c.num_hidden_layers = 6;

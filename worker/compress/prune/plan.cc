@@ -33,25 +33,6 @@ absl::Status CheckIndices(absl::string_view field, const std::vector<int64_t>& v
   return absl::OkStatus();
 }
 
-at::Tensor Rows(const at::Tensor& w, const std::vector<int64_t>& idx) {
-  return w.index_select(0, at::tensor(idx, at::kLong));
-}
-at::Tensor Cols(const at::Tensor& w, const std::vector<int64_t>& idx) {
-  return w.index_select(1, at::tensor(idx, at::kLong));
-}
-at::Tensor MaybeRows(const at::Tensor& b, const std::vector<int64_t>& idx) {
-  return b.defined() ? Rows(b, idx) : b;
-}
-
-// Rows of the kept heads (or groups) of size HS each.
-std::vector<int64_t> HeadRows(const std::vector<int64_t>& heads, int64_t HS) {
-  std::vector<int64_t> rows;
-  for (int64_t h : heads) {
-    for (int64_t i = 0; i < HS; ++i) rows.push_back(h * HS + i);
-  }
-  return rows;
-}
-
 std::vector<int64_t> Iota(int64_t n) {
   std::vector<int64_t> v(n);
   std::iota(v.begin(), v.end(), 0);
@@ -130,6 +111,9 @@ absl::Status ValidateTarget(const model::ModelConfig& c, const PruneTarget& t) {
 absl::StatusOr<PrunePlan> MakePlan(const model::ModelConfig& c, const Scores& s, const PruneTarget& t) {
   RETURN_IF_ERROR(ValidateTarget(c, t));
   const int64_t L = c.num_hidden_layers;
+  if (t.redistribute_heads && !t.num_attention_heads) {
+    return Bad("redistribute_heads", "needs a num_attention_heads target");
+  }
   auto need = [&](const at::Tensor& x, std::vector<int64_t> shape, const char* field, const char* what) -> absl::Status {
     if (!x.defined() || x.sizes().vec() != shape) return Bad(field, absl::StrCat("the scores file has no ", what, " scores of this model's shape"));
     return absl::OkStatus();
@@ -166,6 +150,15 @@ absl::StatusOr<PrunePlan> MakePlan(const model::ModelConfig& c, const Scores& s,
       lp.groups = TopK(hs.pow(2).sum(-1).sqrt(), g);
       for (int64_t grp : lp.groups) {
         for (int64_t h : TopK(hs[grp], r)) lp.heads.push_back(grp * R + h);
+        if (t.redistribute_heads && r < R) {
+          std::vector<int64_t> rank = Iota(R);  // the group's heads, best first
+          std::stable_sort(rank.begin(), rank.end(), [&](int64_t a, int64_t b) {
+            return hs[grp][a].item<double>() > hs[grp][b].item<double>();
+          });
+          for (int64_t i = std::max<int64_t>(1, r - (R - r) + 1); i <= r; ++i) {  // 1-based
+            lp.head_residual.emplace_back(grp * R + rank[i - 1], grp * R + rank[2 * r - i]);
+          }
+        }
       }
     } else {
       lp.groups = Iota(c.num_key_value_heads);
@@ -187,44 +180,6 @@ absl::StatusOr<PrunePlan> MakePlan(const model::ModelConfig& c, const Scores& s,
   }
   RETURN_IF_ERROR(model::ValidateConfig(pc));
   return plan;
-}
-
-model::LlamaModel ApplyPlan(const model::LlamaModel& src, const PrunePlan& plan) {
-  torch::NoGradGuard no_grad;
-  const model::ModelConfig& c = src.config;
-  const std::vector<int64_t>& ch = plan.channels;
-  model::LlamaModel out;
-  out.config = plan.config;
-  out.embed_tokens = Cols(src.embed_tokens, ch);                     // (V, C')
-  out.norm = Rows(src.norm, ch);
-  for (const LayerPlan& lp : plan.layers) {
-    const model::BlockWeights& w = src.layers[lp.source];
-    model::BlockWeights b;
-    if (lp.has_attention) {
-      std::vector<int64_t> q_rows = HeadRows(lp.heads, c.head_dim), kv_rows = HeadRows(lp.groups, c.head_dim);
-      b.input_norm = Rows(w.input_norm, ch);
-      b.q_proj = Cols(Rows(w.q_proj, q_rows), ch);                   // (NH'*HS, C')
-      b.k_proj = Cols(Rows(w.k_proj, kv_rows), ch);                  // (G'*HS, C')
-      b.v_proj = Cols(Rows(w.v_proj, kv_rows), ch);
-      b.q_bias = MaybeRows(w.q_bias, q_rows);
-      b.k_bias = MaybeRows(w.k_bias, kv_rows);
-      b.v_bias = MaybeRows(w.v_bias, kv_rows);
-      b.o_proj = Cols(Rows(w.o_proj, ch), q_rows);                   // (C', NH'*HS)
-      b.o_bias = MaybeRows(w.o_bias, ch);
-    }
-    if (lp.has_mlp) {
-      b.post_norm = Rows(w.post_norm, ch);
-      b.gate_proj = Cols(Rows(w.gate_proj, lp.neurons), ch);         // (FF', C')
-      b.up_proj = Cols(Rows(w.up_proj, lp.neurons), ch);
-      b.gate_bias = MaybeRows(w.gate_bias, lp.neurons);
-      b.up_bias = MaybeRows(w.up_bias, lp.neurons);
-      b.down_proj = Cols(Rows(w.down_proj, ch), lp.neurons);         // (C', FF')
-      b.down_bias = MaybeRows(w.down_bias, ch);
-    }
-    out.layers.push_back(std::move(b));
-  }
-  out.lm_head = c.tie_word_embeddings ? out.embed_tokens : Cols(src.lm_head, ch);  // (V, C')
-  return out;
 }
 
 }  // namespace topiary::compress

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/model/checkpoint.h"
 #include "worker/model/llama.h"
 
 namespace topiary::compress {
@@ -31,6 +32,11 @@ struct PruneTarget {
   std::vector<int64_t> drop_attention;           // non-isomorphic: attention sublayers
   std::vector<int64_t> drop_mlp;                 // non-isomorphic: MLP sublayers
   int64_t divisor = 1;                           // widths must be multiples (e.g. tensor parallel)
+  // Minitron's head residual redistribution when query heads are pruned
+  // within KV groups: ranking a group's R heads by score, keeping K, the
+  // i-th kept head (1-based, i in (K-(R-K), K]) becomes
+  // head_i + (head_i - head_{2K-i+1}), on its q_proj rows (and bias).
+  bool redistribute_heads = false;
 };
 
 // Importance scores as saved in scores.json (higher = more important).
@@ -49,6 +55,9 @@ struct LayerPlan {
   std::vector<int64_t> neurons;   // kept MLP neurons
   bool has_attention = true;
   bool has_mlp = true;
+  // Head residual redistribution: (kept head, pruned partner), original
+  // indices; q_kept <- 2 q_kept - q_partner.
+  std::vector<std::pair<int64_t, int64_t>> head_residual;
 };
 
 struct PrunePlan {
@@ -65,8 +74,18 @@ absl::StatusOr<PrunePlan> MakePlan(const model::ModelConfig& config, const Score
                                    const PruneTarget& target);
 
 // Returns a new model with sliced copies of the kept weights. `source` is not
-// modified; its weights may be in any dtype.
+// modified; its weights may be in any dtype (results keep it). apply.cc.
 model::LlamaModel ApplyPlan(const model::LlamaModel& source, const PrunePlan& plan);
+
+// Block k of the pruned model, sliced from `source`.
+model::BlockWeights PruneBlock(const model::LlamaModel& source, const PrunePlan& plan, size_t k);
+
+// Prunes the checkpoint in `source_dir` into `out_dir` tensor by tensor: the
+// source is mapped (MapCheckpoint), each output block is sliced when the
+// writer reaches it and dropped after, so peak memory is one pruned block or
+// one embedding matrix, never the model. Tokenizer files are copied.
+absl::Status PruneCheckpoint(const std::string& source_dir, const PrunePlan& plan, const std::string& out_dir,
+                             const model::SaveOptions& options);
 
 // Indices of the k largest entries, ascending by index (original order).
 std::vector<int64_t> TopK(const at::Tensor& scores, int64_t k);

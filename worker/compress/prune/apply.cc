@@ -1,0 +1,147 @@
+// Applying a PrunePlan: slicing every tensor consistently (shared/DESIGN.md
+// §7), in memory (ApplyPlan) or streaming checkpoint to checkpoint.
+#include <torch/torch.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/compress/prune/plan.h"
+
+namespace topiary::compress {
+namespace {
+
+at::Tensor Rows(const at::Tensor& w, const std::vector<int64_t>& idx) {
+  return w.index_select(0, at::tensor(idx, at::kLong));
+}
+at::Tensor Cols(const at::Tensor& w, const std::vector<int64_t>& idx) {
+  return w.index_select(1, at::tensor(idx, at::kLong));
+}
+at::Tensor MaybeRows(const at::Tensor& b, const std::vector<int64_t>& idx) {
+  return b.defined() ? Rows(b, idx) : b;
+}
+
+// Rows of the kept heads (or groups) of size HS each.
+std::vector<int64_t> HeadRows(const std::vector<int64_t>& heads, int64_t HS) {
+  std::vector<int64_t> rows;
+  for (int64_t h : heads) {
+    for (int64_t i = 0; i < HS; ++i) rows.push_back(h * HS + i);
+  }
+  return rows;
+}
+
+// q_proj rows (or bias) with the head residual redistribution applied: the
+// rows of kept head h become 2·q_h − q_partner. `x` is (NH*HS, ...) original.
+at::Tensor Redistributed(const at::Tensor& x, const LayerPlan& lp, int64_t HS) {
+  if (lp.head_residual.empty() || !x.defined()) return x;
+  at::Tensor out = x.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+  for (const auto& [kept, partner] : lp.head_residual) {
+    out.narrow(0, kept * HS, HS).mul_(2).sub_(x.narrow(0, partner * HS, HS).to(at::kFloat));
+  }
+  return out.to(x.scalar_type());
+}
+
+// A plan made for another model would index out of range.
+absl::Status CheckPlanFits(const model::ModelConfig& c, const PrunePlan& plan) {
+  auto within = [](const std::vector<int64_t>& v, int64_t n) {
+    for (int64_t x : v) {
+      if (x < 0 || x >= n) return false;
+    }
+    return true;
+  };
+  bool ok = within(plan.channels, c.hidden_size);
+  for (const LayerPlan& lp : plan.layers) {
+    ok = ok && lp.source >= 0 && lp.source < c.num_hidden_layers && within(lp.heads, c.num_attention_heads) &&
+         within(lp.groups, c.num_key_value_heads) && within(lp.neurons, c.intermediate_size);
+  }
+  if (!ok) return absl::InvalidArgumentError("prune: the plan was made for a model of another shape");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+model::BlockWeights PruneBlock(const model::LlamaModel& src, const PrunePlan& plan, size_t k) {
+  torch::NoGradGuard no_grad;
+  const model::ModelConfig& c = src.config;
+  const std::vector<int64_t>& ch = plan.channels;
+  const LayerPlan& lp = plan.layers[k];
+  const model::BlockWeights& w = src.layers[lp.source];
+  model::BlockWeights b;
+  if (lp.has_attention) {
+    std::vector<int64_t> q_rows = HeadRows(lp.heads, c.head_dim), kv_rows = HeadRows(lp.groups, c.head_dim);
+    b.input_norm = Rows(w.input_norm, ch);
+    b.q_proj = Cols(Rows(Redistributed(w.q_proj, lp, c.head_dim), q_rows), ch);  // (NH'*HS, C')
+    b.k_proj = Cols(Rows(w.k_proj, kv_rows), ch);                               // (G'*HS, C')
+    b.v_proj = Cols(Rows(w.v_proj, kv_rows), ch);
+    b.q_bias = MaybeRows(Redistributed(w.q_bias, lp, c.head_dim), q_rows);
+    b.k_bias = MaybeRows(w.k_bias, kv_rows);
+    b.v_bias = MaybeRows(w.v_bias, kv_rows);
+    b.o_proj = Cols(Rows(w.o_proj, ch), q_rows);  // (C', NH'*HS)
+    b.o_bias = MaybeRows(w.o_bias, ch);
+  }
+  if (lp.has_mlp) {
+    b.post_norm = Rows(w.post_norm, ch);
+    b.gate_proj = Cols(Rows(w.gate_proj, lp.neurons), ch);  // (FF', C')
+    b.up_proj = Cols(Rows(w.up_proj, lp.neurons), ch);
+    b.gate_bias = MaybeRows(w.gate_bias, lp.neurons);
+    b.up_bias = MaybeRows(w.up_bias, lp.neurons);
+    b.down_proj = Cols(Rows(w.down_proj, ch), lp.neurons);  // (C', FF')
+    b.down_bias = MaybeRows(w.down_bias, ch);
+  }
+  return b;
+}
+
+model::LlamaModel ApplyPlan(const model::LlamaModel& src, const PrunePlan& plan) {
+  torch::NoGradGuard no_grad;
+  model::LlamaModel out;
+  out.config = plan.config;
+  out.embed_tokens = Cols(src.embed_tokens, plan.channels);  // (V, C')
+  out.norm = Rows(src.norm, plan.channels);
+  for (size_t k = 0; k < plan.layers.size(); ++k) out.layers.push_back(PruneBlock(src, plan, k));
+  out.lm_head = src.config.tie_word_embeddings ? out.embed_tokens : Cols(src.lm_head, plan.channels);  // (V, C')
+  return out;
+}
+
+absl::Status PruneCheckpoint(const std::string& source_dir, const PrunePlan& plan, const std::string& out_dir,
+                             const model::SaveOptions& options) {
+  ASSIGN_OR_RETURN(model::LlamaModel src, model::MapCheckpoint(source_dir));
+  RETURN_IF_ERROR(CheckPlanFits(src.config, plan));
+  // The output's tensors in writer order, each with the block it lives in.
+  model::LlamaModel out;
+  out.config = plan.config;
+  out.layers.resize(plan.layers.size());
+  auto params = out.NamedParameters();
+  std::vector<int64_t> block_of(params.size(), -1);
+  for (size_t i = 0; i < params.size(); ++i) {
+    absl::string_view name = params[i].first;
+    if (absl::ConsumePrefix(&name, "model.layers.")) {
+      int64_t k = 0;
+      absl::SimpleAtoi(name.substr(0, name.find('.')), &k);
+      block_of[i] = k;
+    }
+  }
+  int64_t current = -1;  // the one block held in memory
+  auto produce = [&](size_t i) -> absl::StatusOr<at::Tensor> {
+    torch::NoGradGuard no_grad;
+    const std::string& name = params[i].first;
+    if (block_of[i] >= 0) {
+      if (block_of[i] != current) {
+        if (current >= 0) out.layers[current] = model::BlockWeights();
+        current = block_of[i];
+        out.layers[current] = PruneBlock(src, plan, current);
+      }
+      at::Tensor t = std::move(*params[i].second);  // written once: release it now
+      *params[i].second = at::Tensor();
+      return t;
+    }
+    if (name == "model.embed_tokens.weight") return Cols(src.embed_tokens, plan.channels);
+    if (name == "model.norm.weight") return Rows(src.norm, plan.channels);
+    if (name == "lm_head.weight") return Cols(src.lm_head, plan.channels);
+    return absl::InternalError(absl::StrCat("prune: no rule for tensor '", name, "'"));
+  };
+  model::SaveOptions so = options;
+  if (so.copy_files_from.empty()) so.copy_files_from = source_dir;
+  return model::SaveCheckpointStreaming(plan.config, produce, out_dir, so);
+}
+
+}  // namespace topiary::compress
