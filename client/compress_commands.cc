@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdio>
 
 #include <CLI/CLI.hpp>
@@ -12,10 +13,12 @@
 #include "client/local_util.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "common/units.h"
 #include "worker/compress/importance/estimate.h"
 #include "worker/compress/importance/plots.h"
 #include "worker/compress/importance/scores_json.h"
 #include "worker/compress/prune/plan.h"
+#include "worker/compress/search/search.h"
 #include "worker/eval/perplexity.h"
 #include "worker/model/checkpoint.h"
 
@@ -140,6 +143,48 @@ absl::Status RunPrune(PruneFlags f) {
   return absl::OkStatus();
 }
 
+// ---- search ----------------------------------------------------------------
+
+struct SearchFlags {
+  std::string model, scores, params, out;
+  DataFlags data;
+  compress::SearchSpace space;
+  eval::EvalOptions eval;
+  int threads = 0;
+};
+
+// "6M", "6000000" or a fraction of the original ("0.6").
+absl::StatusOr<int64_t> ParseBudget(const std::string& text, int64_t total) {
+  double fraction = 0;
+  if (absl::SimpleAtod(text, &fraction) && fraction > 0 && fraction <= 1 && text.find('.') != std::string::npos) {
+    return static_cast<int64_t>(std::llround(fraction * static_cast<double>(total)));
+  }
+  return ParseCount(text, "--params");
+}
+
+absl::Status RunSearch(SearchFlags f) {
+  SetThreads(f.threads);
+  ASSIGN_OR_RETURN(model::ModelConfig config, model::LoadConfig(f.model));
+  ASSIGN_OR_RETURN(f.space.budget, ParseBudget(f.params, model::CountParams(config).total()));
+  ASSIGN_OR_RETURN(std::vector<compress::Candidate> candidates, compress::EnumerateCandidates(config, f.space));
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(f.scores, size_t{2} << 30));
+  ASSIGN_OR_RETURN(compress::Scores scores, compress::ScoresFromJson(text, config));
+  ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, at::kFloat));
+  ASSIGN_OR_RETURN(auto file, OpenData(f.data, f.model, config.vocab_size));
+  std::fprintf(stderr, "search: %zu candidates within %.0f%% of %s parameters\n", candidates.size(),
+               f.space.tolerance * 100, FormatCount(static_cast<double>(f.space.budget)).c_str());
+  ASSIGN_OR_RETURN(std::vector<compress::Candidate> ranked,
+                   compress::RankCandidates(m, scores, std::move(candidates), *file, f.eval, f.space.depth_metric));
+  const std::string table = compress::FormatTable(config, ranked);
+  std::printf("%s", table.c_str());
+  if (!f.out.empty()) {
+    RETURN_IF_ERROR(MakeDirs(f.out));
+    RETURN_IF_ERROR(WriteFileAtomically(f.out + "/search.txt", table));
+    RETURN_IF_ERROR(WriteFileAtomically(f.out + "/search.json", compress::CandidatesToJson(config, f.space, ranked)));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 void RegisterCompressCommands(CLI::App& app, CommandRegistry& registry) {
@@ -181,6 +226,30 @@ void RegisterCompressCommands(CLI::App& app, CommandRegistry& registry) {
     cmd->add_option("--dtype", f->dtype, "output dtype")->capture_default_str();
     cmd->add_option("--out", f->out, "output directory")->required();
     AddRunner(registry, cmd, f, "prune", RunPrune);
+  }
+  {
+    auto f = std::make_shared<SearchFlags>();
+    auto& sp = f->space;
+    auto* cmd = app.add_subcommand("search", "rank candidate shapes under a parameter budget by zero-shot loss");
+    cmd->add_option("--model", f->model, "Hugging Face model directory")->required();
+    cmd->add_option("--scores", f->scores, "scores.json from `topiary importance`")->required();
+    AddDataFlags(cmd, &f->data, "--data");
+    cmd->add_option("--params", f->params, "parameter budget: a count (6M) or a fraction of the model (0.6)")
+        ->required();
+    cmd->add_option("--tolerance", sp.tolerance, "keep shapes within this fraction of the budget")
+        ->capture_default_str();
+    cmd->add_option("--min-depth", sp.min_depth, "fewest layers, as a fraction")->capture_default_str();
+    cmd->add_option("--min-width", sp.min_width, "narrowest width per axis, as a fraction")->capture_default_str();
+    cmd->add_option("--hidden-divisor", sp.hidden_divisor, "hidden_size grid step")->capture_default_str();
+    cmd->add_option("--ffn-divisor", sp.ffn_divisor, "intermediate_size grid step")->capture_default_str();
+    cmd->add_option("--max-candidates", sp.max_candidates, "evaluate at most this many (closest to the budget)")
+        ->capture_default_str();
+    cmd->add_option("--depth-metric", sp.depth_metric, "ranks layers when depth is cut")->capture_default_str();
+    cmd->add_option("--seq-len", f->eval.seq_len, "evaluation window")->capture_default_str();
+    cmd->add_option("--max-windows", f->eval.max_windows, "windows per candidate (0: all)")->capture_default_str();
+    cmd->add_option("--out", f->out, "writes search.txt and search.json here");
+    cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
+    AddRunner(registry, cmd, f, "search", RunSearch);
   }
 }
 

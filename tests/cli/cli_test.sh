@@ -69,5 +69,19 @@ check "head redistribution prunes" test -s "$tmp/redis/model.safetensors"
 expect_error "redistribution needs a head target" 2 "redistribute_heads" -- "$topiary" prune --model "$teacher" \
   --scores "$tmp/imp/scores.json" --redistribute-heads --target hidden_size=128 --out "$tmp/p"
 
+"$topiary" search --model "$teacher" --scores "$tmp/imp/scores.json" --data "$kjv/kjv-val.bin" --params 0.6 \
+  --seq-len 64 --max-windows 2 --max-candidates 4 --out "$tmp/search" >"$tmp/search.out" 2>/dev/null
+check "search ranks candidates by loss" /usr/bin/python3 -c "
+import json
+j = json.load(open('$tmp/search/search.json'))
+c = j['candidates']
+assert 1 <= len(c) <= 4 and [x['loss'] for x in c] == sorted(x['loss'] for x in c), c
+assert all(abs(x['params'] - j['space']['budget']) <= 0.05 * j['space']['budget'] for x in c), c"
+check "search prints the table" grep -q "rank  hidden" "$tmp/search.out"
+expect_error "search impossible budget" 2 "search.params" -- "$topiary" search --model "$teacher" \
+  --scores "$tmp/imp/scores.json" --data "$kjv/kjv-val.bin" --params 100
+expect_error "search bad budget" 2 "--params" -- "$topiary" search --model "$teacher" \
+  --scores "$tmp/imp/scores.json" --data "$kjv/kjv-val.bin" --params lots
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
