@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace topiary::bench {
 
@@ -26,5 +27,15 @@ double TimeMedian(const std::function<void()>& fn, int warmup, int iters);
 // only ever adds time, so the minimum is the steadiest estimate. The peers
 // report the same statistic.
 double TimeBest(const std::function<void()>& fn, int warmup, int iters);
+
+// Runs a program to completion (stdout/stderr to /dev/null) and reports its
+// wall time and peak resident set (ru_maxrss). exit_code -1 when it could not
+// start or did not exit normally.
+struct ProcessRun {
+  int exit_code = -1;
+  double seconds = 0;
+  int64_t max_rss_kb = 0;
+};
+ProcessRun RunProcess(const std::vector<std::string>& argv);
 
 }  // namespace topiary::bench

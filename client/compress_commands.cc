@@ -13,6 +13,7 @@
 #include "client/local_util.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "common/process.h"
 #include "common/units.h"
 #include "worker/compress/importance/estimate.h"
 #include "worker/compress/importance/plots.h"
@@ -135,11 +136,11 @@ absl::Status RunPrune(PruneFlags f) {
   so.copy_files_from = f.model;
   RETURN_IF_ERROR(compress::PruneCheckpoint(f.model, plan, f.out, so));  // streams tensor by tensor
   auto before = model::CountParams(config), after = model::CountParams(plan.config);
-  std::printf("%s: %lld -> %lld parameters (%.1f%%), non-embedding %lld -> %lld%s\n", f.out.c_str(),
+  std::printf("%s: %lld -> %lld parameters (%.1f%%), non-embedding %lld -> %lld%s; peak RSS %.0f MB\n", f.out.c_str(),
               static_cast<long long>(before.total()), static_cast<long long>(after.total()),
               100.0 * after.total() / before.total(), static_cast<long long>(before.non_embedding()),
               static_cast<long long>(after.non_embedding()),
-              plan.config.IsIsomorphic() ? "" : " (not isomorphic: Topiary format)");
+              plan.config.IsIsomorphic() ? "" : " (not isomorphic: Topiary format)", PeakRssBytes() / 1e6);
   return absl::OkStatus();
 }
 

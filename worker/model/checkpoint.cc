@@ -7,6 +7,9 @@
 #include <memory>
 #include <set>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -145,6 +148,15 @@ absl::StatusOr<LlamaModel> MapCheckpoint(const std::string& dir) {
     }
   }
   return m;
+}
+
+void ReleaseMappedPages(const at::Tensor& t) {
+  if (!t.defined() || t.numel() == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t end = begin + static_cast<uintptr_t>(t.numel()) * t.element_size();
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;  // whole pages inside
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType dtype) {

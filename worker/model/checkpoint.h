@@ -33,6 +33,11 @@ absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType
 // streaming transforms (pruning) that read each tensor once.
 absl::StatusOr<LlamaModel> MapCheckpoint(const std::string& dir);
 
+// Drops the resident pages behind a view made by MapCheckpoint (they are
+// read again from the page cache if touched). Call only on such views:
+// on ordinary memory it would discard data.
+void ReleaseMappedPages(const at::Tensor& mapped_view);
+
 struct SaveOptions {
   at::ScalarType dtype = at::kBFloat16;   // kFloat, kHalf or kBFloat16
   int64_t max_shard_bytes = 5'000'000'000;  // one file up to this size; shards beyond

@@ -11,7 +11,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 
 namespace topiary::model {
@@ -33,6 +35,48 @@ bool ByteSize(const std::vector<int64_t>& shape, int itemsize, uint64_t* out) {
   }
   *out = static_cast<uint64_t>(n);
   return true;
+}
+
+// Live mappings of SafetensorsFile objects: base address -> (size, fd of the
+// mapped inode). Lets the writer copy bytes that come straight from a mapped
+// checkpoint with copy_file_range (in-kernel, no page faults on the source).
+struct Mapping {
+  uint64_t size;
+  int fd;
+};
+absl::Mutex mappings_mu;
+std::map<uintptr_t, Mapping>& Mappings() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mappings_mu) {
+  static auto* m = new std::map<uintptr_t, Mapping>;
+  return *m;
+}
+
+// The file and offset behind [p, p+n) when it lies inside one live mapping.
+bool FindMapped(const void* p, size_t n, int* fd, uint64_t* offset) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  absl::MutexLock lock(&mappings_mu);
+  auto& m = Mappings();
+  auto it = m.upper_bound(a);
+  if (it == m.begin()) return false;
+  --it;
+  if (a + n > it->first + it->second.size) return false;
+  *fd = it->second.fd;
+  *offset = a - it->first;
+  return true;
+}
+
+// Copies up to n bytes at `offset` of `src_fd` to the current position of
+// `fd`; returns how many it copied (fewer when the kernel cannot, e.g. across
+// file systems: the caller writes the rest).
+size_t CopyRange(int src_fd, uint64_t offset, int fd, size_t n) {
+  loff_t off = static_cast<loff_t>(offset);
+  size_t done = 0;
+  while (done < n) {
+    ssize_t c = ::copy_file_range(src_fd, &off, fd, nullptr, n - done, 0);
+    if (c < 0 && errno == EINTR) continue;
+    if (c <= 0) break;
+    done += static_cast<size_t>(c);
+  }
+  return done;
 }
 
 absl::Status WriteAll(int fd, const void* data, size_t n, const std::string& path) {
@@ -158,9 +202,18 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     return Corrupt(path, absl::StrCat("file is ", f->size_, " bytes, shorter than the 8-byte header length"));
   }
   void* map = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (map == MAP_FAILED) return absl::InternalError(absl::StrCat(path, ": mmap failed: ", std::strerror(errno)));
+  if (map == MAP_FAILED) {
+    ::close(fd);
+    return absl::InternalError(absl::StrCat(path, ": mmap failed: ", std::strerror(errno)));
+  }
   f->map_ = map;
+  f->fd_ = fd;  // the mapped inode, even if the path is replaced later
+  {
+    absl::MutexLock lock(&mappings_mu);
+    Mappings()[reinterpret_cast<uintptr_t>(map)] = Mapping{f->size_, fd};
+  }
+  // Checkpoints are read front to back: start reading ahead now.
+  ::madvise(map, f->size_, MADV_WILLNEED);
   const uint8_t* bytes = static_cast<const uint8_t*>(map);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
@@ -176,7 +229,12 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
 }
 
 SafetensorsFile::~SafetensorsFile() {
+  if (map_) {
+    absl::MutexLock lock(&mappings_mu);
+    Mappings().erase(reinterpret_cast<uintptr_t>(map_));
+  }
   if (map_) ::munmap(map_, size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 const TensorInfo* SafetensorsFile::Find(absl::string_view name) const {
@@ -226,7 +284,15 @@ absl::Status SafetensorsWriter::WriteNext(const void* data, size_t nbytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor '", d.name, "': got ", nbytes, " bytes, declared ", expected));
   }
-  RETURN_IF_ERROR(WriteAll(fd_, data, nbytes, tmp_path_));
+  int src_fd = -1;
+  uint64_t offset = 0;
+  size_t copied = 0;
+  if (FindMapped(data, nbytes, &src_fd, &offset)) copied = CopyRange(src_fd, offset, fd_, nbytes);
+  RETURN_IF_ERROR(WriteAll(fd_, static_cast<const char*>(data) + copied, nbytes - copied, tmp_path_));
+  // Start writeback of what was just written, so that the fsync in Finish()
+  // overlaps with producing the next tensors instead of waiting for all of it.
+  const off_t end = ::lseek(fd_, 0, SEEK_CUR);
+  if (end > 0) ::sync_file_range(fd_, end - static_cast<off_t>(nbytes), static_cast<off_t>(nbytes), SYNC_FILE_RANGE_WRITE);
   ++next_;
   return absl::OkStatus();
 }

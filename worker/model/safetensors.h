@@ -61,6 +61,7 @@ class SafetensorsFile {
   SafetensorsFile() = default;
   std::string path_;
   void* map_ = nullptr;
+  int fd_ = -1;
   uint64_t size_ = 0;
   const uint8_t* data_ = nullptr;
   std::vector<TensorInfo> tensors_;

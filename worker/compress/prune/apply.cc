@@ -11,12 +11,23 @@
 namespace topiary::compress {
 namespace {
 
-at::Tensor Rows(const at::Tensor& w, const std::vector<int64_t>& idx) {
-  return w.index_select(0, at::tensor(idx, at::kLong));
+// True when idx is 0, 1, ..., n-1: the slice keeps everything.
+bool IsIdentity(const std::vector<int64_t>& idx, int64_t n) {
+  if (static_cast<int64_t>(idx.size()) != n) return false;
+  for (int64_t i = 0; i < n; ++i) {
+    if (idx[i] != i) return false;
+  }
+  return true;
 }
-at::Tensor Cols(const at::Tensor& w, const std::vector<int64_t>& idx) {
-  return w.index_select(1, at::tensor(idx, at::kLong));
+
+// Kept rows or columns. Keeping everything returns `w` itself (a view of the
+// mapped source when streaming: the writer copies straight from the map).
+at::Tensor Select(const at::Tensor& w, int64_t dim, const std::vector<int64_t>& idx) {
+  if (IsIdentity(idx, w.size(dim))) return w;
+  return w.index_select(dim, at::tensor(idx, at::kLong));
 }
+at::Tensor Rows(const at::Tensor& w, const std::vector<int64_t>& idx) { return Select(w, 0, idx); }
+at::Tensor Cols(const at::Tensor& w, const std::vector<int64_t>& idx) { return Select(w, 1, idx); }
 at::Tensor MaybeRows(const at::Tensor& b, const std::vector<int64_t>& idx) {
   return b.defined() ? Rows(b, idx) : b;
 }
@@ -56,6 +67,15 @@ absl::Status CheckPlanFits(const model::ModelConfig& c, const PrunePlan& plan) {
   }
   if (!ok) return absl::InvalidArgumentError("prune: the plan was made for a model of another shape");
   return absl::OkStatus();
+}
+
+// The source block's mapped pages are not needed once its pruned tensors are
+// written: dropping them keeps the resident set to about one block.
+void ReleaseBlock(model::LlamaModel& src, int64_t l) {
+  const std::string prefix = absl::StrCat("model.layers.", l, ".");
+  for (auto& [name, t] : src.NamedParameters()) {
+    if (name.rfind(prefix, 0) == 0) model::ReleaseMappedPages(*t);
+  }
 }
 
 }  // namespace
@@ -126,7 +146,10 @@ absl::Status PruneCheckpoint(const std::string& source_dir, const PrunePlan& pla
     const std::string& name = params[i].first;
     if (block_of[i] >= 0) {
       if (block_of[i] != current) {
-        if (current >= 0) out.layers[current] = model::BlockWeights();
+        if (current >= 0) {
+          out.layers[current] = model::BlockWeights();
+          ReleaseBlock(src, plan.layers[current].source);
+        }
         current = block_of[i];
         out.layers[current] = PruneBlock(src, plan, current);
       }
@@ -134,7 +157,11 @@ absl::Status PruneCheckpoint(const std::string& source_dir, const PrunePlan& pla
       *params[i].second = at::Tensor();
       return t;
     }
-    if (name == "model.embed_tokens.weight") return Cols(src.embed_tokens, plan.channels);
+    if (name == "model.embed_tokens.weight") {
+      at::Tensor t = Cols(src.embed_tokens, plan.channels);
+      if (!t.is_same(src.embed_tokens)) model::ReleaseMappedPages(src.embed_tokens);  // copied already
+      return t;
+    }
     if (name == "model.norm.weight") return Rows(src.norm, plan.channels);
     if (name == "lm_head.weight") return Cols(src.lm_head, plan.channels);
     return absl::InternalError(absl::StrCat("prune: no rule for tensor '", name, "'"));

@@ -73,8 +73,9 @@ absl::Status ValidateTarget(const model::ModelConfig& config, const PruneTarget&
 absl::StatusOr<PrunePlan> MakePlan(const model::ModelConfig& config, const Scores& scores,
                                    const PruneTarget& target);
 
-// Returns a new model with sliced copies of the kept weights. `source` is not
-// modified; its weights may be in any dtype (results keep it). apply.cc.
+// Returns the pruned model: sliced copies of the kept weights, and the source
+// tensors themselves where nothing is cut (shared storage: copy before
+// modifying in place). `source` is not modified; its dtype is kept. apply.cc.
 model::LlamaModel ApplyPlan(const model::LlamaModel& source, const PrunePlan& plan);
 
 // Block k of the pruned model, sliced from `source`.
