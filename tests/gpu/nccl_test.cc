@@ -28,8 +28,8 @@ TEST(NcclComm, CollectivesOnDeviceBuffers) {
   std::vector<float> host(n);
   for (size_t i = 0; i < n; ++i) host[i] = static_cast<float>(i % 1000);
   float *a = nullptr, *b = nullptr;
-  ASSERT_EQ(cudaMalloc(&a, n * sizeof(float)), cudaSuccess);
-  ASSERT_EQ(cudaMalloc(&b, n * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&a), n * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&b), n * sizeof(float)), cudaSuccess);
   ASSERT_EQ(cudaMemcpy(a, host.data(), n * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
   ASSERT_TRUE((*c)->AllReduce(a, b, n, NcclType::kF32, ReduceOp::kSum).ok());
   ASSERT_TRUE((*c)->AllGather(b, a, n, NcclType::kF32).ok());
