@@ -6,6 +6,7 @@
 
 #include "client/compress_commands.h"
 #include "client/local_commands.h"
+#include "client/train_commands.h"
 
 namespace topiary::cli {
 
@@ -25,6 +26,7 @@ void RegisterAll(CLI::App& app, CommandRegistry& registry) {
   });
   RegisterLocalCommands(app, registry);
   RegisterCompressCommands(app, registry);
+  RegisterTrainCommands(app, registry);
 }
 
 }  // namespace topiary::cli

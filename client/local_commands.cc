@@ -105,61 +105,6 @@ absl::Status RunEval(const EvalFlags& f) {
   return absl::OkStatus();
 }
 
-// ---- train -----------------------------------------------------------------
-
-struct TrainFlags {
-  std::string model, out, dtype = "bf16", save_dtype = "bf16";
-  DataFlags data, eval_data;
-  double held_out = 0;
-  train::TrainRecipe recipe;
-  bool json = false;
-  int threads = 0;
-};
-
-absl::Status RunTrain(TrainFlags f) {
-  SetThreads(f.threads);
-  ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(f.dtype, "--dtype"));
-  ASSIGN_OR_RETURN(at::ScalarType save_dtype, ParseDtype(f.save_dtype, "--save-dtype"));
-  RETURN_IF_ERROR(train::ValidateRecipe(f.recipe));
-  ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, dtype));
-  ASSIGN_OR_RETURN(auto file, OpenData(f.data, f.model, m.config.vocab_size));
-  train::TrainData td;
-  td.file = file.get();
-  std::unique_ptr<data::TokenFile> eval_file;
-  if (!f.eval_data.path.empty()) {
-    f.eval_data.tokenizer = f.data.tokenizer;
-    ASSIGN_OR_RETURN(eval_file, OpenData(f.eval_data, f.model, m.config.vocab_size));
-    td.train_range = {0, file->size()};
-    td.eval_file = eval_file.get();
-    td.eval_range = {0, eval_file->size()};
-  } else {
-    ASSIGN_OR_RETURN(auto split, data::SplitHeldOut(file->size(), f.held_out));
-    td.train_range = split.first;
-    td.eval_range = split.second;
-  }
-  RETURN_IF_ERROR(MakeDirs(f.out));
-  std::ofstream log_file(f.out + "/train_log.jsonl");
-  auto callback = [&](const train::StepMetrics& s) {
-    json j = {{"step", s.step}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm},
-              {"tokens", s.tokens}, {"tokens_per_second", s.tokens_per_second}};
-    if (s.eval_loss >= 0) j["eval_loss"] = s.eval_loss;
-    log_file << j.dump() << "\n" << std::flush;
-    if (f.json) {
-      std::printf("%s\n", j.dump().c_str());
-    } else {
-      std::printf("step %lld/%lld  loss %.4f  lr %.2e  gnorm %.2f  %.0f tok/s%s\n", static_cast<long long>(s.step),
-                  static_cast<long long>(s.steps), s.loss, s.lr, s.grad_norm, s.tokens_per_second,
-                  s.eval_loss >= 0 ? absl::StrFormat("  eval_loss %.4f (ppl %.2f)", s.eval_loss, std::exp(s.eval_loss)).c_str() : "");
-    }
-    std::fflush(stdout);
-  };
-  RETURN_IF_ERROR(train::TrainCausalLm(m, td, f.recipe, callback));
-  model::SaveOptions so;
-  so.dtype = save_dtype;
-  so.copy_files_from = f.model;
-  return model::SaveCheckpoint(m, f.out, so);
-}
-
 // ---- inspect ---------------------------------------------------------------
 
 struct InspectFlags {
@@ -260,36 +205,6 @@ void RegisterLocalCommands(CLI::App& app, CommandRegistry& registry) {
     cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
     cmd->add_flag("--json", f->json, "print one JSON object");
     AddRunner(registry, cmd, f, "eval", RunEval);
-  }
-  {
-    auto f = std::make_shared<TrainFlags>();
-    auto& r = f->recipe;
-    auto* cmd = app.add_subcommand("train", "train a causal LM with cross-entropy");
-    cmd->add_option("--model", f->model, "starting checkpoint")->required();
-    AddDataFlags(cmd, &f->data);
-    cmd->add_option("--eval-data", f->eval_data.path, "held-out token file (else --held-out of --data)");
-    cmd->add_option("--held-out", f->held_out, "fraction of --data held out for evaluation")->capture_default_str();
-    cmd->add_option("--out", f->out, "output directory (checkpoint and train_log.jsonl)")->required();
-    cmd->add_option("--seq-len", r.seq_len, "sequence length T")->capture_default_str();
-    cmd->add_option("--steps", r.steps, "optimizer steps")->capture_default_str();
-    cmd->add_option("--global-batch", r.global_batch, "sequences per step")->capture_default_str();
-    cmd->add_option("--micro-batch", r.micro_batch, "sequences per forward/backward")->capture_default_str();
-    cmd->add_option("--lr", r.lr, "peak learning rate")->capture_default_str();
-    cmd->add_option("--min-lr", r.min_lr, "final learning rate")->capture_default_str();
-    cmd->add_option("--warmup", r.warmup_steps, "warm-up steps")->capture_default_str();
-    cmd->add_option("--weight-decay", r.adamw.weight_decay, "AdamW weight decay")->capture_default_str();
-    cmd->add_option("--beta1", r.adamw.beta1)->capture_default_str();
-    cmd->add_option("--beta2", r.adamw.beta2)->capture_default_str();
-    cmd->add_option("--clip", r.clip, "max gradient norm (0: off)")->capture_default_str();
-    cmd->add_option("--seed", r.seed, "data order seed")->capture_default_str();
-    cmd->add_option("--log-every", r.log_every)->capture_default_str();
-    cmd->add_option("--eval-every", r.eval_every, "evaluate every N steps (0: at the end)")->capture_default_str();
-    cmd->add_option("--eval-windows", r.eval_windows)->capture_default_str();
-    cmd->add_option("--dtype", f->dtype, "compute dtype bf16|fp32")->capture_default_str();
-    cmd->add_option("--save-dtype", f->save_dtype, "checkpoint dtype")->capture_default_str();
-    cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
-    cmd->add_flag("--json", f->json, "print metrics as JSON lines");
-    AddRunner(registry, cmd, f, "train", RunTrain);
   }
   {
     auto f = std::make_shared<InspectFlags>();

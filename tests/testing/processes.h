@@ -35,6 +35,21 @@ inline std::string BinDir() {
   return d ? d : "build/bin";
 }
 
+// Starts one process with output to `log`; returns its pid (-1 on failure).
+inline pid_t SpawnProcess(const std::vector<std::string>& args, const std::string& log) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+
 inline std::vector<ProcessResult> RunProcesses(const std::vector<std::vector<std::string>>& argvs,
                                                const std::string& log_dir, std::chrono::seconds deadline) {
   std::vector<pid_t> pids;

@@ -8,18 +8,21 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/eval/perplexity.h"
+#include "worker/train/sharded_adamw.h"
+#include "worker/train/train_checkpoint.h"
 
 namespace topiary::train {
 
-absl::Status ValidateRecipe(const TrainRecipe& r) {
+absl::Status ValidateRecipe(const TrainRecipe& r, int world) {
   auto bad = [](absl::string_view field, absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
   };
   if (r.steps <= 0) return bad("steps", "must be positive");
   if (r.seq_len <= 0) return bad("seq_len", "must be positive");
   if (r.micro_batch <= 0) return bad("micro_batch", "must be positive");
-  if (r.global_batch <= 0 || r.global_batch % r.micro_batch != 0) {
-    return bad("global_batch", absl::StrCat(r.global_batch, " must be a positive multiple of micro_batch ", r.micro_batch));
+  if (r.global_batch <= 0 || r.global_batch % (r.micro_batch * world) != 0) {
+    return bad("global_batch", absl::StrCat(r.global_batch, " must be a positive multiple of micro_batch ",
+                                            r.micro_batch, world > 1 ? absl::StrCat(" x ", world, " ranks") : ""));
   }
   if (!(r.lr > 0)) return bad("lr", "must be positive");
   if (r.min_lr < 0 || r.min_lr > r.lr) return bad("min_lr", "must be in [0, lr]");
@@ -31,16 +34,64 @@ absl::Status ValidateRecipe(const TrainRecipe& r) {
   return absl::OkStatus();
 }
 
+double ForwardFlopsPerToken(const model::ModelConfig& c, int64_t seq_len) {
+  const model::ParamCounts n = model::CountParams(c);
+  const double multiplying = static_cast<double>(n.total() - n.embedding) +
+                             (c.tie_word_embeddings ? static_cast<double>(n.embedding) : 0.0);
+  return 2.0 * multiplying + 4.0 * c.num_hidden_layers * seq_len * c.hidden_size;
+}
+
 double ForwardBackwardCe(const model::LlamaModel& model, const data::Batch& batch, double grad_scale) {
-  at::Tensor logits = model::Forward(model, batch.inputs);                                  // (B, T, V)
-  at::Tensor loss = at::cross_entropy_loss(logits.to(at::kFloat).flatten(0, 1), batch.targets.flatten());
+  at::Tensor loss = CrossEntropy(model::Forward(model, batch.inputs), batch.targets);  // logits (B, T, V)
   (loss * grad_scale).backward();
   return loss.item<double>();
 }
 
-absl::Status TrainCausalLm(model::LlamaModel& model, const TrainData& data, const TrainRecipe& r,
-                           const StepCallback& callback) {
-  RETURN_IF_ERROR(ValidateRecipe(r));
+Objective::Parts CrossEntropyObjective::ForwardBackward(const model::LlamaModel& student, const data::Batch& batch,
+                                                        double grad_scale) {
+  Parts p;
+  p.loss = p.ce = ForwardBackwardCe(student, batch, grad_scale);
+  return p;
+}
+
+Objective::Parts DistillationObjective::ForwardBackward(const model::LlamaModel& student, const data::Batch& batch,
+                                                        double grad_scale) {
+  at::Tensor teacher_logits;
+  {
+    torch::NoGradGuard no_grad;
+    teacher_logits = model::Forward(*teacher_, batch.inputs);  // (B, T, V)
+  }
+  KdLoss kd = DistillationLoss(model::Forward(student, batch.inputs), teacher_logits, batch.targets, options_);
+  (kd.loss * grad_scale).backward();
+  return {kd.loss.item<double>(), kd.kl, kd.ce};
+}
+
+double DistillationObjective::ExtraFlopsPerToken(int64_t seq_len) const {
+  return ForwardFlopsPerToken(teacher_->config, seq_len);
+}
+
+namespace {
+
+// Sums (loss, kl, ce, tokens) over ranks: the step's means over all tokens.
+absl::Status AverageOverRanks(dist::Communicator& comm, Objective::Parts* p) {
+  if (comm.world_size() == 1) return absl::OkStatus();
+  at::Tensor t = torch::tensor({p->loss, p->kl, p->ce}, at::kDouble);
+  RETURN_IF_ERROR(comm.AllReduce(t, dist::ReduceOp::kAvg));
+  p->loss = t[0].item<double>();
+  p->kl = t[1].item<double>();
+  p->ce = t[2].item<double>();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainData& data, const TrainRecipe& r,
+                   const RunOptions& o, const StepCallback& callback) {
+  std::unique_ptr<dist::Communicator> local;
+  dist::Communicator* comm = o.comm;
+  if (comm == nullptr) local = dist::MakeLocalCommunicator(), comm = local.get();
+  const int W = comm->world_size();
+  RETURN_IF_ERROR(ValidateRecipe(r, W));
   if (data.file == nullptr) return absl::InvalidArgumentError("data: no token file");
   ASSIGN_OR_RETURN(data::SequenceSampler sampler,
                    data::SequenceSampler::Create(data.file, data.train_range, r.seq_len, r.seed));
@@ -53,42 +104,71 @@ absl::Status TrainCausalLm(model::LlamaModel& model, const TrainData& data, cons
     params.push_back(t);
   }
   if (model.config.tie_word_embeddings) model.lm_head = model.embed_tokens;
-  AdamW optimizer(named, r.adamw);
-  const int64_t accum = r.global_batch / r.micro_batch;
-  int64_t tokens = 0;
+  ASSIGN_OR_RETURN(std::unique_ptr<ShardedAdamW> optimizer, ShardedAdamW::Create(named, r.adamw, comm));
+
+  TrainState state;
+  state.world_size = W;
+  state.seed = r.seed;
+  if (o.resume && !o.checkpoint_dir.empty()) {
+    ASSIGN_OR_RETURN(std::optional<std::string> latest, LatestTrainCheckpoint(o.checkpoint_dir));
+    if (latest.has_value()) {
+      ASSIGN_OR_RETURN(state, LoadTrainCheckpoint(*latest, model, *optimizer, *comm, r.seed));
+    }
+  }
+  const int64_t per_rank = r.global_batch / W, accum = per_rank / r.micro_batch;
+  const double flops_per_token =
+      3 * ForwardFlopsPerToken(model.config, r.seq_len) + objective.ExtraFlopsPerToken(r.seq_len);
+  const int64_t tokens_at_start = state.tokens;
   auto t0 = std::chrono::steady_clock::now();
 
-  for (int64_t step = 0; step < r.steps; ++step) {
+  for (int64_t step = state.step; step < r.steps; ++step) {
     for (at::Tensor* p : params) p->mutable_grad() = at::Tensor();
-    double step_loss = 0;
+    Objective::Parts sum;
+    sum.kl = 0;
+    bool has_kl = false;
     for (int64_t a = 0; a < accum; ++a) {
-      std::vector<int64_t> idx;
-      for (int64_t i = 0; i < r.micro_batch; ++i) idx.push_back(step * r.global_batch + a * r.micro_batch + i);
+      std::vector<int64_t> idx;  // this rank's sequences of the global batch, round-robin
+      for (int64_t i = a * r.micro_batch; i < (a + 1) * r.micro_batch; ++i) {
+        idx.push_back(step * r.global_batch + comm->rank() + i * W);
+      }
       ASSIGN_OR_RETURN(data::Batch batch, sampler.Sequences(idx));
-      step_loss += ForwardBackwardCe(model, batch, 1.0 / static_cast<double>(accum)) / static_cast<double>(accum);
-      tokens += batch.inputs.numel();
+      Objective::Parts p = objective.ForwardBackward(model, batch, 1.0 / static_cast<double>(accum));
+      sum.loss += p.loss / static_cast<double>(accum);
+      sum.ce += p.ce / static_cast<double>(accum);
+      if (p.kl >= 0) sum.kl += p.kl / static_cast<double>(accum), has_kl = true;
     }
-    if (!std::isfinite(step_loss)) {
-      return absl::InternalError(absl::StrCat("loss is ", step_loss, " at step ", step + 1, "; stopping"));
+    RETURN_IF_ERROR(AverageOverRanks(*comm, &sum));
+    if (!std::isfinite(sum.loss)) {
+      return absl::InternalError(absl::StrCat("loss is ", sum.loss, " at step ", step + 1,
+                                              "; stopping (the last checkpoint is kept)"));
     }
     StepMetrics m;
-    m.grad_norm = GradNorm(params);
     m.lr = CosineLr(step, r.steps, r.warmup_steps, r.lr, r.min_lr);
-    optimizer.Step(m.lr, ClipScale(m.grad_norm, r.clip));
-    m.step = step + 1;
+    ASSIGN_OR_RETURN(m.grad_norm, optimizer->Step(m.lr, r.clip));
+    state.step = step + 1;
+    state.tokens += r.global_batch * r.seq_len;
+    m.step = state.step;
     m.steps = r.steps;
-    m.loss = step_loss;
-    m.tokens = tokens;
-    m.tokens_per_second = static_cast<double>(tokens) /
-                          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    bool last = m.step == r.steps;
+    m.loss = sum.loss;
+    m.ce = sum.ce;
+    m.kl = has_kl ? sum.kl : -1;
+    m.tokens = state.tokens;
+    m.optimizer_state_bytes = optimizer->StateBytes();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    m.tokens_per_second = static_cast<double>(state.tokens - tokens_at_start) / seconds;
+    if (o.peak_flops > 0) m.mfu = m.tokens_per_second / W * flops_per_token / o.peak_flops;
+    const bool last = m.step == r.steps;
     if (data.eval_range.size() > 0 && (last || (r.eval_every > 0 && m.step % r.eval_every == 0))) {
       eval::EvalOptions eo;
       eo.seq_len = r.seq_len;
       eo.max_windows = r.eval_windows;
       eo.batch_size = r.micro_batch;
-      ASSIGN_OR_RETURN(eval::LossResult er, eval::EvaluateLoss(model, data.eval_file ? *data.eval_file : *data.file, data.eval_range, eo));
+      ASSIGN_OR_RETURN(eval::LossResult er,
+                       eval::EvaluateLoss(model, data.eval_file ? *data.eval_file : *data.file, data.eval_range, eo));
       m.eval_loss = er.loss;
+    }
+    if (!o.checkpoint_dir.empty() && (last || (o.checkpoint_every > 0 && m.step % o.checkpoint_every == 0))) {
+      RETURN_IF_ERROR(WriteTrainCheckpoint(o.checkpoint_dir, state, model, *optimizer, *comm, o.keep_last));
     }
     if (callback && (last || m.eval_loss >= 0 || r.log_every <= 0 || m.step % r.log_every == 0 || m.step == 1)) {
       callback(m);
@@ -99,6 +179,12 @@ absl::Status TrainCausalLm(model::LlamaModel& model, const TrainData& data, cons
     p->requires_grad_(false);
   }
   return absl::OkStatus();
+}
+
+absl::Status TrainCausalLm(model::LlamaModel& model, const TrainData& data, const TrainRecipe& recipe,
+                           const StepCallback& callback) {
+  CrossEntropyObjective ce;
+  return Train(model, ce, data, recipe, RunOptions{}, callback);
 }
 
 }  // namespace topiary::train

@@ -1,8 +1,18 @@
-// Causal-LM training with cross-entropy (the recipe of shared/DESIGN.md §8):
-// AdamW with fp32 master weights, linear warm-up then cosine decay, global
-// gradient-norm clipping, gradient accumulation over micro batches, compute
-// in the model's dtype (bf16 or fp32), seeded sampling. A callback receives
-// each step's metrics. Blocking; runs on the calling thread.
+// Training loop for causal LMs (the recipe of shared/DESIGN.md §8): AdamW
+// with fp32 master weights sharded across ranks (ShardedAdamW, ZeRO-1),
+// linear warm-up then cosine decay, global gradient-norm clipping, gradient
+// accumulation over micro batches, compute in the model's dtype, seeded and
+// deterministic sampling, periodic evaluation, and exact resume from
+// checkpoints. What is minimised is an Objective: cross-entropy (training,
+// teacher correction) or distillation from a teacher (losses.h).
+//
+// Data parallel: with a Communicator of W ranks, each optimizer step's global
+// batch of sequences is dealt round-robin to the ranks; every rank holds the
+// whole model, gradients are averaged by the optimizer. A W-rank run and a
+// 1-rank run of the same recipe see the same sequences per step.
+//
+// Blocking; runs on the calling thread. Collective contract: every rank
+// calls Train with the same recipe.
 #pragma once
 
 #include <cstdint>
@@ -12,14 +22,16 @@
 #include "absl/status/status.h"
 #include "worker/data/sampler.h"
 #include "worker/data/token_file.h"
+#include "worker/dist/communicator.h"
 #include "worker/model/llama.h"
 #include "worker/train/adamw.h"
+#include "worker/train/losses.h"
 
 namespace topiary::train {
 
 struct TrainRecipe {
   int64_t steps = 1000;         // optimizer steps
-  int64_t global_batch = 32;    // sequences per optimizer step
+  int64_t global_batch = 32;    // sequences per optimizer step, all ranks together
   int64_t micro_batch = 8;      // sequences per forward/backward
   int64_t seq_len = 256;        // T
   double lr = 3e-4;             // peak
@@ -33,17 +45,22 @@ struct TrainRecipe {
   int64_t eval_windows = 32;
 };
 
-// Checks the recipe before any work; errors name the field.
-absl::Status ValidateRecipe(const TrainRecipe& recipe);
+// Checks the recipe before any work; errors name the field. `world_size`
+// ranks must divide the global batch into whole micro batches.
+absl::Status ValidateRecipe(const TrainRecipe& recipe, int world_size = 1);
 
 struct StepMetrics {
   int64_t step = 0;         // 1-based, after the update
   int64_t steps = 0;
-  double loss = 0;          // mean CE of this step's tokens
+  double loss = 0;          // mean objective over this step's tokens, all ranks
+  double kl = -1;           // distillation: the KL term (-1 otherwise)
+  double ce = 0;            // the student's cross-entropy on the targets
   double lr = 0;
   double grad_norm = 0;
-  int64_t tokens = 0;       // tokens processed so far
-  double tokens_per_second = 0;
+  int64_t tokens = 0;       // tokens processed so far, all ranks
+  double tokens_per_second = 0;  // all ranks
+  double mfu = -1;          // achieved FLOP/s over RunOptions::peak_flops (when given)
+  int64_t optimizer_state_bytes = 0;  // this rank's ZeRO-1 shard (falls as 1/ranks)
   double eval_loss = -1;    // set on evaluation steps
 };
 
@@ -56,13 +73,66 @@ struct TrainData {
   data::TokenRange eval_range;  // empty: no evaluation
 };
 
-// One micro batch: forward, mean cross-entropy over its tokens, and backward
-// of loss * grad_scale (accumulating into .grad()). Returns the unscaled loss.
-double ForwardBackwardCe(const model::LlamaModel& model, const data::Batch& batch, double grad_scale);
+// What one micro batch minimises. ForwardBackward accumulates the gradient of
+// grad_scale · loss into the student's .grad() and returns the loss parts.
+class Objective {
+ public:
+  struct Parts {
+    double loss = 0;
+    double kl = -1;
+    double ce = 0;
+  };
+  virtual ~Objective() = default;
+  virtual Parts ForwardBackward(const model::LlamaModel& student, const data::Batch& batch, double grad_scale) = 0;
+  // FLOPs per token beyond the student's training step (a teacher forward).
+  virtual double ExtraFlopsPerToken(int64_t seq_len) const { return 0; }
+};
 
-// Trains `model` in place. Fails with INVALID_ARGUMENT on a bad recipe or
-// data, and with INTERNAL (naming the step) on a non-finite loss.
+class CrossEntropyObjective : public Objective {
+ public:
+  Parts ForwardBackward(const model::LlamaModel& student, const data::Batch& batch, double grad_scale) override;
+};
+
+// Teacher forward (no autograd, the teacher's own dtype) and the student's
+// KD loss on the same batch. The teacher must share the student's vocabulary.
+class DistillationObjective : public Objective {
+ public:
+  DistillationObjective(const model::LlamaModel* teacher, KdOptions options) : teacher_(teacher), options_(options) {}
+  Parts ForwardBackward(const model::LlamaModel& student, const data::Batch& batch, double grad_scale) override;
+  double ExtraFlopsPerToken(int64_t seq_len) const override;
+
+ private:
+  const model::LlamaModel* teacher_;
+  KdOptions options_;
+};
+
+struct RunOptions {
+  dist::Communicator* comm = nullptr;  // null: one rank
+  // Checkpoints under checkpoint_dir/step-NNNNNNNN/ every checkpoint_every
+  // steps (0: none) and at the end; the last keep_last are kept. With
+  // resume, training continues from the newest complete checkpoint there.
+  std::string checkpoint_dir;
+  int64_t checkpoint_every = 0;
+  int keep_last = 2;
+  bool resume = false;
+  double peak_flops = 0;  // for MFU; 0: not reported
+};
+
+// Trains `model` in place. INVALID_ARGUMENT on a bad recipe or data;
+// INTERNAL naming the step on a non-finite loss (the last checkpoint stays);
+// the communicator's error when a peer fails.
+absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainData& data, const TrainRecipe& recipe,
+                   const RunOptions& options, const StepCallback& callback);
+
+// Cross-entropy training on one rank without checkpoints.
 absl::Status TrainCausalLm(model::LlamaModel& model, const TrainData& data, const TrainRecipe& recipe,
                            const StepCallback& callback);
+
+// One micro batch of cross-entropy: forward, backward of loss · grad_scale.
+double ForwardBackwardCe(const model::LlamaModel& model, const data::Batch& batch, double grad_scale);
+
+// Forward FLOPs per token of a model (shared/DESIGN.md §11): 2N + 4·L·T·C,
+// N the parameters that multiply (all but the embedding lookup).
+double ForwardFlopsPerToken(const model::ModelConfig& config, int64_t seq_len);
 
 }  // namespace topiary::train

@@ -1,0 +1,31 @@
+// Training losses (shared/DESIGN.md §8), on logits of shape (B, T, V):
+//   CE:  mean over tokens of −log softmax(s)[target].
+//   KD:  forward KL from the teacher, Minitron's best: (1/N) Σ_t
+//        KL(softmax(t/τ) ‖ softmax(s/τ)), times τ² when `scale_by_t2`,
+//        plus α·CE when `ce_weight` α > 0.
+// Computed in fp32 whatever the logits' dtype. Pure functions.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace topiary::train {
+
+struct KdOptions {
+  double temperature = 1.0;  // τ
+  bool scale_by_t2 = false;  // multiply the KL by τ² (Hinton et al.)
+  double ce_weight = 0.0;    // α
+};
+
+struct KdLoss {
+  at::Tensor loss;  // scalar, differentiable w.r.t. the student logits
+  double kl = 0;    // the KL term (before τ² and without CE)
+  double ce = 0;    // the student's CE on the targets (always reported)
+};
+
+at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& targets);
+
+// `teacher_logits` carry no gradient.
+KdLoss DistillationLoss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
+                        const at::Tensor& targets, const KdOptions& options);
+
+}  // namespace topiary::train
