@@ -59,8 +59,9 @@ model::ModelConfig Shape(const std::string& name) {
 
 int main(int argc, char** argv) {
   TuneMalloc();
-  bench::SetupThreads();
   const Args a = Parse(argc, argv);
+  if (a.dtype != "bf16") ReexecWithPassiveOpenMp();  // as `topiary importance` does
+  bench::SetupThreads();
   const torch::Dtype dtype = a.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
   const model::ModelConfig c = Shape(a.shape);
   const double peak = bench::MeasureGemmPeak(dtype);

@@ -38,6 +38,7 @@ struct ImportanceFlags {
 };
 
 absl::Status RunImportance(ImportanceFlags f) {
+  ReexecWithPassiveOpenMp();  // fp32 forward passes
   SetThreads(f.threads);
   auto& o = f.options;
   ASSIGN_OR_RETURN(o.agg.batch, compress::ParseAgg(f.batch_agg));
@@ -164,6 +165,7 @@ absl::StatusOr<int64_t> ParseBudget(const std::string& text, int64_t total) {
 }
 
 absl::Status RunSearch(SearchFlags f) {
+  ReexecWithPassiveOpenMp();  // fp32 forward passes
   SetThreads(f.threads);
   ASSIGN_OR_RETURN(model::ModelConfig config, model::LoadConfig(f.model));
   ASSIGN_OR_RETURN(f.space.budget, ParseBudget(f.params, model::CountParams(config).total()));

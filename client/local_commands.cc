@@ -15,11 +15,14 @@
 #include "client/cli_util.h"
 #include "client/local_util.h"
 #include "common/file_util.h"
+#include "common/process.h"
 #include "common/status_macros.h"
 #include "worker/data/sampler.h"
 #include "worker/data/token_file.h"
 #include "worker/data/tokenizer.h"
+#include "worker/eval/agreement.h"
 #include "worker/eval/perplexity.h"
+#include "worker/eval/zero_shot.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/errors.h"
 #include "worker/model/sampling.h"
@@ -77,31 +80,62 @@ absl::Status RunTokenize(const TokenizeFlags& f) {
 // ---- eval ------------------------------------------------------------------
 
 struct EvalFlags {
-  std::string model, dtype = "fp32";
+  std::string model, teacher, tasks, dtype = "fp32";
   DataFlags data;
-  int64_t seq_len = 256, max_windows = 0, batch = 8;
+  int64_t seq_len = 256, max_windows = 0, batch = 8, max_examples = 0;
   bool json = false;
   int threads = 0;
 };
 
 absl::Status RunEval(const EvalFlags& f) {
+  if (f.dtype == "fp32" || f.dtype == "float32") ReexecWithPassiveOpenMp();
   SetThreads(f.threads);
+  if (f.data.path.empty() && f.tasks.empty()) return absl::InvalidArgumentError("--data or --tasks: give at least one");
+  if (!f.teacher.empty() && f.data.path.empty()) return absl::InvalidArgumentError("--teacher: needs --data");
   ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(f.dtype, "--dtype"));
   ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, dtype));
-  ASSIGN_OR_RETURN(auto file, OpenData(f.data, f.model, m.config.vocab_size));
-  eval::EvalOptions eo;
-  eo.seq_len = f.seq_len;
-  eo.max_windows = f.max_windows;
-  eo.batch_size = f.batch;
-  ASSIGN_OR_RETURN(eval::LossResult r, eval::EvaluateLoss(m, *file, {0, file->size()}, eo));
-  if (f.json) {
-    json j = {{"loss", r.loss}, {"perplexity", r.perplexity}, {"tokens", r.tokens}, {"windows", r.windows},
-              {"seq_len", f.seq_len}, {"model", f.model}, {"data", f.data.path}};
-    std::printf("%s\n", j.dump().c_str());
-  } else {
-    std::printf("loss %.4f  perplexity %.3f  over %lld tokens in %lld windows of %lld\n", r.loss, r.perplexity,
-                static_cast<long long>(r.tokens), static_cast<long long>(r.windows), static_cast<long long>(f.seq_len));
+  json j = {{"model", f.model}};
+  std::string text;
+  if (!f.data.path.empty()) {
+    ASSIGN_OR_RETURN(auto file, OpenData(f.data, f.model, m.config.vocab_size));
+    eval::EvalOptions eo;
+    eo.seq_len = f.seq_len;
+    eo.max_windows = f.max_windows;
+    eo.batch_size = f.batch;
+    eval::LossResult r;
+    if (!f.teacher.empty()) {
+      ASSIGN_OR_RETURN(model::LlamaModel t, model::LoadCheckpoint(f.teacher, dtype));
+      ASSIGN_OR_RETURN(eval::AgreementResult a, eval::EvaluateAgreement(m, t, *file, {0, file->size()}, eo));
+      r = a.student;
+      j["teacher"] = f.teacher;
+      j["kl_to_teacher"] = a.kl;
+      j["top1_agreement"] = a.top1_agreement;
+      text += absl::StrFormat("  KL to teacher %.4f  top-1 agreement %.2f%%", a.kl, 100 * a.top1_agreement);
+    } else {
+      ASSIGN_OR_RETURN(r, eval::EvaluateLoss(m, *file, {0, file->size()}, eo));
+    }
+    j["loss"] = r.loss;
+    j["perplexity"] = r.perplexity;
+    j["tokens"] = r.tokens;
+    j["windows"] = r.windows;
+    j["seq_len"] = f.seq_len;
+    j["data"] = f.data.path;
+    text = absl::StrFormat("loss %.4f  perplexity %.3f  over %lld tokens in %lld windows of %lld", r.loss,
+                           r.perplexity, static_cast<long long>(r.tokens), static_cast<long long>(r.windows),
+                           static_cast<long long>(f.seq_len)) + text;
   }
+  if (!f.tasks.empty()) {
+    ASSIGN_OR_RETURN(std::string jsonl, ReadFileToString(f.tasks));
+    auto examples = eval::ParseMcTasks(jsonl, f.max_examples);
+    if (!examples.ok()) return absl::InvalidArgumentError(absl::StrCat(f.tasks, ": ", examples.status().message()));
+    const std::string tok_path = f.data.tokenizer.empty() ? f.model + "/tokenizer.model" : f.data.tokenizer;
+    ASSIGN_OR_RETURN(auto tok, data::Tokenizer::Load(tok_path));
+    ASSIGN_OR_RETURN(eval::McResult mc, eval::EvaluateMultipleChoice(m, *tok, *examples, f.seq_len));
+    j["tasks"] = {{"file", f.tasks}, {"examples", mc.examples}, {"acc", mc.acc}, {"acc_norm", mc.acc_norm}};
+    text += absl::StrFormat("%s%s: acc %.4f  acc_norm %.4f over %lld examples", text.empty() ? "" : "\n", f.tasks,
+                            mc.acc, mc.acc_norm, static_cast<long long>(mc.examples));
+  }
+  std::printf("%s\n", f.json ? j.dump().c_str() : text.c_str());
   return absl::OkStatus();
 }
 
@@ -197,8 +231,11 @@ void RegisterLocalCommands(CLI::App& app, CommandRegistry& registry) {
     auto f = std::make_shared<EvalFlags>();
     auto* cmd = app.add_subcommand("eval", "token-weighted loss and perplexity on consecutive windows");
     cmd->add_option("--model", f->model, "Hugging Face model directory")->required();
-    AddDataFlags(cmd, &f->data);
-    cmd->add_option("--seq-len", f->seq_len, "window length T")->capture_default_str()->check(CLI::PositiveNumber);
+    AddDataFlags(cmd, &f->data, "--data", /*required=*/false);
+    cmd->add_option("--teacher", f->teacher, "also report KL to this teacher and top-1 agreement (needs --data)");
+    cmd->add_option("--tasks", f->tasks, "zero-shot multiple choice JSONL: {context, choices, label} per line");
+    cmd->add_option("--max-examples", f->max_examples, "score at most N task examples (0: all)")->capture_default_str();
+    cmd->add_option("--seq-len", f->seq_len, "window length T (and the longest task input)")->capture_default_str()->check(CLI::PositiveNumber);
     cmd->add_option("--max-windows", f->max_windows, "score at most N windows (0: all)")->capture_default_str();
     cmd->add_option("--batch", f->batch, "windows per forward")->capture_default_str()->check(CLI::PositiveNumber);
     cmd->add_option("--dtype", f->dtype, "compute dtype fp32|bf16")->capture_default_str();

@@ -2,7 +2,12 @@
 
 #include <malloc.h>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
 
 namespace topiary {
 
@@ -12,6 +17,25 @@ void TuneMalloc() {
   mallopt(M_MMAP_THRESHOLD, static_cast<int>((1u << 31) - 1));
   mallopt(M_TRIM_THRESHOLD, 1 << 30);            // give memory back only past 1 GB of free top
   mallopt(M_TOP_PAD, 64 << 20);
+}
+
+void ReexecWithPassiveOpenMp() {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  std::string cmdline;
+  if (FILE* f = std::fopen("/proc/self/cmdline", "rb")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) cmdline.append(buf, n);
+    std::fclose(f);
+  }
+  std::vector<char*> argv;
+  for (size_t at = 0; at < cmdline.size(); at = cmdline.find('\0', at) + 1) argv.push_back(&cmdline[at]);
+  if (argv.empty()) return;
+  argv.push_back(nullptr);
+  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  std::fflush(nullptr);
+  ::execv("/proc/self/exe", argv.data());
+  ::unsetenv("OMP_WAIT_POLICY");  // exec failed: carry on as we are
 }
 
 int64_t PeakRssBytes() {

@@ -12,6 +12,16 @@ namespace topiary {
 // model: 1.7k vs 4.2k tokens/s).
 void TuneMalloc();
 
+// For fp32 work on CPU: libgomp's worker threads spin after every parallel
+// region while OpenBLAS's own threads run the GEMMs, and on 2 cores they
+// fight (measured: zero-shot eval 38 s -> 12 s, fp32 importance on the
+// bundled model 0.28 -> 0.46 of peak with OMP_WAIT_POLICY=PASSIVE). libgomp
+// reads the policy only at load, so when it is unset this sets it and
+// re-executes the program with the same arguments (about 0.7 s). bf16 work
+// (oneDNN on OpenMP) is 6-8% faster spinning: callers use this for fp32 only.
+// Returns only if the variable was already set or exec failed.
+void ReexecWithPassiveOpenMp();
+
 // This process's peak resident set in bytes (VmHWM), or 0 if unknown.
 // Reported by commands whose memory matters (prune).
 int64_t PeakRssBytes();

@@ -83,5 +83,27 @@ expect_error "search impossible budget" 2 "search.params" -- "$topiary" search -
 expect_error "search bad budget" 2 "--params" -- "$topiary" search --model "$teacher" \
   --scores "$tmp/imp/scores.json" --data "$kjv/kjv-val.bin" --params lots
 
+"$topiary" eval --model "$tmp/pruned" --teacher "$teacher" --data "$kjv/kjv-val.bin" --seq-len 64 --max-windows 4 \
+  --tasks "$kjv/kjv-tasks.jsonl" --max-examples 100 --json >"$tmp/agree.json"
+check "eval --teacher --tasks" /usr/bin/python3 -c "
+import json
+j = json.load(open('$tmp/agree.json'))
+assert j['kl_to_teacher'] > 0 and 0 < j['top1_agreement'] < 1 and j['tasks']['examples'] == 100, j"
+"$topiary" eval --model "$teacher" --tasks "$kjv/kjv-tasks.jsonl" --max-examples 100 --seq-len 128 --json >"$tmp/mc.json"
+check "the teacher beats chance (0.25) on held-out verse completion" /usr/bin/python3 -c "
+import json
+j = json.load(open('$tmp/mc.json'))
+assert j['tasks']['acc_norm'] > 0.3, j"
+printf '{"context": "a", "choices": ["x"], "label": 0}\n' >"$tmp/bad_tasks.jsonl"
+expect_error "eval bad tasks" 2 "line 1" -- "$topiary" eval --model "$teacher" --tasks "$tmp/bad_tasks.jsonl"
+"$topiary" distill --teacher "$teacher" --student "$tmp/pruned" --data "$kjv/kjv-train.bin" --eval-data "$kjv/kjv-val.bin" \
+  --seq-len 64 --steps 3 --global-batch 4 --micro-batch 2 --warmup 1 --eval-windows 2 --out "$tmp/kd" >/dev/null
+check "distill writes a checkpoint and a log" test -s "$tmp/kd/model.safetensors" -a -s "$tmp/kd/train_log.jsonl"
+check "distill logs the KL" grep -q '"kl"' "$tmp/kd/train_log.jsonl"
+expect_error "distill bad temperature" 2 "--temperature" -- "$topiary" distill --teacher "$teacher" \
+  --student "$tmp/pruned" --data "$kjv/kjv-train.bin" --temperature 0 --out "$tmp/kd2"
+expect_error "distill batch vs ranks" 2 "global_batch" -- "$topiary" distill --teacher "$teacher" \
+  --student "$tmp/pruned" --data "$kjv/kjv-train.bin" --global-batch 6 --micro-batch 4 --out "$tmp/kd2"
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
