@@ -32,7 +32,7 @@ struct TrainFlags {
   double held_out = 0;
   train::TrainRecipe recipe;
   train::KdOptions kd;
-  int64_t checkpoint_every = 0;
+  int64_t checkpoint_every = 0, train_last_blocks = 0;
   int keep_checkpoints = 2;
   bool resume = false, json = false;
   int threads = 0;
@@ -107,6 +107,7 @@ absl::Status RunTraining(TrainFlags f, bool distill) {
   ro.checkpoint_every = f.checkpoint_every;
   ro.keep_last = f.keep_checkpoints;
   ro.resume = f.resume;
+  ro.train_last_blocks = f.train_last_blocks;
   train::CrossEntropyObjective ce;
   std::unique_ptr<train::DistillationObjective> kd;
   if (distill) kd = std::make_unique<train::DistillationObjective>(teacher.get(), f.kd);
@@ -149,6 +150,9 @@ void AddRecipeFlags(CLI::App* cmd, TrainFlags* f) {
       ->capture_default_str();
   cmd->add_option("--keep-checkpoints", f->keep_checkpoints, "training checkpoints kept")->capture_default_str();
   cmd->add_flag("--resume", f->resume, "continue from the newest checkpoint in OUT/checkpoints");
+  cmd->add_option("--train-last-blocks", f->train_last_blocks,
+                  "partial-layer tuning: train only the last K blocks, the final norm and lm_head (0: all)")
+      ->capture_default_str();
   cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
   cmd->add_flag("--json", f->json, "print metrics as JSON lines");
   AddDistFlags(cmd, &f->dist);

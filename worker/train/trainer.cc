@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -70,6 +71,21 @@ double DistillationObjective::ExtraFlopsPerToken(int64_t seq_len) const {
   return ForwardFlopsPerToken(teacher_->config, seq_len);
 }
 
+std::vector<std::string> TrainableParameters(const model::LlamaModel& model, const RunOptions& o) {
+  model::LlamaModel m = model;  // shares storage; NamedParameters is non-const
+  std::vector<std::string> out;
+  const int64_t L = m.config.num_hidden_layers, first = L - o.train_last_blocks;
+  for (auto& [name, t] : m.NamedParameters()) {
+    bool train = o.train_last_blocks <= 0 || name == "model.norm.weight" || name == "lm_head.weight" ||
+                 (m.config.tie_word_embeddings && name == "model.embed_tokens.weight");
+    for (int64_t l = std::max<int64_t>(0, first); l < L && !train; ++l) {
+      train = name.rfind(absl::StrCat("model.layers.", l, "."), 0) == 0;
+    }
+    if (train) out.push_back(name);
+  }
+  return out;
+}
+
 namespace {
 
 // Sums (loss, kl, ce, tokens) over ranks: the step's means over all tokens.
@@ -97,11 +113,17 @@ absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainDa
                    data::SequenceSampler::Create(data.file, data.train_range, r.seq_len, r.seed));
   torch::manual_seed(r.seed);
 
-  auto named = model.NamedParameters();
+  if (o.train_last_blocks < 0 || o.train_last_blocks > model.config.num_hidden_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("train_last_blocks: ", o.train_last_blocks, " outside [0, ",
+                                                   model.config.num_hidden_layers, "]"));
+  }
+  const std::vector<std::string> trainable = TrainableParameters(model, o);
+  std::vector<std::pair<std::string, at::Tensor*>> named;
   std::vector<at::Tensor*> params;
-  for (auto& [name, t] : named) {
-    t->requires_grad_(true);
-    params.push_back(t);
+  for (auto& [name, t] : model.NamedParameters()) {
+    const bool train = std::find(trainable.begin(), trainable.end(), name) != trainable.end();
+    t->requires_grad_(train);
+    if (train) named.emplace_back(name, t), params.push_back(t);
   }
   if (model.config.tie_word_embeddings) model.lm_head = model.embed_tokens;
   ASSIGN_OR_RETURN(std::unique_ptr<ShardedAdamW> optimizer, ShardedAdamW::Create(named, r.adamw, comm));

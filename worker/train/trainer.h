@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "worker/data/sampler.h"
@@ -116,7 +117,14 @@ struct RunOptions {
   int keep_last = 2;
   bool resume = false;
   double peak_flops = 0;  // for MFU; 0: not reported
+  // Partial-layer fine-tuning (Reassessing Layer Pruning, arXiv:2411.15558):
+  // when > 0, only the last `train_last_blocks` blocks, the final norm and
+  // lm_head (the embedding when tied) are trained; the rest stays frozen.
+  int64_t train_last_blocks = 0;
 };
+
+// The parameter names trained under `options` (all when nothing restricts).
+std::vector<std::string> TrainableParameters(const model::LlamaModel& model, const RunOptions& options);
 
 // Trains `model` in place. INVALID_ARGUMENT on a bad recipe or data;
 // INTERNAL naming the step on a non-finite loss (the last checkpoint stays);

@@ -1,6 +1,8 @@
 #include "worker/train/trainer.h"
 
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <torch/torch.h>
 
 #include "testing/test_util.h"
@@ -49,6 +51,38 @@ TEST(Trainer, LossFallsAndRunsAreReproducible) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_DOUBLE_EQ(a[i].loss, b[i].loss) << "step " << i;
   auto h = run(at::kBFloat16);
   EXPECT_LT(h.back().loss, h.front().loss - 1.0);
+}
+
+// Partial-layer tuning trains the last block, the final norm and lm_head
+// only; every other weight stays bit-identical.
+TEST(Trainer, PartialLayerTuningFreezesTheRest) {
+  TempDir dir;
+  auto file = MakeCorpus(dir, 97);
+  TrainRecipe r;
+  r.steps = 3;
+  r.global_batch = 4;
+  r.micro_batch = 4;
+  r.seq_len = 16;
+  r.warmup_steps = 0;
+  model::LlamaModel m = model::InitModel(TinyConfig(), 1, at::kFloat);
+  model::LlamaModel before = model::InitModel(TinyConfig(), 1, at::kFloat);
+  RunOptions o;
+  o.train_last_blocks = 1;
+  auto names = TrainableParameters(m, o);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "lm_head.weight"), 1);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "model.norm.weight"), 1);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "model.layers.2.mlp.down_proj.weight"), 1);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "model.layers.1.mlp.down_proj.weight"), 0);
+  CrossEntropyObjective ce;
+  ASSERT_TRUE(Train(m, ce, {file.get(), {0, 4000}, nullptr, {}}, r, o, nullptr).ok());
+  auto a = m.NamedParameters(), b = before.NamedParameters();
+  for (size_t i = 0; i < a.size(); ++i) {
+    const bool trained = std::count(names.begin(), names.end(), a[i].first) > 0;
+    EXPECT_EQ(a[i].second->equal(*b[i].second), !trained) << a[i].first;
+  }
+  o.train_last_blocks = 9;
+  EXPECT_EQ(Train(m, ce, {file.get(), {0, 4000}, nullptr, {}}, r, o, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Trainer, AccumulationMatchesOneBigBatch) {
