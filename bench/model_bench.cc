@@ -2,10 +2,14 @@
 // the bf16 GEMM peak measured in the same run and against the eager-PyTorch
 // peer (bench/peers/llama_step.py) run on the same shape right after.
 //
-//   model_bench [--shape 100m|teacher] [--mode train|forward|fwdbwd] [--batch B] [--seq T] [--iters N]
+//   model_bench [--shape 100m|teacher] [--mode train|forward|kd|fwdbwd|optim] [--batch B] [--seq T] [--iters N]
+//
+// kd: a distillation step, the given shape as teacher (forward, no autograd)
+// and a student with 3/4 of its layers and 8/11 of its MLP width.
 //
 // FLOPs per token (shared/DESIGN.md §11): forward 2N + 4·L·T·C with N the
-// parameters that multiply (all but the embedding lookup); training 3x.
+// parameters that multiply (all but the embedding lookup); training 3x; KD
+// step: teacher forward + student training.
 // Prints one SUMMARY line.
 #include <cstdio>
 #include <cstdlib>
@@ -56,6 +60,15 @@ model::ModelConfig Shape(const std::string& name) {
   return c;
 }
 
+// The student of --mode kd: the teacher shape with 3/4 of its layers and
+// a narrower MLP (depth and width pruned), hidden size kept.
+model::ModelConfig StudentOf(const model::ModelConfig& teacher) {
+  model::ModelConfig s = teacher;
+  s.num_hidden_layers = teacher.num_hidden_layers * 3 / 4;
+  s.intermediate_size = teacher.intermediate_size / 11 * 8 / 64 * 64;
+  return s;
+}
+
 // Runs the peer with the same shape and the same allocator settings.
 double RunPeer(const Args& a, const model::ModelConfig& c) {
   std::string cmd = std::string(
@@ -65,7 +78,9 @@ double RunPeer(const Args& a, const model::ModelConfig& c) {
       " --heads " + std::to_string(c.num_attention_heads) + " --kv-heads " + std::to_string(c.num_key_value_heads) +
       " --layers " + std::to_string(c.num_hidden_layers) + " --vocab " + std::to_string(c.vocab_size) +
       " --seq " + std::to_string(a.seq) + " --batch " + std::to_string(a.batch) + " --iters " +
-      std::to_string(a.iters) + " --mode " + a.mode + " --threads " + std::to_string(at::get_num_threads());
+      std::to_string(a.iters) + " --mode " + a.mode + " --threads " + std::to_string(at::get_num_threads()) +
+      " --student-layers " + std::to_string(StudentOf(c).num_hidden_layers) + " --student-ffn " +
+      std::to_string(StudentOf(c).intermediate_size);
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return -1;
   char line[512];
@@ -83,9 +98,13 @@ int main(int argc, char** argv) {
   TuneMalloc();
   bench::SetupThreads();
   Args a = Parse(argc, argv);
-  model::ModelConfig c = Shape(a.shape);
+  const model::ModelConfig teacher_config = Shape(a.shape);
+  const bool kd = a.mode == "kd";
+  model::ModelConfig c = kd ? StudentOf(teacher_config) : teacher_config;
   const double peak = bench::MeasureGemmPeak(torch::kBFloat16);
   model::LlamaModel m = model::InitModel(c, 0, at::kBFloat16);
+  model::LlamaModel teacher = kd ? model::InitModel(teacher_config, 1, at::kBFloat16) : model::LlamaModel();
+  train::DistillationObjective kd_objective(&teacher, {});
   data::Batch batch{at::randint(0, c.vocab_size, {a.batch, a.seq}, at::kLong),
                     at::randint(0, c.vocab_size, {a.batch, a.seq}, at::kLong)};
   const bool train = a.mode != "forward";
@@ -103,7 +122,11 @@ int main(int argc, char** argv) {
       return;
     }
     for (at::Tensor* p : params) p->mutable_grad() = at::Tensor();
-    train::ForwardBackwardCe(m, batch, 1.0);
+    if (kd) {
+      kd_objective.ForwardBackward(m, batch, 1.0);
+    } else {
+      train::ForwardBackwardCe(m, batch, 1.0);
+    }
     if (a.mode == "fwdbwd") return;  // without the optimizer, for analysis
     opt.Step(1e-4, train::ClipScale(train::GradNorm(params), 1.0));
   };
@@ -118,7 +141,8 @@ int main(int argc, char** argv) {
   auto counts = model::CountParams(c);
   double n_mul = static_cast<double>(counts.total() - counts.embedding + (c.tie_word_embeddings ? counts.embedding : 0));
   double fwd_flops = 2 * n_mul + 4.0 * c.num_hidden_layers * a.seq * c.hidden_size;
-  double flops = (train ? 3 : 1) * fwd_flops * tokens / sec;
+  double flops = ((train ? 3 : 1) * fwd_flops + (kd ? train::ForwardFlopsPerToken(teacher_config, a.seq) : 0)) *
+                 tokens / sec;
   double peer = a.mode == "fwdbwd" || std::getenv("TOPIARY_BENCH_NO_PEER") ? -1 : RunPeer(a, c);
   std::printf("SUMMARY model_bench shape=%s params=%.1fM mode=%s batch=%lld seq=%lld tokens_per_s=%.0f "
               "gflops=%.1f bf16_peak_gflops=%.1f of_peak=%.3f peer_tokens_per_s=%.0f vs_peer=%.2f\n",

@@ -1,6 +1,7 @@
 """Eager-PyTorch peer of bench/model_bench: the same Llama shape, the same
-forward or training step (bf16 compute, fp32 master weights, AdamW), timed the
-same way. Prints one line: PEER tokens_per_second=<x>.
+forward, training step or distillation step (bf16 compute, fp32 master
+weights, AdamW; kd: teacher forward without autograd, forward KL on logits,
+student of --student-layers/--student-ffn), timed the same way. Prints one line: PEER tokens_per_second=<x>.
 
 Run with Debian's /usr/bin/python3 (python3-torch 1.13). Written as a user of
 eager PyTorch would write it, following the Hugging Face Llama equations.
@@ -79,10 +80,16 @@ def main():
     for name, default in (("hidden", 1024), ("ffn", 2816), ("heads", 16), ("kv-heads", 4), ("layers", 8),
                           ("vocab", 8192), ("seq", 512), ("batch", 4), ("iters", 5), ("threads", 2)):
         ap.add_argument("--" + name, type=int, default=default)
-    ap.add_argument("--mode", choices=("forward", "train"), default="train")
+    ap.add_argument("--student-layers", type=int, default=6)
+    ap.add_argument("--student-ffn", type=int, default=2048)
+    ap.add_argument("--mode", choices=("forward", "train", "kd"), default="train")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    teacher = None
+    if a.mode == "kd":  # the teacher is the given shape; the student is pruned from it
+        teacher = Llama(a).to(torch.bfloat16).eval()
+        a.layers, a.ffn = a.student_layers, a.student_ffn
     model = Llama(a).to(torch.bfloat16)
     tokens = torch.randint(0, a.vocab, (a.batch, a.seq))
     targets = torch.randint(0, a.vocab, (a.batch, a.seq))
@@ -98,7 +105,13 @@ def main():
         for p in params:
             p.grad = None
         logits = model(tokens)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        if teacher is not None:  # forward KL from the teacher, tau = 1
+            with torch.no_grad():
+                t = F.log_softmax(teacher(tokens).float().flatten(0, 1), -1)
+            s = F.log_softmax(logits.float().flatten(0, 1), -1)
+            loss = (t.exp() * (t - s)).sum(-1).mean()
+        else:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         loss.backward()
         for m, p in zip(master, params):
             m.grad = p.grad.float()
