@@ -54,6 +54,21 @@ double MeasureGemmPeak(torch::Dtype dtype, int64_t n) {
   return 2.0 * n * n * n / best;
 }
 
+model::ModelConfig BenchShape(const std::string& name) {
+  model::ModelConfig c;
+  c.family = model::Family::kLlama;
+  if (name == "teacher") {
+    c.hidden_size = 256, c.intermediate_size = 768, c.num_attention_heads = 8, c.num_key_value_heads = 4;
+    c.num_hidden_layers = 8, c.vocab_size = 4096;
+  } else {
+    c.hidden_size = 1024, c.intermediate_size = 2816, c.num_attention_heads = 16, c.num_key_value_heads = 4;
+    c.num_hidden_layers = 8, c.vocab_size = 8192;
+  }
+  c.head_dim = c.hidden_size / c.num_attention_heads;
+  c.max_position_embeddings = 4096;
+  return c;
+}
+
 ProcessRun RunProcess(const std::vector<std::string>& args) {
   ProcessRun r;
   posix_spawn_file_actions_t fa;

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "worker/model/config.h"
+
 namespace topiary::bench {
 
 // Sets libtorch's intra-op threads to `threads` (0: all hardware threads).
@@ -27,6 +29,11 @@ double TimeMedian(const std::function<void()>& fn, int warmup, int iters);
 // only ever adds time, so the minimum is the steadiest estimate. The peers
 // report the same statistic.
 double TimeBest(const std::function<void()>& fn, int warmup, int iters);
+
+// The benchmark shapes: "teacher" (models/kjv-llama-8m: hidden 256, 8
+// layers) and "100m" (~107M parameters: hidden 1024, MLP 2816, 16 heads
+// over 4 KV groups, 8 layers, vocab 8192).
+model::ModelConfig BenchShape(const std::string& name);
 
 // Runs a program to completion (stdout/stderr to /dev/null) and reports its
 // wall time and peak resident set (ru_maxrss). exit_code -1 when it could not

@@ -40,20 +40,6 @@ Args Parse(int argc, char** argv) {
   return a;
 }
 
-model::ModelConfig Shape(const std::string& name) {
-  model::ModelConfig c;
-  c.family = model::Family::kLlama;
-  if (name == "teacher") {  // models/kjv-llama-8m
-    c.hidden_size = 256, c.intermediate_size = 768, c.num_attention_heads = 8, c.num_key_value_heads = 4;
-    c.num_hidden_layers = 8, c.vocab_size = 4096;
-  } else {  // ~107M parameters
-    c.hidden_size = 1024, c.intermediate_size = 2816, c.num_attention_heads = 16, c.num_key_value_heads = 4;
-    c.num_hidden_layers = 8, c.vocab_size = 8192;
-  }
-  c.head_dim = c.hidden_size / c.num_attention_heads;
-  c.max_position_embeddings = 4096;
-  return c;
-}
 
 }  // namespace
 
@@ -63,7 +49,7 @@ int main(int argc, char** argv) {
   if (a.dtype != "bf16") ReexecWithPassiveOpenMp();  // as `topiary importance` does
   bench::SetupThreads();
   const torch::Dtype dtype = a.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
-  const model::ModelConfig c = Shape(a.shape);
+  const model::ModelConfig c = bench::BenchShape(a.shape);
   const double peak = bench::MeasureGemmPeak(dtype);
   torch::NoGradGuard no_grad;
   model::LlamaModel m = model::InitModel(c, 0, dtype, 0.02);

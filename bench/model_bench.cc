@@ -45,20 +45,6 @@ Args Parse(int argc, char** argv) {
   return a;
 }
 
-model::ModelConfig Shape(const std::string& name) {
-  model::ModelConfig c;
-  c.family = model::Family::kLlama;
-  if (name == "teacher") {  // models/kjv-llama-8m
-    c.hidden_size = 256, c.intermediate_size = 768, c.num_attention_heads = 8, c.num_key_value_heads = 4;
-    c.num_hidden_layers = 8, c.vocab_size = 4096;
-  } else {  // ~107M parameters
-    c.hidden_size = 1024, c.intermediate_size = 2816, c.num_attention_heads = 16, c.num_key_value_heads = 4;
-    c.num_hidden_layers = 8, c.vocab_size = 8192;
-  }
-  c.head_dim = c.hidden_size / c.num_attention_heads;
-  c.max_position_embeddings = 4096;
-  return c;
-}
 
 // The student of --mode kd: the teacher shape with 3/4 of its layers and
 // a narrower MLP (depth and width pruned), hidden size kept.
@@ -98,7 +84,7 @@ int main(int argc, char** argv) {
   TuneMalloc();
   bench::SetupThreads();
   Args a = Parse(argc, argv);
-  const model::ModelConfig teacher_config = Shape(a.shape);
+  const model::ModelConfig teacher_config = bench::BenchShape(a.shape);
   const bool kd = a.mode == "kd";
   model::ModelConfig c = kd ? StudentOf(teacher_config) : teacher_config;
   const double peak = bench::MeasureGemmPeak(torch::kBFloat16);
