@@ -54,6 +54,19 @@ double MeasureGemmPeak(torch::Dtype dtype, int64_t n) {
   return 2.0 * n * n * n / best;
 }
 
+BenchArgs ParseBenchArgs(int argc, char** argv, BenchArgs a) {
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--shape") a.shape = v;
+    else if (k == "--mode") a.mode = v;
+    else if (k == "--dtype") a.dtype = v;
+    else if (k == "--batch") a.batch = std::stoll(v);
+    else if (k == "--seq") a.seq = std::stoll(v);
+    else if (k == "--iters") a.iters = std::stoi(v);
+  }
+  return a;
+}
+
 model::ModelConfig BenchShape(const std::string& name) {
   model::ModelConfig c;
   c.family = model::Family::kLlama;

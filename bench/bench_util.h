@@ -30,6 +30,15 @@ double TimeMedian(const std::function<void()>& fn, int warmup, int iters);
 // report the same statistic.
 double TimeBest(const std::function<void()>& fn, int warmup, int iters);
 
+// The flags the model benchmarks share: --shape, --mode, --dtype, --batch,
+// --seq, --iters (each `--flag value`); `defaults` holds each bench's own.
+struct BenchArgs {
+  std::string shape = "100m", mode = "train", dtype = "fp32";
+  int64_t batch = 4, seq = 512;
+  int iters = 5;
+};
+BenchArgs ParseBenchArgs(int argc, char** argv, BenchArgs defaults);
+
 // The benchmark shapes: "teacher" (models/kjv-llama-8m: hidden 256, 8
 // layers) and "100m" (~107M parameters: hidden 1024, MLP 2816, 16 heads
 // over 4 KV groups, 8 layers, vocab 8192).

@@ -17,35 +17,11 @@
 #include "worker/compress/importance/activation_stats.h"
 #include "worker/model/llama.h"
 
-namespace {
-
 using namespace topiary;
-
-struct Args {
-  std::string shape = "100m", dtype = "fp32";
-  int64_t batch = 4, seq = 256;
-  int iters = 5;
-};
-
-Args Parse(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string k = argv[i], v = argv[i + 1];
-    if (k == "--shape") a.shape = v;
-    else if (k == "--dtype") a.dtype = v;
-    else if (k == "--batch") a.batch = std::stoll(v);
-    else if (k == "--seq") a.seq = std::stoll(v);
-    else if (k == "--iters") a.iters = std::stoi(v);
-  }
-  return a;
-}
-
-
-}  // namespace
 
 int main(int argc, char** argv) {
   TuneMalloc();
-  const Args a = Parse(argc, argv);
+  const bench::BenchArgs a = bench::ParseBenchArgs(argc, argv, {"100m", "observe", "fp32", 4, 256, 5});
   if (a.dtype != "bf16") ReexecWithPassiveOpenMp();  // as `topiary importance` does
   bench::SetupThreads();
   const torch::Dtype dtype = a.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;

@@ -26,24 +26,6 @@ namespace {
 
 using namespace topiary;
 
-struct Args {
-  std::string shape = "100m", mode = "train";
-  int64_t batch = 4, seq = 512;
-  int iters = 5;
-};
-
-Args Parse(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string k = argv[i], v = argv[i + 1];
-    if (k == "--shape") a.shape = v;
-    else if (k == "--mode") a.mode = v;
-    else if (k == "--batch") a.batch = std::stoll(v);
-    else if (k == "--seq") a.seq = std::stoll(v);
-    else if (k == "--iters") a.iters = std::stoi(v);
-  }
-  return a;
-}
 
 
 // The student of --mode kd: the teacher shape with 3/4 of its layers and
@@ -56,7 +38,7 @@ model::ModelConfig StudentOf(const model::ModelConfig& teacher) {
 }
 
 // Runs the peer with the same shape and the same allocator settings.
-double RunPeer(const Args& a, const model::ModelConfig& c) {
+double RunPeer(const bench::BenchArgs& a, const model::ModelConfig& c) {
   std::string cmd = std::string(
       "MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864 "
       "/usr/bin/python3 ") + TOPIARY_SOURCE_DIR + "/bench/peers/llama_step.py" +
@@ -83,7 +65,7 @@ double RunPeer(const Args& a, const model::ModelConfig& c) {
 int main(int argc, char** argv) {
   TuneMalloc();
   bench::SetupThreads();
-  Args a = Parse(argc, argv);
+  bench::BenchArgs a = bench::ParseBenchArgs(argc, argv, {"100m", "train", "bf16", 4, 512, 5});
   const model::ModelConfig teacher_config = bench::BenchShape(a.shape);
   const bool kd = a.mode == "kd";
   model::ModelConfig c = kd ? StudentOf(teacher_config) : teacher_config;

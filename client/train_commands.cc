@@ -58,7 +58,7 @@ void PrintStep(const TrainFlags& f, const train::StepMetrics& s, std::ofstream* 
   std::fflush(stdout);
 }
 
-// Shared by train and distill: `teacher` null means cross-entropy.
+// Shared by train (cross-entropy) and distill (KD from --teacher).
 absl::Status RunTraining(TrainFlags f, bool distill) {
   SetThreads(f.threads);
   ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(f.dtype, "--dtype"));

@@ -56,16 +56,7 @@ inline std::vector<ProcessResult> RunProcesses(const std::vector<std::vector<std
   std::vector<std::string> logs;
   for (size_t i = 0; i < argvs.size(); ++i) {
     logs.push_back(log_dir + "/proc" + std::to_string(i) + ".log");
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, logs.back().c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    std::vector<char*> argv;
-    for (const std::string& a : argvs[i]) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    pid_t pid = -1;
-    if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = -1;
-    posix_spawn_file_actions_destroy(&fa);
+    pid_t pid = SpawnProcess(argvs[i], logs.back());
     pids.push_back(pid);
   }
   std::vector<ProcessResult> out(argvs.size());
