@@ -42,18 +42,6 @@ double TimeBest(const std::function<void()>& fn, int warmup, int iters) {
   return best;
 }
 
-double MeasureGemmPeak(torch::Dtype dtype, int64_t n) {
-  torch::NoGradGuard no_grad;
-  auto a = torch::randn({n, n}).to(dtype);
-  auto b = torch::randn({n, n}).to(dtype);
-  auto c = torch::empty({n, n}, a.options());
-  double best = 1e30;
-  for (int rep = 0; rep < 3; ++rep) {
-    best = std::min(best, TimeMedian([&] { at::mm_out(c, a, b); }, 1, 5));
-  }
-  return 2.0 * n * n * n / best;
-}
-
 BenchArgs ParseBenchArgs(int argc, char** argv, BenchArgs a) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];

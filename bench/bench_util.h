@@ -17,9 +17,7 @@ namespace topiary::bench {
 // Debian's libtorch defaults to one thread; every binary sets this.
 void SetupThreads(int threads = 0);
 
-// Measures the GEMM peak in FLOP/s for `dtype` on square matrices of size n
-// (the best of several timed repetitions after warm-up).
-double MeasureGemmPeak(torch::Dtype dtype, int64_t n = 2048);
+// The GEMM peak: train::MeasureGemmPeak (worker/train/peak.h).
 
 // Runs `fn` `warmup` times, then times `iters` calls; returns seconds per call
 // (the median of the timed calls).

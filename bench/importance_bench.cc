@@ -13,6 +13,7 @@
 #include <string>
 
 #include "bench/bench_util.h"
+#include "worker/train/peak.h"
 #include "common/process.h"
 #include "worker/compress/importance/activation_stats.h"
 #include "worker/model/llama.h"
@@ -26,7 +27,7 @@ int main(int argc, char** argv) {
   bench::SetupThreads();
   const torch::Dtype dtype = a.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
   const model::ModelConfig c = bench::BenchShape(a.shape);
-  const double peak = bench::MeasureGemmPeak(dtype);
+  const double peak = train::MeasureGemmPeak(dtype);
   torch::NoGradGuard no_grad;
   model::LlamaModel m = model::InitModel(c, 0, dtype, 0.02);
   at::Tensor tokens = at::randint(0, c.vocab_size, {a.batch, a.seq}, at::kLong);

@@ -9,17 +9,25 @@
 //
 // FLOPs per token (shared/DESIGN.md §11): forward 2N + 4·L·T·C with N the
 // parameters that multiply (all but the embedding lookup); training 3x; KD
-// step: teacher forward + student training.
+// step: teacher forward + student training. kd also times saving and loading
+// the student's training checkpoint (model + ZeRO-1 optimizer state).
 // Prints one SUMMARY line.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <memory>
 #include <string>
 
+#include "absl/strings/str_format.h"
+
 #include "bench/bench_util.h"
+#include "worker/train/peak.h"
 #include "common/process.h"
 #include "worker/model/llama.h"
 #include "worker/train/adamw.h"
+#include "worker/train/sharded_adamw.h"
+#include "worker/train/train_checkpoint.h"
 #include "worker/train/trainer.h"
 
 namespace {
@@ -69,10 +77,11 @@ int main(int argc, char** argv) {
   const model::ModelConfig teacher_config = bench::BenchShape(a.shape);
   const bool kd = a.mode == "kd";
   model::ModelConfig c = kd ? StudentOf(teacher_config) : teacher_config;
-  const double peak = bench::MeasureGemmPeak(torch::kBFloat16);
+  const double peak = train::MeasureGemmPeak(torch::kBFloat16);
   model::LlamaModel m = model::InitModel(c, 0, at::kBFloat16);
   model::LlamaModel teacher = kd ? model::InitModel(teacher_config, 1, at::kBFloat16) : model::LlamaModel();
-  train::DistillationObjective kd_objective(&teacher, {});
+  std::unique_ptr<train::DistillationObjective> kd_objective;
+  if (kd) kd_objective = std::move(*train::DistillationObjective::Create(&teacher, m, {}));
   data::Batch batch{at::randint(0, c.vocab_size, {a.batch, a.seq}, at::kLong),
                     at::randint(0, c.vocab_size, {a.batch, a.seq}, at::kLong)};
   const bool train = a.mode != "forward";
@@ -91,7 +100,7 @@ int main(int argc, char** argv) {
     }
     for (at::Tensor* p : params) p->mutable_grad() = at::Tensor();
     if (kd) {
-      kd_objective.ForwardBackward(m, batch, 1.0);
+      kd_objective->ForwardBackward(m, batch, 1.0);
     } else {
       train::ForwardBackwardCe(m, batch, 1.0);
     }
@@ -111,11 +120,35 @@ int main(int argc, char** argv) {
   double fwd_flops = 2 * n_mul + 4.0 * c.num_hidden_layers * a.seq * c.hidden_size;
   double flops = ((train ? 3 : 1) * fwd_flops + (kd ? train::ForwardFlopsPerToken(teacher_config, a.seq) : 0)) *
                  tokens / sec;
+  std::string checkpoint;  // KD: a training checkpoint of the student (model + optimizer) saved and loaded
+  if (kd) {
+    for (auto& [n, t] : named) t->mutable_grad() = at::Tensor();
+    auto comm = dist::MakeLocalCommunicator();
+    auto sharded = std::move(*train::ShardedAdamW::Create(named, {}, comm.get()));
+    const std::string dir = "/tmp/topiary-model-bench-ckpt";
+    std::filesystem::remove_all(dir);
+    train::TrainState st;
+    st.step = 1;
+    double save = bench::TimeBest([&] {
+      absl::Status s = train::WriteTrainCheckpoint(dir, st, m, *sharded, *comm, 1);
+      if (!s.ok()) std::fprintf(stderr, "checkpoint: %s\n", s.ToString().c_str()), std::exit(1);
+    }, 0, 1);
+    double load = bench::TimeBest([&] {
+      auto s = train::LoadTrainCheckpoint(dir + "/step-00000001", m, *sharded, *comm, 0);
+      if (!s.ok()) std::fprintf(stderr, "checkpoint: %s\n", s.status().ToString().c_str()), std::exit(1);
+    }, 0, 1);
+    uint64_t bytes = 0;
+    for (auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+      if (e.is_regular_file()) bytes += e.file_size();
+    }
+    std::filesystem::remove_all(dir);
+    checkpoint = absl::StrFormat(" ckpt_mb=%.0f ckpt_save_s=%.2f ckpt_load_s=%.2f", bytes / 1e6, save, load);
+  }
   double peer = a.mode == "fwdbwd" || std::getenv("TOPIARY_BENCH_NO_PEER") ? -1 : RunPeer(a, c);
   std::printf("SUMMARY model_bench shape=%s params=%.1fM mode=%s batch=%lld seq=%lld tokens_per_s=%.0f "
-              "gflops=%.1f bf16_peak_gflops=%.1f of_peak=%.3f peer_tokens_per_s=%.0f vs_peer=%.2f\n",
+              "gflops=%.1f bf16_peak_gflops=%.1f of_peak=%.3f peer_tokens_per_s=%.0f vs_peer=%.2f%s\n",
               a.shape.c_str(), counts.total() / 1e6, a.mode.c_str(), static_cast<long long>(a.batch),
               static_cast<long long>(a.seq), tokens / sec, flops / 1e9, peak / 1e9, flops / peak, peer,
-              peer > 0 ? (tokens / sec) / peer : 0.0);
+              peer > 0 ? (tokens / sec) / peer : 0.0, checkpoint.c_str());
   return 0;
 }

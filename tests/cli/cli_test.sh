@@ -105,5 +105,45 @@ expect_error "distill bad temperature" 2 "--temperature" -- "$topiary" distill -
 expect_error "distill batch vs ranks" 2 "global_batch" -- "$topiary" distill --teacher "$teacher" \
   --student "$tmp/pruned" --data "$kjv/kjv-train.bin" --global-batch 6 --micro-batch 4 --out "$tmp/kd2"
 
+# LoRA with a hidden-state term through a learned map (student width 192, teacher 256); the export is merged.
+"$topiary" distill --teacher "$teacher" --student "$tmp/pruned" --data "$kjv/kjv-train.bin" --eval-data "$kjv/kjv-val.bin" \
+  --seq-len 64 --steps 3 --global-batch 4 --micro-batch 2 --warmup 1 --eval-windows 2 --lr 1e-2 \
+  --lora-rank 4 --hidden-pairs 6:7 --json --out "$tmp/kdl" >"$tmp/kdl.out"
+"$topiary" inspect --model "$tmp/kdl" --json >"$tmp/kdl.json"
+check "LoRA export is a plain checkpoint of the student's shape" /usr/bin/python3 -c "
+import json
+a, b = json.load(open('$tmp/kdl.json')), json.load(open('$tmp/pruned.json'))
+assert a['params']['total'] == b['params']['total'] and a['num_hidden_layers'] == 7, (a, b)"
+check "LoRA changed the weights" bash -c "! cmp -s '$tmp/kdl/model.safetensors' '$tmp/pruned/model.safetensors'"
+check "distill logs the hidden term and MFU" /usr/bin/python3 -c "
+import json
+rows = [json.loads(l) for l in open('$tmp/kdl/train_log.jsonl')]
+assert all(r['hidden'] >= 0 and 0 < r['mfu'] < 2 for r in rows), rows"
+"$topiary" eval --model "$tmp/kdl" --data "$kjv/kjv-val.bin" --seq-len 64 --max-windows 2 --json >"$tmp/kdl-eval.json"
+check "the merged export scores what the adapted model scored in training" /usr/bin/python3 -c "
+import json
+last = [json.loads(l) for l in open('$tmp/kdl/train_log.jsonl')][-1]
+e = json.load(open('$tmp/kdl-eval.json'))
+assert abs(last['eval_loss'] - e['loss']) < 2e-3, (last, e)"
+expect_error "distill bad LoRA rank" 2 "--lora-rank" -- "$topiary" distill --teacher "$teacher" \
+  --student "$tmp/pruned" --data "$kjv/kjv-train.bin" --lora-rank -1 --out "$tmp/kd2"
+expect_error "distill bad LoRA target" 2 "lora targets" -- "$topiary" distill --teacher "$teacher" \
+  --student "$tmp/pruned" --data "$kjv/kjv-train.bin" --lora-rank 4 --lora-targets q,zz --out "$tmp/kd2"
+expect_error "distill hidden pair outside the student" 2 "student block 9" -- "$topiary" distill --teacher "$teacher" \
+  --student "$tmp/pruned" --data "$kjv/kjv-train.bin" --hidden-pairs 9:0 --out "$tmp/kd2"
+expect_error "distill bad hidden loss" 2 "--hidden-loss" -- "$topiary" distill --teacher "$teacher" \
+  --student "$tmp/pruned" --data "$kjv/kjv-train.bin" --hidden-pairs 1:1 --hidden-loss l1 --out "$tmp/kd2"
+
+# LLM-Streamline: 3 blocks become 1; the result is a plain Llama with 6 layers.
+"$topiary" streamline --model "$teacher" --drop 3 --data "$kjv/kjv-train.bin" --eval-data "$kjv/kjv-val.bin" \
+  --seq-len 64 --steps 3 --global-batch 4 --micro-batch 2 --warmup 1 --eval-windows 2 --out "$tmp/sl" >"$tmp/sl.out"
+"$topiary" inspect --model "$tmp/sl" --json >"$tmp/sl.json"
+check "streamline leaves n-1 fewer layers" grep -q '"num_hidden_layers": 6' "$tmp/sl.json"
+check "streamline names the window" grep -q "replacing blocks" "$tmp/sl.out"
+"$topiary" eval --model "$tmp/sl" --data "$kjv/kjv-val.bin" --seq-len 64 --max-windows 2 --json >"$tmp/sl-eval.json"
+check "the streamlined model evaluates" grep -q perplexity "$tmp/sl-eval.json"
+expect_error "streamline too many blocks" 2 "drop" -- "$topiary" streamline --model "$teacher" --drop 8 \
+  --data "$kjv/kjv-train.bin" --out "$tmp/sl2"
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -104,10 +104,43 @@ std::pair<Tensor, Tensor> RopeTables(const ModelConfig& c, int64_t T, int64_t of
 
 Tensor LmHead(const LlamaModel& m, const Tensor& hidden) { return at::linear(hidden, m.lm_head); }
 
+Tensor BlockForward(const LlamaModel& m, int64_t l, const Tensor& x_in, const Tensor& cos, const Tensor& sin,
+                    ActivationObserver* obs) {
+  const ModelConfig& c = m.config;
+  const int64_t B = x_in.size(0), T = x_in.size(1);
+  const int64_t NH = c.num_attention_heads, G = c.num_key_value_heads, HS = c.head_dim;
+  const BlockWeights& w = m.layers[l];
+  Tensor x = x_in;
+  Emit(obs, Point::kBlockInput, l, x);
+  if (c.LayerHasAttention(l)) {
+    Tensor h = RmsNorm(x, w.input_norm, c.rms_norm_eps);                      // (B, T, C)
+    Emit(obs, Point::kAttnNorm, l, h);
+    Tensor q = Linear(h, w.q_proj, w.q_bias).view({B, T, NH, HS});
+    Tensor k = Linear(h, w.k_proj, w.k_bias).view({B, T, G, HS});
+    Tensor v = Linear(h, w.v_proj, w.v_bias).view({B, T, G, HS});
+    q = ApplyRope(q, cos, sin);
+    k = ApplyRope(k, cos, sin);
+    Tensor heads = Attention(q, k, v, G);                                      // (B, T, NH, HS)
+    Emit(obs, Point::kHeads, l, heads);
+    x = x + Linear(heads.reshape({B, T, NH * HS}), w.o_proj, w.o_bias);        // (B, T, C)
+    Emit(obs, Point::kAttnResidual, l, x);
+  }
+  if (c.LayerHasMlp(l)) {
+    Tensor h = RmsNorm(x, w.post_norm, c.rms_norm_eps);                        // (B, T, C)
+    Emit(obs, Point::kMlpNorm, l, h);
+    Tensor gate = Linear(h, w.gate_proj, w.gate_bias);                         // (B, T, FF)
+    Emit(obs, Point::kMlpGate, l, gate);
+    Tensor act = at::silu(gate) * Linear(h, w.up_proj, w.up_bias);             // (B, T, FF)
+    Emit(obs, Point::kMlpActivation, l, act);
+    x = x + Linear(act, w.down_proj, w.down_bias);                             // (B, T, C)
+  }
+  Emit(obs, Point::kBlockOutput, l, x);
+  return x;
+}
+
 Tensor Forward(const LlamaModel& m, const Tensor& tokens, const ForwardOptions& opt) {
   const ModelConfig& c = m.config;
-  const int64_t B = tokens.size(0), T = tokens.size(1);
-  const int64_t NH = c.num_attention_heads, G = c.num_key_value_heads, HS = c.head_dim;
+  const int64_t T = tokens.size(1);
   ActivationObserver* obs = opt.observer;
   const at::ScalarType dt = m.embed_tokens.scalar_type();
 
@@ -115,33 +148,7 @@ Tensor Forward(const LlamaModel& m, const Tensor& tokens, const ForwardOptions& 
   Tensor cos = cos32.to(dt), sin = sin32.to(dt);  // (T, HS)
 
   Tensor x = at::embedding(m.embed_tokens, tokens);  // (B, T, C)
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const BlockWeights& w = m.layers[l];
-    Emit(obs, Point::kBlockInput, l, x);
-    if (c.LayerHasAttention(l)) {
-      Tensor h = RmsNorm(x, w.input_norm, c.rms_norm_eps);                      // (B, T, C)
-      Emit(obs, Point::kAttnNorm, l, h);
-      Tensor q = Linear(h, w.q_proj, w.q_bias).view({B, T, NH, HS});
-      Tensor k = Linear(h, w.k_proj, w.k_bias).view({B, T, G, HS});
-      Tensor v = Linear(h, w.v_proj, w.v_bias).view({B, T, G, HS});
-      q = ApplyRope(q, cos, sin);
-      k = ApplyRope(k, cos, sin);
-      Tensor heads = Attention(q, k, v, G);                                      // (B, T, NH, HS)
-      Emit(obs, Point::kHeads, l, heads);
-      x = x + Linear(heads.reshape({B, T, NH * HS}), w.o_proj, w.o_bias);        // (B, T, C)
-      Emit(obs, Point::kAttnResidual, l, x);
-    }
-    if (c.LayerHasMlp(l)) {
-      Tensor h = RmsNorm(x, w.post_norm, c.rms_norm_eps);                        // (B, T, C)
-      Emit(obs, Point::kMlpNorm, l, h);
-      Tensor gate = Linear(h, w.gate_proj, w.gate_bias);                         // (B, T, FF)
-      Emit(obs, Point::kMlpGate, l, gate);
-      Tensor act = at::silu(gate) * Linear(h, w.up_proj, w.up_bias);             // (B, T, FF)
-      Emit(obs, Point::kMlpActivation, l, act);
-      x = x + Linear(act, w.down_proj, w.down_bias);                             // (B, T, C)
-    }
-    Emit(obs, Point::kBlockOutput, l, x);
-  }
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) x = BlockForward(m, l, x, cos, sin, obs);
   Tensor h = RmsNorm(x, m.norm, c.rms_norm_eps);
   Emit(obs, Point::kFinalNorm, -1, h);
   if (opt.return_hidden) return h;

@@ -93,6 +93,11 @@ struct ForwardOptions {
 // tokens (B, T) int64 -> logits (B, T, V) in the weights' dtype.
 at::Tensor Forward(const LlamaModel& model, const at::Tensor& tokens, const ForwardOptions& options = {});
 
+// Block `layer` alone on the residual stream x (B, T, C), with rotary tables
+// from RopeTables in the weights' dtype; observers see the block's points.
+at::Tensor BlockForward(const LlamaModel& model, int64_t layer, const at::Tensor& x, const at::Tensor& cos,
+                        const at::Tensor& sin, ActivationObserver* observer = nullptr);
+
 // The logits of the final-norm hidden states (B, T, C) -> (B, T, V).
 at::Tensor LmHead(const LlamaModel& model, const at::Tensor& hidden);
 

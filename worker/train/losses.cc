@@ -25,4 +25,10 @@ KdLoss DistillationLoss(const at::Tensor& student_logits, const at::Tensor& teac
   return out;
 }
 
+at::Tensor HiddenStateLoss(const at::Tensor& student, const at::Tensor& teacher, HiddenLoss kind) {
+  at::Tensor s = student.to(at::kFloat), t = teacher.detach().to(at::kFloat);
+  if (kind == HiddenLoss::kMse) return (s - t).pow(2).mean();
+  return (1 - at::cosine_similarity(s, t, -1, 1e-8)).mean();
+}
+
 }  // namespace topiary::train

@@ -3,6 +3,8 @@
 //   KD:  forward KL from the teacher, Minitron's best: (1/N) Σ_t
 //        KL(softmax(t/τ) ‖ softmax(s/τ)), times τ² when `scale_by_t2`,
 //        plus α·CE when `ce_weight` α > 0.
+//   Hidden states (B, T, C): cosine, mean over tokens of 1 − cos(s, t); or
+//        MSE, mean over tokens and channels of (s − t)².
 // Computed in fp32 whatever the logits' dtype. Pure functions.
 #pragma once
 
@@ -27,5 +29,10 @@ at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& targets);
 // `teacher_logits` carry no gradient.
 KdLoss DistillationLoss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
                         const at::Tensor& targets, const KdOptions& options);
+
+enum class HiddenLoss { kCosine, kMse };
+
+// `teacher` carries no gradient; both of shape (..., C).
+at::Tensor HiddenStateLoss(const at::Tensor& student, const at::Tensor& teacher, HiddenLoss kind);
 
 }  // namespace topiary::train

@@ -35,47 +35,17 @@ absl::Status ValidateRecipe(const TrainRecipe& r, int world) {
   return absl::OkStatus();
 }
 
-double ForwardFlopsPerToken(const model::ModelConfig& c, int64_t seq_len) {
-  const model::ParamCounts n = model::CountParams(c);
-  const double multiplying = static_cast<double>(n.total() - n.embedding) +
-                             (c.tie_word_embeddings ? static_cast<double>(n.embedding) : 0.0);
-  return 2.0 * multiplying + 4.0 * c.num_hidden_layers * seq_len * c.hidden_size;
-}
-
-double ForwardBackwardCe(const model::LlamaModel& model, const data::Batch& batch, double grad_scale) {
-  at::Tensor loss = CrossEntropy(model::Forward(model, batch.inputs), batch.targets);  // logits (B, T, V)
-  (loss * grad_scale).backward();
-  return loss.item<double>();
-}
-
-Objective::Parts CrossEntropyObjective::ForwardBackward(const model::LlamaModel& student, const data::Batch& batch,
-                                                        double grad_scale) {
-  Parts p;
-  p.loss = p.ce = ForwardBackwardCe(student, batch, grad_scale);
-  return p;
-}
-
-Objective::Parts DistillationObjective::ForwardBackward(const model::LlamaModel& student, const data::Batch& batch,
-                                                        double grad_scale) {
-  at::Tensor teacher_logits;
-  {
-    torch::NoGradGuard no_grad;
-    teacher_logits = model::Forward(*teacher_, batch.inputs);  // (B, T, V)
-  }
-  KdLoss kd = DistillationLoss(model::Forward(student, batch.inputs), teacher_logits, batch.targets, options_);
-  (kd.loss * grad_scale).backward();
-  return {kd.loss.item<double>(), kd.kl, kd.ce};
-}
-
-double DistillationObjective::ExtraFlopsPerToken(int64_t seq_len) const {
-  return ForwardFlopsPerToken(teacher_->config, seq_len);
-}
-
 std::vector<std::string> TrainableParameters(const model::LlamaModel& model, const RunOptions& o) {
   model::LlamaModel m = model;  // shares storage; NamedParameters is non-const
   std::vector<std::string> out;
   const int64_t L = m.config.num_hidden_layers, first = L - o.train_last_blocks;
   for (auto& [name, t] : m.NamedParameters()) {
+    if (!o.train_blocks.empty()) {
+      for (int64_t l : o.train_blocks) {
+        if (name.rfind(absl::StrCat("model.layers.", l, "."), 0) == 0) out.push_back(name);
+      }
+      continue;
+    }
     bool train = o.train_last_blocks <= 0 || name == "model.norm.weight" || name == "lm_head.weight" ||
                  (m.config.tie_word_embeddings && name == "model.embed_tokens.weight");
     for (int64_t l = std::max<int64_t>(0, first); l < L && !train; ++l) {
@@ -91,11 +61,12 @@ namespace {
 // Sums (loss, kl, ce, tokens) over ranks: the step's means over all tokens.
 absl::Status AverageOverRanks(dist::Communicator& comm, Objective::Parts* p) {
   if (comm.world_size() == 1) return absl::OkStatus();
-  at::Tensor t = torch::tensor({p->loss, p->kl, p->ce}, at::kDouble);
+  at::Tensor t = torch::tensor({p->loss, p->kl, p->ce, p->hidden}, at::kDouble);
   RETURN_IF_ERROR(comm.AllReduce(t, dist::ReduceOp::kAvg));
   p->loss = t[0].item<double>();
   p->kl = t[1].item<double>();
   p->ce = t[2].item<double>();
+  p->hidden = t[3].item<double>();
   return absl::OkStatus();
 }
 
@@ -117,14 +88,26 @@ absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainDa
     return absl::InvalidArgumentError(absl::StrCat("train_last_blocks: ", o.train_last_blocks, " outside [0, ",
                                                    model.config.num_hidden_layers, "]"));
   }
-  const std::vector<std::string> trainable = TrainableParameters(model, o);
-  std::vector<std::pair<std::string, at::Tensor*>> named;
+  for (int64_t l : o.train_blocks) {
+    if (l < 0 || l >= model.config.num_hidden_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("train_blocks: block ", l, " outside [0, ",
+                                                     model.config.num_hidden_layers, ")"));
+    }
+  }
+  std::vector<std::string> trainable;
+  if (!objective.FreezesModel()) trainable = TrainableParameters(model, o);
+  NamedTensors named;
   std::vector<at::Tensor*> params;
   for (auto& [name, t] : model.NamedParameters()) {
     const bool train = std::find(trainable.begin(), trainable.end(), name) != trainable.end();
     t->requires_grad_(train);
     if (train) named.emplace_back(name, t), params.push_back(t);
   }
+  for (auto& [name, t] : objective.Parameters()) {
+    t->requires_grad_(true);
+    named.emplace_back(name, t), params.push_back(t);
+  }
+  if (named.empty()) return absl::InvalidArgumentError("nothing to train: every parameter is frozen");
   if (model.config.tie_word_embeddings) model.lm_head = model.embed_tokens;
   ASSIGN_OR_RETURN(std::unique_ptr<ShardedAdamW> optimizer, ShardedAdamW::Create(named, r.adamw, comm));
 
@@ -138,16 +121,15 @@ absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainDa
     }
   }
   const int64_t per_rank = r.global_batch / W, accum = per_rank / r.micro_batch;
-  const double flops_per_token =
-      3 * ForwardFlopsPerToken(model.config, r.seq_len) + objective.ExtraFlopsPerToken(r.seq_len);
+  const double flops_per_token = objective.FlopsPerToken(model.config, r.seq_len);
   const int64_t tokens_at_start = state.tokens;
   auto t0 = std::chrono::steady_clock::now();
 
   for (int64_t step = state.step; step < r.steps; ++step) {
     for (at::Tensor* p : params) p->mutable_grad() = at::Tensor();
     Objective::Parts sum;
-    sum.kl = 0;
-    bool has_kl = false;
+    sum.kl = sum.hidden = 0;
+    bool has_kl = false, has_hidden = false;
     for (int64_t a = 0; a < accum; ++a) {
       std::vector<int64_t> idx;  // this rank's sequences of the global batch, round-robin
       for (int64_t i = a * r.micro_batch; i < (a + 1) * r.micro_batch; ++i) {
@@ -158,6 +140,7 @@ absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainDa
       sum.loss += p.loss / static_cast<double>(accum);
       sum.ce += p.ce / static_cast<double>(accum);
       if (p.kl >= 0) sum.kl += p.kl / static_cast<double>(accum), has_kl = true;
+      if (p.hidden >= 0) sum.hidden += p.hidden / static_cast<double>(accum), has_hidden = true;
     }
     RETURN_IF_ERROR(AverageOverRanks(*comm, &sum));
     if (!std::isfinite(sum.loss)) {
@@ -174,6 +157,7 @@ absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainDa
     m.loss = sum.loss;
     m.ce = sum.ce;
     m.kl = has_kl ? sum.kl : -1;
+    m.hidden = has_hidden ? sum.hidden : -1;
     m.tokens = state.tokens;
     m.optimizer_state_bytes = optimizer->StateBytes();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -185,8 +169,9 @@ absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainDa
       eo.seq_len = r.seq_len;
       eo.max_windows = r.eval_windows;
       eo.batch_size = r.micro_batch;
+      torch::NoGradGuard no_grad;
       ASSIGN_OR_RETURN(eval::LossResult er,
-                       eval::EvaluateLoss(model, data.eval_file ? *data.eval_file : *data.file, data.eval_range, eo));
+                       eval::EvaluateLoss(objective.Effective(model), data.eval_file ? *data.eval_file : *data.file, data.eval_range, eo));
       m.eval_loss = er.loss;
     }
     if (!o.checkpoint_dir.empty() && (last || (o.checkpoint_every > 0 && m.step % o.checkpoint_every == 0))) {

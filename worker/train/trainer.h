@@ -3,8 +3,9 @@
 // linear warm-up then cosine decay, global gradient-norm clipping, gradient
 // accumulation over micro batches, compute in the model's dtype, seeded and
 // deterministic sampling, periodic evaluation, and exact resume from
-// checkpoints. What is minimised is an Objective: cross-entropy (training,
-// teacher correction) or distillation from a teacher (losses.h).
+// checkpoints. What is minimised is an Objective (objectives.h): cross-
+// entropy (training, teacher correction), distillation from a teacher, LoRA
+// (lora.h) or a replacement block (streamline.h).
 //
 // Data parallel: with a Communicator of W ranks, each optimizer step's global
 // batch of sequences is dealt round-robin to the ranks; every rank holds the
@@ -27,6 +28,7 @@
 #include "worker/model/llama.h"
 #include "worker/train/adamw.h"
 #include "worker/train/losses.h"
+#include "worker/train/objectives.h"
 
 namespace topiary::train {
 
@@ -56,6 +58,7 @@ struct StepMetrics {
   double loss = 0;          // mean objective over this step's tokens, all ranks
   double kl = -1;           // distillation: the KL term (-1 otherwise)
   double ce = 0;            // the student's cross-entropy on the targets
+  double hidden = -1;       // distillation: the hidden-state term (-1 otherwise)
   double lr = 0;
   double grad_norm = 0;
   int64_t tokens = 0;       // tokens processed so far, all ranks
@@ -74,39 +77,6 @@ struct TrainData {
   data::TokenRange eval_range;  // empty: no evaluation
 };
 
-// What one micro batch minimises. ForwardBackward accumulates the gradient of
-// grad_scale · loss into the student's .grad() and returns the loss parts.
-class Objective {
- public:
-  struct Parts {
-    double loss = 0;
-    double kl = -1;
-    double ce = 0;
-  };
-  virtual ~Objective() = default;
-  virtual Parts ForwardBackward(const model::LlamaModel& student, const data::Batch& batch, double grad_scale) = 0;
-  // FLOPs per token beyond the student's training step (a teacher forward).
-  virtual double ExtraFlopsPerToken(int64_t seq_len) const { return 0; }
-};
-
-class CrossEntropyObjective : public Objective {
- public:
-  Parts ForwardBackward(const model::LlamaModel& student, const data::Batch& batch, double grad_scale) override;
-};
-
-// Teacher forward (no autograd, the teacher's own dtype) and the student's
-// KD loss on the same batch. The teacher must share the student's vocabulary.
-class DistillationObjective : public Objective {
- public:
-  DistillationObjective(const model::LlamaModel* teacher, KdOptions options) : teacher_(teacher), options_(options) {}
-  Parts ForwardBackward(const model::LlamaModel& student, const data::Batch& batch, double grad_scale) override;
-  double ExtraFlopsPerToken(int64_t seq_len) const override;
-
- private:
-  const model::LlamaModel* teacher_;
-  KdOptions options_;
-};
-
 struct RunOptions {
   dist::Communicator* comm = nullptr;  // null: one rank
   // Checkpoints under checkpoint_dir/step-NNNNNNNN/ every checkpoint_every
@@ -121,9 +91,12 @@ struct RunOptions {
   // when > 0, only the last `train_last_blocks` blocks, the final norm and
   // lm_head (the embedding when tied) are trained; the rest stays frozen.
   int64_t train_last_blocks = 0;
+  // When not empty, only these blocks train (LLM-Streamline's replacement).
+  std::vector<int64_t> train_blocks;
 };
 
-// The parameter names trained under `options` (all when nothing restricts).
+// The model's parameter names trained under `options` (all when nothing
+// restricts). Objectives that freeze the model train none of them.
 std::vector<std::string> TrainableParameters(const model::LlamaModel& model, const RunOptions& options);
 
 // Trains `model` in place. INVALID_ARGUMENT on a bad recipe or data;
@@ -135,12 +108,5 @@ absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainDa
 // Cross-entropy training on one rank without checkpoints.
 absl::Status TrainCausalLm(model::LlamaModel& model, const TrainData& data, const TrainRecipe& recipe,
                            const StepCallback& callback);
-
-// One micro batch of cross-entropy: forward, backward of loss · grad_scale.
-double ForwardBackwardCe(const model::LlamaModel& model, const data::Batch& batch, double grad_scale);
-
-// Forward FLOPs per token of a model (shared/DESIGN.md §11): 2N + 4·L·T·C,
-// N the parameters that multiply (all but the embedding lookup).
-double ForwardFlopsPerToken(const model::ModelConfig& config, int64_t seq_len);
 
 }  // namespace topiary::train

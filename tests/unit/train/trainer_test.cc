@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "testing/test_util.h"
+#include "unit/train/corpus.h"
 #include "worker/eval/perplexity.h"
 
 namespace topiary::train {
@@ -13,14 +14,6 @@ namespace {
 
 using topiary::testing::TempDir;
 using topiary::testing::TinyConfig;
-
-// A corpus with structure to learn: repeating runs of ids.
-std::unique_ptr<data::TokenFile> MakeCorpus(const TempDir& dir, int64_t vocab) {
-  std::vector<int64_t> ids;
-  for (int i = 0; i < 4000; ++i) ids.push_back((i * 7 + (i / 13)) % vocab);
-  EXPECT_TRUE(data::WriteTokenFile(dir.File("c.bin"), ids, data::TokenFormat::kU16).ok());
-  return std::move(*data::TokenFile::Open(dir.File("c.bin"), data::TokenFormat::kU16, vocab));
-}
 
 TEST(Trainer, LossFallsAndRunsAreReproducible) {
   TempDir dir;

@@ -1,0 +1,16 @@
+// The machine's GEMM peak in FLOP/s, measured (shared/DESIGN.md §11): the
+// denominator of MFU in training logs and of every "of peak" figure in bench/.
+#pragma once
+
+#include <ATen/core/TensorBody.h>
+
+#include <cstdint>
+
+namespace topiary::train {
+
+// Square matrices of size n in `dtype` (bf16 goes through oneDNN, fp32
+// through BLAS): the best of three medians of five timed products after a
+// warm-up. Takes about half a second at n = 2048 on a 2-core CPU.
+double MeasureGemmPeak(at::ScalarType dtype, int64_t n = 2048);
+
+}  // namespace topiary::train
