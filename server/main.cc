@@ -1,54 +1,131 @@
-// topiary-coordinator: serves the Topiary API until SIGTERM, then drains.
-//
-// This first version serves gRPC health checking and server reflection; the
-// job service, store, scheduler and metrics arrive with the coordinator issue.
+// topiary-coordinator: serves topiary.v1.JobService (plus gRPC health and
+// reflection) over a durable RocksDB store until SIGTERM, then drains and
+// exits 0. The scheduler, the worker API and metrics are not built yet.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
 
 #include <chrono>
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
-#include "common/process.h"
-
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/clock.h"
+#include "common/file_util.h"
 #include "common/log.h"
+#include "common/process.h"
 #include "common/signals.h"
-#include "topiary/v1/job_service.grpc.pb.h"
+#include "server/jobs/job_manager.h"
+#include "server/rpc/auth.h"
+#include "server/rpc/job_service.h"
+#include "server/store/store.h"
 
 namespace {
 
+using namespace topiary;
+using namespace topiary::server;
+
 struct CoordinatorConfig {
   std::string listen = "127.0.0.1:7070";
+  std::string state_dir;
+  bool sync = true;
+  std::vector<std::string> storage_roots;
+  std::string tokens, tls_cert, tls_key, tls_client_ca;
+  std::string port_file;
   std::string log_level = "info";
   int drain_seconds = 10;
+  int64_t max_queued = 10000;
 };
 
-int Run(const CoordinatorConfig& config) {
-  using namespace topiary;
+// Exit codes: 0 after a drain on SIGTERM/SIGINT; 2 for bad flags or files;
+// 1 when the store cannot be opened or the address cannot be bound.
+int Run(const CoordinatorConfig& c) {
+  log::Info(absl::StrCat("topiary-coordinator: listen=", c.listen, " state_dir=", c.state_dir,
+                         " sync=", c.sync ? "true" : "false", " storage_roots=[", absl::StrJoin(c.storage_roots, ","),
+                         "] tokens=", c.tokens.empty() ? "(none: authentication off)" : c.tokens,
+                         " tls=", c.tls_cert.empty() ? "off" : (c.tls_client_ca.empty() ? "on" : "mutual"),
+                         " drain_seconds=", c.drain_seconds, " max_queued=", c.max_queued));
+  Authenticator auth;
+  if (!c.tokens.empty()) {
+    absl::StatusOr<Authenticator> a = Authenticator::FromFile(c.tokens);
+    if (!a.ok()) {
+      std::fprintf(stderr, "topiary-coordinator: %s\n", std::string(a.status().message()).c_str());
+      return 2;
+    }
+    auth = std::move(*a);
+  } else {
+    log::Warn("no --tokens: every caller is an anonymous admin; use only on a trusted machine");
+  }
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!c.tls_cert.empty() || !c.tls_key.empty()) {
+    auto cert = ReadFileToString(c.tls_cert, 1 << 20), key = ReadFileToString(c.tls_key, 1 << 20);
+    if (!cert.ok() || !key.ok()) {
+      std::fprintf(stderr, "topiary-coordinator: --tls-cert/--tls-key: %s\n",
+                   std::string((cert.ok() ? key.status() : cert.status()).message()).c_str());
+      return 2;
+    }
+    grpc::SslServerCredentialsOptions o;
+    o.pem_key_cert_pairs.push_back({*key, *cert});
+    if (!c.tls_client_ca.empty()) {
+      auto ca = ReadFileToString(c.tls_client_ca, 1 << 20);
+      if (!ca.ok()) {
+        std::fprintf(stderr, "topiary-coordinator: --tls-client-ca: %s\n", std::string(ca.status().message()).c_str());
+        return 2;
+      }
+      o.pem_root_certs = *ca;
+      o.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    creds = grpc::SslServerCredentials(o);
+  }
+  RocksStoreOptions so;
+  so.dir = c.state_dir;
+  so.sync = c.sync;
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenRocksStore(so);
+  if (!store.ok()) {
+    log::Error(std::string(store.status().message()));
+    return 1;
+  }
+  JobManagerOptions jo;
+  jo.storage_roots = c.storage_roots;
+  jo.max_queued = c.max_queued;
+  JobManager jobs(store->get(), Clock::Real(), jo);
+  if (absl::Status st = jobs.Recover(); !st.ok()) {
+    log::Error(absl::StrCat("recovery: ", st.message()));
+    return 1;
+  }
+  int64_t total = 0;
+  for (const auto& [state, n] : jobs.CountByState()) total += n;
+  log::Info(absl::StrCat("recovered ", total, " jobs from ", c.state_dir));
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  // Until the job service is implemented, its generated base answers
-  // UNIMPLEMENTED; it also lets gRPC serve the health service.
-  topiary::v1::JobService::Service job_service;
+  JobServiceImpl job_service(&jobs, &auth);
   builder.RegisterService(&job_service);
   int port = 0;
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(c.listen, creds, &port);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    log::Error(absl::StrCat("cannot listen on ", config.listen));
+    log::Error(absl::StrCat("cannot listen on ", c.listen));
     return 1;
   }
-  log::Info(absl::StrCat("topiary-coordinator listening on port ", port,
-                         " (listen=", config.listen, ", drain_seconds=", config.drain_seconds, ")"));
-  int sig = WaitForTerminationSignal();
-  log::Info(absl::StrCat("signal ", sig, ": draining for up to ", config.drain_seconds, "s"));
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(config.drain_seconds));
+  if (!c.port_file.empty()) {
+    if (absl::Status st = WriteFileAtomically(c.port_file, absl::StrCat(port, "\n")); !st.ok()) {
+      log::Error(absl::StrCat("--port-file: ", st.message()));
+      return 1;
+    }
+  }
+  log::Info(absl::StrCat("serving on port ", port));
+  const int sig = WaitForTerminationSignal();
+  log::Info(absl::StrCat("signal ", sig, ": draining for up to ", c.drain_seconds, "s"));
+  jobs.Shutdown();  // open watches end with UNAVAILABLE; clients reconnect with their last seq
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(c.drain_seconds));
   log::Info("stopped");
   return 0;
 }
@@ -58,19 +135,30 @@ int Run(const CoordinatorConfig& config) {
 int main(int argc, char** argv) {
   topiary::TuneMalloc();
   topiary::BlockTerminationSignals();
-  CoordinatorConfig config;
+  CoordinatorConfig c;
   CLI::App app{"topiary-coordinator: the Topiary job coordinator"};
-  app.add_option("--listen", config.listen, "gRPC address HOST:PORT (port 0 picks a free one)")
-      ->capture_default_str();
-  app.add_option("--log-level", config.log_level, "debug|info|warn|error")->capture_default_str();
-  app.add_option("--drain-seconds", config.drain_seconds, "grace period on SIGTERM")
-      ->capture_default_str();
+  app.add_option("--listen", c.listen, "gRPC address HOST:PORT (port 0 picks a free one)")->capture_default_str();
+  app.add_option("--state-dir", c.state_dir, "RocksDB directory of the durable job state")->required();
+  app.add_option("--sync", c.sync, "fsync every state change before replying (true|false)")->capture_default_str();
+  app.add_option("--storage-root", c.storage_roots, "directory every path in a job spec must lie under (repeatable)");
+  app.add_option("--tokens", c.tokens, "bearer tokens file: TOKEN PRINCIPAL ROLE per line");
+  app.add_option("--tls-cert", c.tls_cert, "server certificate (PEM)");
+  app.add_option("--tls-key", c.tls_key, "server private key (PEM)");
+  app.add_option("--tls-client-ca", c.tls_client_ca, "CA for client certificates: mutual TLS (PEM)");
+  app.add_option("--port-file", c.port_file, "write the bound port here once serving");
+  app.add_option("--max-queued", c.max_queued, "queued jobs beyond which CreateJob is refused")->capture_default_str();
+  app.add_option("--log-level", c.log_level, "debug|info|warn|error")->capture_default_str();
+  app.add_option("--drain-seconds", c.drain_seconds, "grace period on SIGTERM")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   topiary::log::Level level;
-  if (!topiary::log::ParseLevel(config.log_level, &level)) {
-    std::fprintf(stderr, "topiary-coordinator: --log-level: unknown level '%s'\n", config.log_level.c_str());
+  if (!topiary::log::ParseLevel(c.log_level, &level)) {
+    std::fprintf(stderr, "topiary-coordinator: --log-level: unknown level '%s'\n", c.log_level.c_str());
+    return 2;
+  }
+  if ((c.tls_cert.empty()) != (c.tls_key.empty())) {
+    std::fprintf(stderr, "topiary-coordinator: --tls-cert and --tls-key go together\n");
     return 2;
   }
   topiary::log::SetLevel(level);
-  return Run(config);
+  return Run(c);
 }

@@ -1,0 +1,268 @@
+#include "server/jobs/job_manager.h"
+
+#include <google/protobuf/util/message_differencer.h>
+
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+
+namespace topiary::server {
+namespace {
+
+const char* StageKindName(const v1::StageSpec& s) {
+  switch (s.kind_case()) {
+    case v1::StageSpec::kTeacherCorrection: return "teacher_correction";
+    case v1::StageSpec::kImportance: return "importance";
+    case v1::StageSpec::kPrune: return s.prune().has_search() ? "search" : "prune";
+    case v1::StageSpec::kDistill: return "distill";
+    case v1::StageSpec::kEvaluate: return "evaluate";
+    case v1::StageSpec::kExport: return "export";
+    case v1::StageSpec::KIND_NOT_SET: break;
+  }
+  return "stage";
+}
+
+std::string IdempotencyKey(const std::string& owner, const std::string& request_id) {
+  return absl::StrCat(owner, std::string(1, '\0'), request_id);
+}
+
+bool Owns(const Principal& who, const v1::Job& job) {
+  return who.role == Principal::Role::kAdmin || job.owner() == who.name;
+}
+
+}  // namespace
+
+bool IsTerminal(v1::JobState s) {
+  return s == v1::JOB_SUCCEEDED || s == v1::JOB_FAILED || s == v1::JOB_CANCELLED;
+}
+
+JobManager::JobManager(Store* store, const Clock* clock, JobManagerOptions options)
+    : store_(store), clock_(clock), options_(std::move(options)) {}
+
+absl::Status JobManager::Recover() {
+  std::lock_guard<std::mutex> lock(mu_);
+  counts_.clear();
+  bool first = true;
+  return store_->ScanJobs("", [&](const v1::Job& j) {
+    if (first) {
+      unsigned long long micros = 0;
+      if (sscanf(j.id().c_str(), "job-%16llx", &micros) == 1) last_id_micros_ = static_cast<int64_t>(micros);
+      first = false;
+    }
+    ++counts_[j.state()];
+    return true;
+  });
+}
+
+std::string JobManager::NextId() {
+  last_id_micros_ = std::max(last_id_micros_ + 1, clock_->WallMicros());
+  return absl::StrFormat("job-%016x", last_id_micros_);
+}
+
+absl::Status JobManager::Commit(v1::Job& job, v1::JobState before, std::vector<v1::Event> events, StoreBatch batch) {
+  const int64_t now = clock_->WallMicros();
+  for (v1::Event& e : events) {
+    e.set_job_id(job.id());
+    e.set_seq(job.last_event_seq() + 1);
+    e.set_time_micros(now);
+    job.set_last_event_seq(e.seq());
+  }
+  job.set_update_time_micros(now);
+  batch.put_jobs.push_back(job);
+  batch.events = std::move(events);
+  RETURN_IF_ERROR(store_->Write(batch));
+  if (before != v1::JOB_STATE_UNSPECIFIED) --counts_[before];
+  ++counts_[job.state()];
+  changed_.notify_all();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Job> JobManager::Create(const Principal& who, const v1::JobSpec& given,
+                                           const std::string& request_id) {
+  RETURN_IF_ERROR(spec::ValidateJobSpec(given, options_.storage_roots, options_.limits));
+  v1::JobSpec spec = given;  // with defaults, as stored
+  if (spec.resources().ranks() == 0) spec.mutable_resources()->set_ranks(1);
+  if (spec.resources().slots_per_rank() == 0) spec.mutable_resources()->set_slots_per_rank(1);
+  if (request_id.size() > 128) return absl::InvalidArgumentError("request_id: longer than 128 characters");
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!request_id.empty()) {
+    ASSIGN_OR_RETURN(std::optional<std::string> existing, store_->GetKey(IdempotencyKey(who.name, request_id)));
+    if (existing.has_value()) {
+      ASSIGN_OR_RETURN(std::optional<v1::Job> job, store_->GetJob(*existing));
+      if (job.has_value()) {
+        if (!google::protobuf::util::MessageDifferencer::Equals(job->spec(), spec)) {
+          return absl::AlreadyExistsError(absl::StrCat("request_id: '", request_id, "' was used for job ", job->id(),
+                                                       " with a different spec"));
+        }
+        return *job;
+      }
+    }
+  }
+  int64_t active = counts_[v1::JOB_QUEUED];
+  if (active >= options_.max_queued) {
+    return absl::ResourceExhaustedError(absl::StrCat("queue full: ", active, " jobs queued (limit ",
+                                                     options_.max_queued, ")"));
+  }
+  v1::Job job;
+  job.set_id(NextId());
+  job.set_owner(who.name);
+  *job.mutable_spec() = spec;
+  job.set_state(v1::JOB_QUEUED);
+  job.set_waiting_reason("waiting for the scheduler");
+  job.set_create_time_micros(clock_->WallMicros());
+  job.set_request_id(request_id);
+  std::map<std::string, int> seen;
+  for (const v1::StageSpec& s : spec.stages()) {
+    std::string name = StageKindName(s);
+    if (seen[name]++ > 0) name = absl::StrCat(name, "-", seen[name]);
+    v1::Stage* st = job.add_stages();
+    st->set_name(name);
+    st->set_state(v1::STAGE_PENDING);
+  }
+  v1::Event e;
+  e.set_kind("job_state");
+  e.set_job_state(v1::JOB_QUEUED);
+  e.set_message("created");
+  StoreBatch batch;
+  if (!request_id.empty()) batch.put_keys.emplace_back(IdempotencyKey(who.name, request_id), job.id());
+  RETURN_IF_ERROR(Commit(job, v1::JOB_STATE_UNSPECIFIED, {e}, std::move(batch)));
+  return job;
+}
+
+absl::StatusOr<v1::Job> JobManager::Visible(const Principal& who, const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("id: required");
+  ASSIGN_OR_RETURN(std::optional<v1::Job> job, store_->GetJob(id));
+  if (!job.has_value() || !Owns(who, *job)) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  return *job;
+}
+
+absl::StatusOr<v1::Job> JobManager::Get(const Principal& who, const std::string& id) { return Visible(who, id); }
+
+absl::StatusOr<JobManager::ListResponse> JobManager::List(const Principal& who, const ListRequest& r) {
+  if (r.page_size < 0) return absl::InvalidArgumentError("page_size: must not be negative");
+  const int size = r.page_size == 0 ? 50 : std::min(r.page_size, 1000);
+  std::string after;
+  if (!r.page_token.empty()) {
+    if (!absl::WebSafeBase64Unescape(r.page_token, &after) || after.rfind("job-", 0) != 0) {
+      return absl::InvalidArgumentError("page_token: not a token this server issued");
+    }
+  }
+  ListResponse out;
+  std::string last;
+  bool more = false;
+  RETURN_IF_ERROR(store_->ScanJobs(after, [&](const v1::Job& j) {
+    if (!Owns(who, j)) return true;
+    if (!r.states.empty() && std::find(r.states.begin(), r.states.end(), j.state()) == r.states.end()) return true;
+    for (const auto& [k, v] : r.labels) {
+      auto it = j.spec().labels().find(k);
+      if (it == j.spec().labels().end() || it->second != v) return true;
+    }
+    if (static_cast<int>(out.jobs.size()) == size) {
+      more = true;
+      return false;
+    }
+    out.jobs.push_back(j);
+    last = j.id();
+    return true;
+  }));
+  if (more) out.next_page_token = absl::WebSafeBase64Escape(last);
+  return out;
+}
+
+absl::StatusOr<v1::Job> JobManager::Cancel(const Principal& who, const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(v1::Job job, Visible(who, id));
+  const v1::JobState before = job.state();
+  if (IsTerminal(before)) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", id, " already finished (",
+                                                      v1::JobState_Name(before), ")"));
+  }
+  if (before == v1::JOB_CANCELLING) return job;
+  std::vector<v1::Event> events;
+  if (before == v1::JOB_QUEUED) {
+    job.set_state(v1::JOB_CANCELLED);
+    job.clear_waiting_reason();
+    for (v1::Stage& s : *job.mutable_stages()) {
+      if (s.state() == v1::STAGE_PENDING) s.set_state(v1::STAGE_CANCELLED);
+    }
+  } else {
+    job.set_state(v1::JOB_CANCELLING);
+  }
+  v1::Event e;
+  e.set_kind("job_state");
+  e.set_job_state(job.state());
+  e.set_message(absl::StrCat("cancelled by ", who.name));
+  events.push_back(e);
+  RETURN_IF_ERROR(Commit(job, before, std::move(events)));
+  return job;
+}
+
+absl::Status JobManager::Delete(const Principal& who, const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(v1::Job job, Visible(who, id));
+  if (!IsTerminal(job.state())) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", id, " is ", v1::JobState_Name(job.state()),
+                                                      "; cancel it and wait for it to finish first"));
+  }
+  StoreBatch b;
+  b.delete_jobs.push_back(id);
+  if (!job.request_id().empty()) b.delete_keys.push_back(IdempotencyKey(job.owner(), job.request_id()));
+  RETURN_IF_ERROR(store_->Write(b));
+  --counts_[job.state()];
+  changed_.notify_all();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::Event>> JobManager::WaitEvents(const Principal& who, const std::string& id,
+                                                              int64_t after, int64_t wait_ms) {
+  if (after < 0) return absl::InvalidArgumentError("from_seq: must not be negative");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    if (shutdown_) return absl::UnavailableError("the coordinator is shutting down; reconnect with from_seq");
+    ASSIGN_OR_RETURN(v1::Job job, Visible(who, id));
+    if (job.last_event_seq() > after) return store_->Events(id, after, 1000);
+    if (IsTerminal(job.state())) return std::vector<v1::Event>();
+    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout) return std::vector<v1::Event>();
+  }
+}
+
+absl::StatusOr<v1::JobReport> JobManager::Report(const Principal& who, const std::string& id) {
+  ASSIGN_OR_RETURN(v1::Job job, Visible(who, id));
+  if (!IsTerminal(job.state())) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", id, " is ", v1::JobState_Name(job.state()),
+                                                      "; the report is written when it finishes"));
+  }
+  nlohmann::json stages = nlohmann::json::array();
+  for (const v1::Stage& s : job.stages()) {
+    nlohmann::json js = {{"name", s.name()}, {"state", v1::StageState_Name(s.state())}};
+    if (s.end_time_micros() > 0) js["seconds"] = (s.end_time_micros() - s.start_time_micros()) / 1e6;
+    stages.push_back(js);
+  }
+  nlohmann::json r = {{"job_id", job.id()},  {"name", job.spec().name()}, {"owner", job.owner()},
+                      {"state", v1::JobState_Name(job.state())}, {"error", job.error()}, {"stages", stages},
+                      {"seconds", (job.update_time_micros() - job.create_time_micros()) / 1e6}};
+  v1::JobReport out;
+  out.set_job_id(job.id());
+  out.set_report_json(r.dump(2));
+  out.set_output_path(job.output_path());
+  return out;
+}
+
+std::map<v1::JobState, int64_t> JobManager::CountByState() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return counts_;
+}
+
+void JobManager::Shutdown() {
+  std::lock_guard<std::mutex> lock(mu_);
+  shutdown_ = true;
+  changed_.notify_all();
+}
+
+}  // namespace topiary::server

@@ -1,0 +1,96 @@
+// The job state machine of the coordinator (shared/DESIGN.md §4, §10), with
+// no knowledge of gRPC: create (validated, idempotent), read, list, cancel,
+// delete, watch events and the final report. Every transition writes the
+// job and its events in one store batch before it returns; watchers wake on
+// every new event. Owners: a user sees and changes only their own jobs
+// (another user's job is NOT_FOUND); an admin sees all.
+//
+// Thread-safe: transitions are serialised by one mutex.
+#pragma once
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "common/spec/validate.h"
+#include "server/store/store.h"
+#include "topiary/v1/job_service.pb.h"
+
+namespace topiary::server {
+
+struct Principal {
+  enum class Role { kUser, kAdmin, kWorker };
+  std::string name;
+  Role role = Role::kUser;
+};
+
+struct JobManagerOptions {
+  std::vector<std::string> storage_roots;
+  spec::Limits limits;
+  int64_t max_queued = 10000;  // CreateJob answers RESOURCE_EXHAUSTED beyond it
+};
+
+bool IsTerminal(v1::JobState state);
+
+class JobManager {
+ public:
+  JobManager(Store* store, const Clock* clock, JobManagerOptions options);
+
+  // Start-up: counts jobs by state and finds the newest id. Call once
+  // before serving.
+  absl::Status Recover();
+
+  absl::StatusOr<v1::Job> Create(const Principal& who, const v1::JobSpec& spec, const std::string& request_id);
+  absl::StatusOr<v1::Job> Get(const Principal& who, const std::string& id);
+
+  struct ListRequest {
+    int page_size = 0;  // 0: 50; at most 1000
+    std::string page_token;
+    std::vector<v1::JobState> states;          // any of (empty: all)
+    std::map<std::string, std::string> labels;  // all of
+  };
+  struct ListResponse {
+    std::vector<v1::Job> jobs;  // newest first
+    std::string next_page_token;
+  };
+  absl::StatusOr<ListResponse> List(const Principal& who, const ListRequest& request);
+
+  // QUEUED -> CANCELLED; RUNNING -> CANCELLING (the workers stop it);
+  // CANCELLING stays; a finished job is FAILED_PRECONDITION.
+  absl::StatusOr<v1::Job> Cancel(const Principal& who, const std::string& id);
+  // Finished jobs only: the job, its events and its idempotency key.
+  absl::Status Delete(const Principal& who, const std::string& id);
+
+  // Events with seq > after, waiting up to `wait_ms` for the first one.
+  // Empty when none came; UNAVAILABLE once shutting down.
+  absl::StatusOr<std::vector<v1::Event>> WaitEvents(const Principal& who, const std::string& id, int64_t after,
+                                                    int64_t wait_ms);
+
+  absl::StatusOr<v1::JobReport> Report(const Principal& who, const std::string& id);
+
+  // Jobs per state, for metrics.
+  std::map<v1::JobState, int64_t> CountByState();
+  // Wakes every watcher and makes WaitEvents fail from now on.
+  void Shutdown();
+
+ private:
+  absl::StatusOr<v1::Job> Visible(const Principal& who, const std::string& id);
+  // Writes job + events (seq assigned here) atomically; updates counters.
+  absl::Status Commit(v1::Job& job, v1::JobState before, std::vector<v1::Event> events, StoreBatch batch = {});
+  std::string NextId();
+
+  Store* store_;
+  const Clock* clock_;
+  JobManagerOptions options_;
+  std::mutex mu_;
+  std::condition_variable changed_;
+  int64_t last_id_micros_ = 0;
+  std::map<v1::JobState, int64_t> counts_;
+  bool shutdown_ = false;
+};
+
+}  // namespace topiary::server

@@ -1,0 +1,56 @@
+// The coordinator's durable state (shared/DESIGN.md §10): jobs (with their
+// stages and tasks), per-job events, idempotency keys and workers. Every
+// mutation is one atomic batch; with sync on it is on disk before it
+// returns, so nothing acknowledged is lost to a crash.
+//
+// Two implementations: RocksDB (OpenRocksStore) and an in-memory one for
+// unit tests of the code above it (MakeMemoryStore).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "topiary/v1/job.pb.h"
+
+namespace topiary::server {
+
+// One atomic change: jobs written whole, events appended, keys set.
+struct StoreBatch {
+  std::vector<v1::Job> put_jobs;
+  std::vector<v1::Event> events;
+  std::vector<std::pair<std::string, std::string>> put_keys;  // idempotency key -> job id
+  std::vector<std::string> delete_jobs;                       // with their events
+  std::vector<std::string> delete_keys;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  virtual absl::Status Write(const StoreBatch& batch) = 0;
+  virtual absl::StatusOr<std::optional<v1::Job>> GetJob(const std::string& id) = 0;
+  virtual absl::StatusOr<std::optional<std::string>> GetKey(const std::string& key) = 0;
+  // Events of a job with seq > after, in order, at most `limit`.
+  virtual absl::StatusOr<std::vector<v1::Event>> Events(const std::string& job_id, int64_t after, int limit) = 0;
+  // Jobs in descending id order (ids are time-ordered: newest first),
+  // starting after `after` (empty: from the newest). `fn` returns false to stop.
+  virtual absl::Status ScanJobs(const std::string& after, const std::function<bool(const v1::Job&)>& fn) = 0;
+};
+
+struct RocksStoreOptions {
+  std::string dir;
+  bool sync = true;  // fsync every batch before Write returns
+};
+
+// Opens (creating if needed) the store; refuses a schema it does not know.
+absl::StatusOr<std::unique_ptr<Store>> OpenRocksStore(const RocksStoreOptions& options);
+
+std::unique_ptr<Store> MakeMemoryStore();
+
+inline constexpr int kSchemaVersion = 1;
+
+}  // namespace topiary::server

@@ -1,0 +1,162 @@
+// JobManager over the in-memory store and a fake clock: the state machine,
+// ownership and idempotency without a server.
+#include "server/jobs/job_manager.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "common/file_util.h"
+
+namespace topiary::server {
+namespace {
+
+class JobManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = *MakeTempDir("topiary-jm");
+    store_ = MakeMemoryStore();
+    JobManagerOptions o;
+    o.storage_roots = {root_};
+    o.max_queued = 5;
+    jobs_ = std::make_unique<JobManager>(store_.get(), &clock_, o);
+    ASSERT_TRUE(jobs_->Recover().ok());
+  }
+  void TearDown() override { RemoveAll(root_).IgnoreError(); }
+  v1::JobSpec Spec(const std::string& name = "j") const {
+    v1::JobSpec s;
+    s.set_name(name);
+    s.mutable_teacher()->set_path(root_ + "/teacher");
+    s.add_stages()->mutable_evaluate()->set_perplexity(true);
+    return s;
+  }
+  std::string root_;
+  FakeClock clock_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<JobManager> jobs_;
+  Principal alice_{"alice", Principal::Role::kUser}, bob_{"bob", Principal::Role::kUser};
+  Principal admin_{"root", Principal::Role::kAdmin};
+};
+
+TEST_F(JobManagerTest, CreateQueuesWithAnEventAndDefaults) {
+  auto j = jobs_->Create(alice_, Spec(), "");
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(j->state(), v1::JOB_QUEUED);
+  EXPECT_EQ(j->owner(), "alice");
+  EXPECT_EQ(j->spec().resources().ranks(), 1);
+  ASSERT_EQ(j->stages_size(), 1);
+  EXPECT_EQ(j->stages(0).name(), "evaluate");
+  EXPECT_FALSE(j->waiting_reason().empty());
+  auto ev = store_->Events(j->id(), 0, 10);
+  ASSERT_TRUE(ev.ok());
+  ASSERT_EQ(ev->size(), 1u);
+  EXPECT_EQ((*ev)[0].seq(), 1);
+  EXPECT_EQ((*ev)[0].job_state(), v1::JOB_QUEUED);
+  EXPECT_EQ(jobs_->CountByState()[v1::JOB_QUEUED], 1);
+}
+
+TEST_F(JobManagerTest, IdsIncreaseEvenWhenTheClockStands) {
+  auto a = jobs_->Create(alice_, Spec(), ""), b = jobs_->Create(alice_, Spec(), "");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_LT(a->id(), b->id());
+}
+
+TEST_F(JobManagerTest, QueueLimitIsResourceExhausted) {
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(jobs_->Create(alice_, Spec(), "").ok());
+  EXPECT_EQ(jobs_->Create(alice_, Spec(), "").status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(JobManagerTest, IdempotencyIsPerOwner) {
+  auto a = jobs_->Create(alice_, Spec(), "req-1");
+  auto a2 = jobs_->Create(alice_, Spec(), "req-1");
+  auto b = jobs_->Create(bob_, Spec(), "req-1");
+  ASSERT_TRUE(a.ok() && a2.ok() && b.ok());
+  EXPECT_EQ(a->id(), a2->id());
+  EXPECT_NE(a->id(), b->id());
+  EXPECT_EQ(jobs_->Create(alice_, Spec("other"), "req-1").status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(JobManagerTest, CancelDeleteAndWatchWakeUp) {
+  auto j = jobs_->Create(alice_, Spec(), "r");
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ(jobs_->Delete(alice_, j->id()).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(jobs_->Report(alice_, j->id()).status().code(), absl::StatusCode::kFailedPrecondition);
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_TRUE(jobs_->Cancel(alice_, j->id()).ok());
+  });
+  auto ev = jobs_->WaitEvents(alice_, j->id(), 1, 5000);  // blocks until the cancel
+  canceller.join();
+  ASSERT_TRUE(ev.ok()) << ev.status();
+  ASSERT_EQ(ev->size(), 1u);
+  EXPECT_EQ((*ev)[0].seq(), 2);
+  EXPECT_EQ((*ev)[0].job_state(), v1::JOB_CANCELLED);
+  auto now = jobs_->Get(alice_, j->id());
+  EXPECT_EQ(now->stages(0).state(), v1::STAGE_CANCELLED);
+  EXPECT_EQ(jobs_->Cancel(alice_, j->id()).status().code(), absl::StatusCode::kFailedPrecondition);
+  auto report = jobs_->Report(alice_, j->id());
+  ASSERT_TRUE(report.ok());
+  EXPECT_NE(report->report_json().find("JOB_CANCELLED"), std::string::npos);
+  EXPECT_TRUE(jobs_->WaitEvents(alice_, j->id(), 2, 5000)->empty());  // finished: returns at once
+  EXPECT_TRUE(jobs_->Delete(alice_, j->id()).ok());
+  EXPECT_EQ(jobs_->Get(alice_, j->id()).status().code(), absl::StatusCode::kNotFound);
+  // The idempotency key went with the job: the same request id makes a new job.
+  auto again = jobs_->Create(alice_, Spec(), "r");
+  ASSERT_TRUE(again.ok());
+  EXPECT_NE(again->id(), j->id());
+  jobs_->Shutdown();
+  EXPECT_EQ(jobs_->WaitEvents(alice_, again->id(), 1, 5000).status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(JobManagerTest, OwnersSeeTheirOwnJobsAdminsAll) {
+  auto a = jobs_->Create(alice_, Spec(), "");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(jobs_->Get(bob_, a->id()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(jobs_->Cancel(bob_, a->id()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(jobs_->Get(admin_, a->id()).ok());
+  EXPECT_TRUE(jobs_->List(bob_, {})->jobs.empty());
+  EXPECT_EQ(jobs_->List(admin_, {})->jobs.size(), 1u);
+}
+
+TEST_F(JobManagerTest, ListPagesNewestFirstWithFilters) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    v1::JobSpec s = Spec();
+    (*s.mutable_labels())["parity"] = i % 2 ? "odd" : "even";
+    ids.push_back(jobs_->Create(alice_, s, "")->id());
+  }
+  ASSERT_TRUE(jobs_->Cancel(alice_, ids[1]).ok());
+  JobManager::ListRequest r;
+  r.page_size = 2;
+  std::vector<std::string> seen;
+  for (int page = 0; page < 10; ++page) {
+    auto resp = jobs_->List(alice_, r);
+    ASSERT_TRUE(resp.ok()) << resp.status();
+    for (const auto& j : resp->jobs) seen.push_back(j.id());
+    if (resp->next_page_token.empty()) break;
+    r.page_token = resp->next_page_token;
+  }
+  EXPECT_EQ(seen, std::vector<std::string>(ids.rbegin(), ids.rend()));
+  JobManager::ListRequest f;
+  f.labels["parity"] = "odd";
+  EXPECT_EQ(jobs_->List(alice_, f)->jobs.size(), 2u);
+  f.states = {v1::JOB_CANCELLED};
+  ASSERT_EQ(jobs_->List(alice_, f)->jobs.size(), 1u);
+  EXPECT_EQ(jobs_->List(alice_, f)->jobs[0].id(), ids[1]);
+  JobManager::ListRequest bad;
+  bad.page_token = "garbage!";
+  EXPECT_EQ(jobs_->List(alice_, bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(JobManagerTest, InvalidSpecsAreRefusedWithTheFieldPath) {
+  v1::JobSpec s = Spec();
+  s.mutable_teacher()->set_path("/etc");
+  auto r = jobs_->Create(alice_, s, "");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message().rfind("spec.teacher.path", 0), 0u) << r.status();
+  EXPECT_TRUE(jobs_->List(admin_, {})->jobs.empty());  // nothing was stored
+}
+
+}  // namespace
+}  // namespace topiary::server
