@@ -21,7 +21,10 @@
 #include "common/log.h"
 #include "common/process.h"
 #include "common/signals.h"
+#include <prometheus/exposer.h>
+
 #include "server/jobs/job_manager.h"
+#include "server/metrics/metrics.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/job_service.h"
 #include "server/store/store.h"
@@ -33,6 +36,7 @@ using namespace topiary::server;
 
 struct CoordinatorConfig {
   std::string listen = "127.0.0.1:7070";
+  std::string metrics_address = "127.0.0.1:9464";
   std::string state_dir;
   bool sync = true;
   std::vector<std::string> storage_roots;
@@ -46,7 +50,8 @@ struct CoordinatorConfig {
 // Exit codes: 0 after a drain on SIGTERM/SIGINT; 2 for bad flags or files;
 // 1 when the store cannot be opened or the address cannot be bound.
 int Run(const CoordinatorConfig& c) {
-  log::Info(absl::StrCat("topiary-coordinator: listen=", c.listen, " state_dir=", c.state_dir,
+  log::Info(absl::StrCat("topiary-coordinator: listen=", c.listen, " metrics_address=",
+                         c.metrics_address.empty() ? "(off)" : c.metrics_address, " state_dir=", c.state_dir,
                          " sync=", c.sync ? "true" : "false", " storage_roots=[", absl::StrJoin(c.storage_roots, ","),
                          "] tokens=", c.tokens.empty() ? "(none: authentication off)" : c.tokens,
                          " tls=", c.tls_cert.empty() ? "off" : (c.tls_client_ca.empty() ? "on" : "mutual"),
@@ -86,15 +91,17 @@ int Run(const CoordinatorConfig& c) {
   RocksStoreOptions so;
   so.dir = c.state_dir;
   so.sync = c.sync;
-  absl::StatusOr<std::unique_ptr<Store>> store = OpenRocksStore(so);
-  if (!store.ok()) {
-    log::Error(std::string(store.status().message()));
+  absl::StatusOr<std::unique_ptr<Store>> opened = OpenRocksStore(so);
+  if (!opened.ok()) {
+    log::Error(std::string(opened.status().message()));
     return 1;
   }
+  CoordinatorMetrics metrics;
+  std::unique_ptr<Store> store = WithWriteTiming(std::move(*opened), &metrics);
   JobManagerOptions jo;
   jo.storage_roots = c.storage_roots;
   jo.max_queued = c.max_queued;
-  JobManager jobs(store->get(), Clock::Real(), jo);
+  JobManager jobs(store.get(), Clock::Real(), jo);
   if (absl::Status st = jobs.Recover(); !st.ok()) {
     log::Error(absl::StrCat("recovery: ", st.message()));
     return 1;
@@ -102,11 +109,27 @@ int Run(const CoordinatorConfig& c) {
   int64_t total = 0;
   for (const auto& [state, n] : jobs.CountByState()) total += n;
   log::Info(absl::StrCat("recovered ", total, " jobs from ", c.state_dir));
+  metrics.WatchJobs(&jobs);
+  std::unique_ptr<prometheus::Exposer> exposer;
+  int metrics_port = 0;
+  if (!c.metrics_address.empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(c.metrics_address);
+    } catch (const std::exception& e) {
+      log::Error(absl::StrCat("--metrics-address ", c.metrics_address, ": ", e.what()));
+      return 1;
+    }
+    exposer->RegisterCollectable(metrics.registry());
+    exposer->RegisterCollectable(metrics.job_gauges());
+    metrics_port = exposer->GetListeningPorts().empty() ? 0 : exposer->GetListeningPorts()[0];
+    log::Info(absl::StrCat("metrics on port ", metrics_port, " at /metrics"));
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  JobServiceImpl job_service(&jobs, &auth);
+  JobServiceImpl job_service(&jobs, &auth,
+                             [&](const char* method, int code) { metrics.CountRequest(method, code); });
   builder.RegisterService(&job_service);
   int port = 0;
   builder.AddListeningPort(c.listen, creds, &port);
@@ -116,7 +139,7 @@ int Run(const CoordinatorConfig& c) {
     return 1;
   }
   if (!c.port_file.empty()) {
-    if (absl::Status st = WriteFileAtomically(c.port_file, absl::StrCat(port, "\n")); !st.ok()) {
+    if (absl::Status st = WriteFileAtomically(c.port_file, absl::StrCat(port, "\n", metrics_port, "\n")); !st.ok()) {
       log::Error(absl::StrCat("--port-file: ", st.message()));
       return 1;
     }
@@ -145,7 +168,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", c.tls_cert, "server certificate (PEM)");
   app.add_option("--tls-key", c.tls_key, "server private key (PEM)");
   app.add_option("--tls-client-ca", c.tls_client_ca, "CA for client certificates: mutual TLS (PEM)");
-  app.add_option("--port-file", c.port_file, "write the bound port here once serving");
+  app.add_option("--metrics-address", c.metrics_address, "Prometheus /metrics HOST:PORT (empty: off)")
+      ->capture_default_str();
+  app.add_option("--port-file", c.port_file, "write the bound gRPC and metrics ports here (one per line) once serving");
   app.add_option("--max-queued", c.max_queued, "queued jobs beyond which CreateJob is refused")->capture_default_str();
   app.add_option("--log-level", c.log_level, "debug|info|warn|error")->capture_default_str();
   app.add_option("--drain-seconds", c.drain_seconds, "grace period on SIGTERM")->capture_default_str();

@@ -131,6 +131,7 @@ absl::StatusOr<v1::Job> JobManager::Create(const Principal& who, const v1::JobSp
   StoreBatch batch;
   if (!request_id.empty()) batch.put_keys.emplace_back(IdempotencyKey(who.name, request_id), job.id());
   RETURN_IF_ERROR(Commit(job, v1::JOB_STATE_UNSPECIFIED, {e}, std::move(batch)));
+  created_.fetch_add(1);
   return job;
 }
 

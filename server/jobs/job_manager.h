@@ -8,6 +8,7 @@
 // Thread-safe: transitions are serialised by one mutex.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -72,8 +73,9 @@ class JobManager {
 
   absl::StatusOr<v1::JobReport> Report(const Principal& who, const std::string& id);
 
-  // Jobs per state, for metrics.
+  // Jobs per state, and jobs created since start, for metrics.
   std::map<v1::JobState, int64_t> CountByState();
+  int64_t created_total() const { return created_.load(); }
   // Wakes every watcher and makes WaitEvents fail from now on.
   void Shutdown();
 
@@ -91,6 +93,7 @@ class JobManager {
   int64_t last_id_micros_ = 0;
   std::map<v1::JobState, int64_t> counts_;
   bool shutdown_ = false;
+  std::atomic<int64_t> created_{0};
 };
 
 }  // namespace topiary::server

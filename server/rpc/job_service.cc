@@ -26,7 +26,7 @@ absl::StatusOr<Principal> JobServiceImpl::Caller(grpc::ServerContext* ctx) const
   if (!who_or.ok()) return ToGrpc(who_or.status());      \
   const Principal& who = *who_or
 
-grpc::Status JobServiceImpl::CreateJob(grpc::ServerContext* ctx, const v1::CreateJobRequest* req, v1::Job* resp) {
+grpc::Status JobServiceImpl::Create(grpc::ServerContext* ctx, const v1::CreateJobRequest* req, v1::Job* resp) {
   TOPIARY_CALLER(ctx);
   absl::StatusOr<v1::Job> job = jobs_->Create(who, req->spec(), req->request_id());
   if (!job.ok()) return ToGrpc(job.status());
@@ -34,7 +34,7 @@ grpc::Status JobServiceImpl::CreateJob(grpc::ServerContext* ctx, const v1::Creat
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* resp) {
+grpc::Status JobServiceImpl::Get(grpc::ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* resp) {
   TOPIARY_CALLER(ctx);
   absl::StatusOr<v1::Job> job = jobs_->Get(who, req->id());
   if (!job.ok()) return ToGrpc(job.status());
@@ -42,8 +42,8 @@ grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRe
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
-                                      v1::ListJobsResponse* resp) {
+grpc::Status JobServiceImpl::List(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
+                                  v1::ListJobsResponse* resp) {
   TOPIARY_CALLER(ctx);
   JobManager::ListRequest r;
   r.page_size = req->page_size();
@@ -57,7 +57,7 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJo
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* resp) {
+grpc::Status JobServiceImpl::Cancel(grpc::ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* resp) {
   TOPIARY_CALLER(ctx);
   absl::StatusOr<v1::Job> job = jobs_->Cancel(who, req->id());
   if (!job.ok()) return ToGrpc(job.status());
@@ -65,14 +65,13 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::Cance
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::DeleteJob(grpc::ServerContext* ctx, const v1::DeleteJobRequest* req,
-                                       v1::DeleteJobResponse*) {
+grpc::Status JobServiceImpl::Delete(grpc::ServerContext* ctx, const v1::DeleteJobRequest* req) {
   TOPIARY_CALLER(ctx);
   return ToGrpc(jobs_->Delete(who, req->id()));
 }
 
-grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
-                                      grpc::ServerWriter<v1::WatchJobResponse>* writer) {
+grpc::Status JobServiceImpl::Watch(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
+                                   grpc::ServerWriter<v1::WatchJobResponse>* writer) {
   TOPIARY_CALLER(ctx);
   absl::StatusOr<v1::Job> job = jobs_->Get(who, req->id());
   if (!job.ok()) return ToGrpc(job.status());
@@ -98,13 +97,39 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJ
   }
 }
 
-grpc::Status JobServiceImpl::GetJobReport(grpc::ServerContext* ctx, const v1::GetJobReportRequest* req,
-                                          v1::JobReport* resp) {
+grpc::Status JobServiceImpl::Report(grpc::ServerContext* ctx, const v1::GetJobReportRequest* req,
+                                    v1::JobReport* resp) {
   TOPIARY_CALLER(ctx);
   absl::StatusOr<v1::JobReport> r = jobs_->Report(who, req->id());
   if (!r.ok()) return ToGrpc(r.status());
   *resp = std::move(*r);
   return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::CreateJob(grpc::ServerContext* ctx, const v1::CreateJobRequest* req, v1::Job* resp) {
+  return Done("CreateJob", Create(ctx, req, resp));
+}
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* resp) {
+  return Done("GetJob", Get(ctx, req, resp));
+}
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
+                                      v1::ListJobsResponse* resp) {
+  return Done("ListJobs", List(ctx, req, resp));
+}
+grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* resp) {
+  return Done("CancelJob", Cancel(ctx, req, resp));
+}
+grpc::Status JobServiceImpl::DeleteJob(grpc::ServerContext* ctx, const v1::DeleteJobRequest* req,
+                                       v1::DeleteJobResponse*) {
+  return Done("DeleteJob", Delete(ctx, req));
+}
+grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
+                                      grpc::ServerWriter<v1::WatchJobResponse>* writer) {
+  return Done("WatchJob", Watch(ctx, req, writer));
+}
+grpc::Status JobServiceImpl::GetJobReport(grpc::ServerContext* ctx, const v1::GetJobReportRequest* req,
+                                          v1::JobReport* resp) {
+  return Done("GetJobReport", Report(ctx, req, resp));
 }
 
 }  // namespace topiary::server

@@ -4,7 +4,10 @@
 // ownership, health, SIGTERM, and kill -9 with nothing acknowledged lost.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -14,6 +17,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/file_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -39,7 +43,8 @@ class Coordinator {
   void Start() {
     std::filesystem::remove(dir_ + "/port");
     pid_ = SpawnProcess({BinDir() + "/topiary-coordinator", "--listen", "127.0.0.1:0", "--state-dir", dir_ + "/state",
-                         "--storage-root", dir_ + "/root", "--tokens", dir_ + "/tokens", "--port-file",
+                         "--storage-root", dir_ + "/root", "--tokens", dir_ + "/tokens", "--metrics-address",
+                         "127.0.0.1:0", "--port-file",
                          dir_ + "/port", "--drain-seconds", "2"},
                         dir_ + "/coordinator.log");
     ASSERT_GT(pid_, 0);
@@ -48,8 +53,10 @@ class Coordinator {
     }
     auto port = ReadFileToString(dir_ + "/port", 64);
     ASSERT_TRUE(port.ok()) << "the coordinator did not start: " << *ReadFileToString(dir_ + "/coordinator.log", 1 << 20);
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::string(absl::StripAsciiWhitespace(*port)),
-                                   grpc::InsecureChannelCredentials());
+    std::vector<std::string> ports = absl::StrSplit(*port, '\n', absl::SkipEmpty());
+    ASSERT_EQ(ports.size(), 2u);
+    metrics_port_ = std::stoi(ports[1]);
+    channel_ = grpc::CreateChannel("127.0.0.1:" + ports[0], grpc::InsecureChannelCredentials());
     stub_ = v1::JobService::NewStub(channel_);
   }
   // Sends `sig` and returns the exit code (-signal when killed).
@@ -63,10 +70,12 @@ class Coordinator {
   }
   v1::JobService::Stub& api() { return *stub_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
+  int metrics_port() const { return metrics_port_; }
 
  private:
   std::string dir_;
   pid_t pid_ = -1;
+  int metrics_port_ = 0;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::JobService::Stub> stub_;
 };
@@ -317,6 +326,43 @@ TEST_F(CoordinatorTest, KillNineLosesNothingAcknowledged) {
   v1::Job fresh;
   ASSERT_TRUE(Create(kAlice, Request("after"), &fresh).ok());
   EXPECT_GT(fresh.id(), acked.rbegin()->first);
+}
+
+// A plain HTTP/1.0 GET of /metrics on loopback; the body.
+std::string Scrape(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return "";
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) return "";
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) out.append(buf, n);
+  close(fd);
+  const size_t body = out.find("\r\n\r\n");
+  return body == std::string::npos ? "" : out.substr(body + 4);
+}
+
+TEST_F(CoordinatorTest, MetricsCountJobsAndRequestsAndPassPromtool) {
+  v1::Job job;
+  ASSERT_TRUE(Create(kAlice, Request("m"), &job).ok());
+  v1::CreateJobRequest bad = Request("");
+  EXPECT_EQ(Create(kAlice, bad, &job).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  const std::string text = Scrape(coordinator_->metrics_port());
+  EXPECT_NE(text.find("topiary_jobs{state=\"queued\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("topiary_jobs{state=\"cancelled\"} 0"), std::string::npos);
+  EXPECT_NE(text.find("topiary_queue_depth 1"), std::string::npos);
+  EXPECT_NE(text.find("topiary_job_submissions_total 1"), std::string::npos);
+  EXPECT_NE(text.find("topiary_grpc_requests_total{code=\"INVALID_ARGUMENT\",method=\"CreateJob\"} 1"),
+            std::string::npos);
+  EXPECT_NE(text.find("topiary_store_write_seconds_count 1"), std::string::npos);
+  std::ofstream(dir_ + "/scrape.txt") << text;
+  auto r = testing::RunProcesses({{"/bin/sh", "-c", "promtool check metrics < " + dir_ + "/scrape.txt"}}, dir_,
+                                 std::chrono::seconds(60));
+  EXPECT_EQ(r[0].exit_code, 0) << r[0].output;
 }
 
 TEST(CoordinatorFlags, BadTokensFileExitsTwoWithOneLine) {

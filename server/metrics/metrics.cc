@@ -1,0 +1,99 @@
+#include "server/metrics/metrics.h"
+
+#include <chrono>
+
+namespace topiary::server {
+namespace {
+
+class JobGauges : public prometheus::Collectable {
+ public:
+  explicit JobGauges(JobManager* jobs) : jobs_(jobs) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    const std::map<v1::JobState, int64_t> counts = jobs_->CountByState();
+    auto count = [&](v1::JobState s) {
+      auto it = counts.find(s);
+      return it == counts.end() ? 0.0 : static_cast<double>(it->second);
+    };
+    prometheus::MetricFamily by_state{"topiary_jobs", "Jobs by state.", prometheus::MetricType::Gauge, {}};
+    for (int s = v1::JobState_MIN; s <= v1::JobState_MAX; ++s) {
+      if (s == v1::JOB_STATE_UNSPECIFIED || !v1::JobState_IsValid(s)) continue;
+      prometheus::ClientMetric m;
+      std::string name = v1::JobState_Name(static_cast<v1::JobState>(s));
+      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      m.label.push_back({"state", name.substr(4)});  // JOB_QUEUED -> queued
+      m.gauge.value = count(static_cast<v1::JobState>(s));
+      by_state.metric.push_back(m);
+    }
+    prometheus::MetricFamily depth{"topiary_queue_depth", "Jobs waiting to be scheduled.",
+                                   prometheus::MetricType::Gauge, {}};
+    prometheus::ClientMetric d;
+    d.gauge.value = count(v1::JOB_QUEUED);
+    depth.metric.push_back(d);
+    prometheus::MetricFamily created{"topiary_job_submissions_total", "Jobs created since the coordinator started.",
+                                     prometheus::MetricType::Counter, {}};
+    prometheus::ClientMetric c;
+    c.counter.value = static_cast<double>(jobs_->created_total());
+    created.metric.push_back(c);
+    return {by_state, depth, created};
+  }
+
+ private:
+  JobManager* jobs_;
+};
+
+class TimedStore : public Store {
+ public:
+  TimedStore(std::unique_ptr<Store> inner, CoordinatorMetrics* m) : inner_(std::move(inner)), metrics_(m) {}
+  absl::Status Write(const StoreBatch& b) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    absl::Status s = inner_->Write(b);
+    metrics_->ObserveStoreWrite(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return s;
+  }
+  absl::StatusOr<std::optional<v1::Job>> GetJob(const std::string& id) override { return inner_->GetJob(id); }
+  absl::StatusOr<std::optional<std::string>> GetKey(const std::string& k) override { return inner_->GetKey(k); }
+  absl::StatusOr<std::vector<v1::Event>> Events(const std::string& job, int64_t after, int limit) override {
+    return inner_->Events(job, after, limit);
+  }
+  absl::Status ScanJobs(const std::string& after, const std::function<bool(const v1::Job&)>& fn) override {
+    return inner_->ScanJobs(after, fn);
+  }
+
+ private:
+  std::unique_ptr<Store> inner_;
+  CoordinatorMetrics* metrics_;
+};
+
+}  // namespace
+
+CoordinatorMetrics::CoordinatorMetrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  requests_ = &prometheus::BuildCounter()
+                   .Name("topiary_grpc_requests_total")
+                   .Help("gRPC requests by method and status code.")
+                   .Register(*registry_);
+  store_write_ = &prometheus::BuildHistogram()
+                      .Name("topiary_store_write_seconds")
+                      .Help("Duration of one durable store batch (synced when --sync).")
+                      .Register(*registry_)
+                      .Add({}, prometheus::Histogram::BucketBoundaries{0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1,
+                                                                       0.3, 1});
+}
+
+void CoordinatorMetrics::WatchJobs(JobManager* jobs) { jobs_ = std::make_shared<JobGauges>(jobs); }
+
+void CoordinatorMetrics::CountRequest(const std::string& method, int code) {
+  static const char* const kCodes[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+                                       "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const char* name = code >= 0 && code <= 16 ? kCodes[code] : "UNKNOWN";
+  requests_->Add({{"method", method}, {"code", name}}).Increment();
+}
+
+void CoordinatorMetrics::ObserveStoreWrite(double seconds) { store_write_->Observe(seconds); }
+
+std::unique_ptr<Store> WithWriteTiming(std::unique_ptr<Store> store, CoordinatorMetrics* metrics) {
+  return std::make_unique<TimedStore>(std::move(store), metrics);
+}
+
+}  // namespace topiary::server

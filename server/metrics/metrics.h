@@ -1,0 +1,49 @@
+// The coordinator's Prometheus metrics (shared/DESIGN.md §10), exposed by
+// prometheus-cpp on --metrics-address. Job gauges are computed at scrape
+// time from JobManager, so they are never stale:
+//   topiary_jobs{state}               jobs per state (every state, 0 included)
+//   topiary_queue_depth               queued jobs
+//   topiary_job_submissions_total     jobs created since start
+//   topiary_grpc_requests_total{method,code}
+//   topiary_store_write_seconds       histogram of synced store batches
+// Worker, slot, scheduling, stage and per-job training series come with the
+// scheduler and the worker API.
+#pragma once
+
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+
+#include "server/jobs/job_manager.h"
+#include "server/store/store.h"
+
+namespace topiary::server {
+
+class CoordinatorMetrics {
+ public:
+  CoordinatorMetrics();
+
+  // Registers the scrape-time job gauges of `jobs` (which must outlive this).
+  void WatchJobs(JobManager* jobs);
+  void CountRequest(const std::string& method, int grpc_code);
+  void ObserveStoreWrite(double seconds);
+
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+  std::shared_ptr<prometheus::Collectable> job_gauges() const { return jobs_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Histogram* store_write_;
+  std::shared_ptr<prometheus::Collectable> jobs_;
+};
+
+// A Store that reports the duration of every Write to `metrics`.
+std::unique_ptr<Store> WithWriteTiming(std::unique_ptr<Store> store, CoordinatorMetrics* metrics);
+
+}  // namespace topiary::server
