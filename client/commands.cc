@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "client/api_commands.h"
 #include "client/compress_commands.h"
 #include "client/local_commands.h"
 #include "client/train_commands.h"
@@ -27,6 +28,7 @@ void RegisterAll(CLI::App& app, CommandRegistry& registry) {
   RegisterLocalCommands(app, registry);
   RegisterCompressCommands(app, registry);
   RegisterTrainCommands(app, registry);
+  RegisterApiCommands(app, registry);
 }
 
 }  // namespace topiary::cli

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -55,6 +56,7 @@ class Coordinator {
     ASSERT_TRUE(port.ok()) << "the coordinator did not start: " << *ReadFileToString(dir_ + "/coordinator.log", 1 << 20);
     std::vector<std::string> ports = absl::StrSplit(*port, '\n', absl::SkipEmpty());
     ASSERT_EQ(ports.size(), 2u);
+    port_ = std::stoi(ports[0]);
     metrics_port_ = std::stoi(ports[1]);
     channel_ = grpc::CreateChannel("127.0.0.1:" + ports[0], grpc::InsecureChannelCredentials());
     stub_ = v1::JobService::NewStub(channel_);
@@ -71,11 +73,12 @@ class Coordinator {
   v1::JobService::Stub& api() { return *stub_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
   int metrics_port() const { return metrics_port_; }
+  int port() const { return port_; }
 
  private:
   std::string dir_;
   pid_t pid_ = -1;
-  int metrics_port_ = 0;
+  int port_ = 0, metrics_port_ = 0;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::JobService::Stub> stub_;
 };
@@ -363,6 +366,62 @@ TEST_F(CoordinatorTest, MetricsCountJobsAndRequestsAndPassPromtool) {
   auto r = testing::RunProcesses({{"/bin/sh", "-c", "promtool check metrics < " + dir_ + "/scrape.txt"}}, dir_,
                                  std::chrono::seconds(60));
   EXPECT_EQ(r[0].exit_code, 0) << r[0].output;
+}
+
+// The `topiary` API commands against the real coordinator: exit codes, one
+// line on errors, table and JSON output, watch ending with the job's outcome.
+TEST_F(CoordinatorTest, CliSubmitGetListWatchCancelReportDelete) {
+  const std::string server = "127.0.0.1:" + std::to_string(coordinator_->port());
+  auto topiary = [&](std::vector<std::string> args, const char* token = kAlice) {
+    args.insert(args.begin(), BinDir() + "/topiary");
+    args.push_back("--server");
+    args.push_back(server);
+    if (token != nullptr) args.push_back("--token"), args.push_back(token);
+    return testing::RunProcesses({args}, dir_, std::chrono::seconds(60))[0];
+  };
+  std::ofstream(dir_ + "/spec.yaml") << "name: cli\nteacher: {path: " << dir_ << "/root/models/t}\n"
+                                     << "stages:\n  - evaluate: {perplexity: true}\nlabels: {team: nlp}\n";
+  auto submit = topiary({"submit", dir_ + "/spec.yaml"});
+  ASSERT_EQ(submit.exit_code, 0) << submit.output;
+  const std::string id(absl::StripAsciiWhitespace(submit.output));
+  ASSERT_EQ(id.rfind("job-", 0), 0u) << submit.output;
+  auto get = topiary({"get", id, "--output", "json"});
+  EXPECT_EQ(get.exit_code, 0);
+  EXPECT_NE(get.output.find("\"state\": \"JOB_QUEUED\""), std::string::npos) << get.output;
+  auto list = topiary({"list", "--label", "team=nlp"});
+  EXPECT_EQ(list.exit_code, 0);
+  EXPECT_NE(list.output.find(id), std::string::npos);
+  EXPECT_NE(list.output.find("QUEUED"), std::string::npos);
+  auto yaml = topiary({"list", "-o", "yaml"});
+  EXPECT_NE(yaml.output.find("state: JOB_QUEUED"), std::string::npos) << yaml.output;
+
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    auto cancel = topiary({"cancel", id});
+    EXPECT_EQ(cancel.exit_code, 0) << cancel.output;
+  });
+  auto watch = topiary({"watch", id});
+  canceller.join();
+  EXPECT_EQ(watch.exit_code, 6) << watch.output;  // cancelled
+  EXPECT_NE(watch.output.find("#2 job CANCELLED"), std::string::npos) << watch.output;
+  auto report = topiary({"report", id});
+  EXPECT_EQ(report.exit_code, 0);
+  EXPECT_NE(report.output.find("JOB_CANCELLED"), std::string::npos);
+  EXPECT_EQ(topiary({"delete", id}).exit_code, 0);
+
+  auto missing = topiary({"get", id});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_EQ(std::count(missing.output.begin(), missing.output.end(), '\n'), 1) << missing.output;
+  EXPECT_EQ(topiary({"get", id}, "bad-token-0123456789abc").exit_code, 4);
+  std::ofstream(dir_ + "/bad.yaml") << "name: cli\nteacher: {path: /etc}\nstages:\n  - evaluate: {}\n";
+  auto bad = topiary({"submit", dir_ + "/bad.yaml"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.output.find("spec.teacher.path"), std::string::npos) << bad.output;
+  std::ofstream(dir_ + "/typo.yaml") << "name: cli\nstagez: []\n";
+  EXPECT_NE(topiary({"submit", dir_ + "/typo.yaml"}).output.find("spec.stagez: unknown field"), std::string::npos);
+  coordinator_->Kill(SIGKILL);
+  auto down = topiary({"list", "--timeout", "2"});
+  EXPECT_EQ(down.exit_code, 3) << down.output;
 }
 
 TEST(CoordinatorFlags, BadTokensFileExitsTwoWithOneLine) {
