@@ -1,6 +1,6 @@
 // topiary-coordinator: serves topiary.v1.JobService (plus gRPC health and
 // reflection) over a durable RocksDB store until SIGTERM, then drains and
-// exits 0. The scheduler, the worker API and metrics are not built yet.
+// exits 0; the gang scheduler serves topiary.v1.WorkerService to workers.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -27,6 +27,9 @@
 #include "server/metrics/metrics.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/job_service.h"
+#include "server/rpc/worker_service.h"
+#include "server/scheduler/rendezvous.h"
+#include "server/scheduler/scheduler.h"
 #include "server/store/store.h"
 
 namespace {
@@ -45,6 +48,9 @@ struct CoordinatorConfig {
   std::string log_level = "info";
   int drain_seconds = 10;
   int64_t max_queued = 10000;
+  double lease_seconds = 10;
+  double backoff_seconds = 1;
+  double recovery_grace_seconds = 0;
 };
 
 // Exit codes: 0 after a drain on SIGTERM/SIGINT; 2 for bad flags or files;
@@ -55,7 +61,8 @@ int Run(const CoordinatorConfig& c) {
                          " sync=", c.sync ? "true" : "false", " storage_roots=[", absl::StrJoin(c.storage_roots, ","),
                          "] tokens=", c.tokens.empty() ? "(none: authentication off)" : c.tokens,
                          " tls=", c.tls_cert.empty() ? "off" : (c.tls_client_ca.empty() ? "on" : "mutual"),
-                         " drain_seconds=", c.drain_seconds, " max_queued=", c.max_queued));
+                         " drain_seconds=", c.drain_seconds, " max_queued=", c.max_queued,
+                         " lease_seconds=", c.lease_seconds, " backoff_seconds=", c.backoff_seconds));
   Authenticator auth;
   if (!c.tokens.empty()) {
     absl::StatusOr<Authenticator> a = Authenticator::FromFile(c.tokens);
@@ -109,7 +116,21 @@ int Run(const CoordinatorConfig& c) {
   int64_t total = 0;
   for (const auto& [state, n] : jobs.CountByState()) total += n;
   log::Info(absl::StrCat("recovered ", total, " jobs from ", c.state_dir));
+  SchedulerOptions sched_options;
+  sched_options.lease_micros = static_cast<int64_t>(c.lease_seconds * 1e6);
+  sched_options.backoff_micros = static_cast<int64_t>(c.backoff_seconds * 1e6);
+  sched_options.recovery_grace_micros = static_cast<int64_t>(c.recovery_grace_seconds * 1e6);
+  sched_options.storage_root = c.storage_roots.empty() ? c.state_dir : c.storage_roots[0];
+  Scheduler scheduler(&jobs, store.get(), Clock::Real(), sched_options);
+  if (absl::Status st = scheduler.Recover(); !st.ok()) {
+    log::Error(absl::StrCat("scheduler recovery: ", st.message()));
+    return 1;
+  }
+  jobs.SetListener([&](const std::string& id) { scheduler.Notify(id); });
+  scheduler.Start();
+  RendezvousStore rendezvous;
   metrics.WatchJobs(&jobs);
+  metrics.WatchScheduler(&scheduler);
   std::unique_ptr<prometheus::Exposer> exposer;
   int metrics_port = 0;
   if (!c.metrics_address.empty()) {
@@ -121,6 +142,7 @@ int Run(const CoordinatorConfig& c) {
     }
     exposer->RegisterCollectable(metrics.registry());
     exposer->RegisterCollectable(metrics.job_gauges());
+    exposer->RegisterCollectable(metrics.scheduler_series());
     metrics_port = exposer->GetListeningPorts().empty() ? 0 : exposer->GetListeningPorts()[0];
     log::Info(absl::StrCat("metrics on port ", metrics_port, " at /metrics"));
   }
@@ -131,6 +153,9 @@ int Run(const CoordinatorConfig& c) {
   JobServiceImpl job_service(&jobs, &auth,
                              [&](const char* method, int code) { metrics.CountRequest(method, code); });
   builder.RegisterService(&job_service);
+  WorkerServiceImpl worker_service(&scheduler, &rendezvous, &auth,
+                                   [&](const char* method, int code) { metrics.CountRequest(method, code); });
+  builder.RegisterService(&worker_service);
   int port = 0;
   builder.AddListeningPort(c.listen, creds, &port);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -148,6 +173,7 @@ int Run(const CoordinatorConfig& c) {
   const int sig = WaitForTerminationSignal();
   log::Info(absl::StrCat("signal ", sig, ": draining for up to ", c.drain_seconds, "s"));
   jobs.Shutdown();  // open watches end with UNAVAILABLE; clients reconnect with their last seq
+  scheduler.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(c.drain_seconds));
   log::Info("stopped");
   return 0;
@@ -172,6 +198,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--port-file", c.port_file, "write the bound gRPC and metrics ports here (one per line) once serving");
   app.add_option("--max-queued", c.max_queued, "queued jobs beyond which CreateJob is refused")->capture_default_str();
+  app.add_option("--lease-seconds", c.lease_seconds, "a worker silent this long is lost")->capture_default_str();
+  app.add_option("--recovery-grace-seconds", c.recovery_grace_seconds,
+                 "after a restart, how long registered workers have to come back (0: three leases)")
+      ->capture_default_str();
+  app.add_option("--backoff-seconds", c.backoff_seconds, "first retry delay (doubles per retry, at most 60s)")
+      ->capture_default_str();
   app.add_option("--log-level", c.log_level, "debug|info|warn|error")->capture_default_str();
   app.add_option("--drain-seconds", c.drain_seconds, "grace period on SIGTERM")->capture_default_str();
   CLI11_PARSE(app, argc, argv);

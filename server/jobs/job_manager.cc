@@ -82,8 +82,25 @@ absl::Status JobManager::Commit(v1::Job& job, v1::JobState before, std::vector<v
   return absl::OkStatus();
 }
 
+absl::StatusOr<v1::Job> JobManager::Update(const std::string& id, const Mutation& fn, StoreBatch extra) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(std::optional<v1::Job> job, store_->GetJob(id));
+  if (!job.has_value()) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  const v1::JobState before = job->state();
+  ASSIGN_OR_RETURN(std::vector<v1::Event> events, fn(*job));
+  RETURN_IF_ERROR(Commit(*job, before, std::move(events), std::move(extra)));
+  return *job;
+}
+
 absl::StatusOr<v1::Job> JobManager::Create(const Principal& who, const v1::JobSpec& given,
                                            const std::string& request_id) {
+  absl::StatusOr<v1::Job> job = CreateLocked(who, given, request_id);
+  if (job.ok() && listener_) listener_(job->id());
+  return job;
+}
+
+absl::StatusOr<v1::Job> JobManager::CreateLocked(const Principal& who, const v1::JobSpec& given,
+                                                 const std::string& request_id) {
   RETURN_IF_ERROR(spec::ValidateJobSpec(given, options_.storage_roots, options_.limits));
   v1::JobSpec spec = given;  // with defaults, as stored
   if (spec.resources().ranks() == 0) spec.mutable_resources()->set_ranks(1);
@@ -176,6 +193,12 @@ absl::StatusOr<JobManager::ListResponse> JobManager::List(const Principal& who, 
 }
 
 absl::StatusOr<v1::Job> JobManager::Cancel(const Principal& who, const std::string& id) {
+  absl::StatusOr<v1::Job> job = CancelLocked(who, id);
+  if (job.ok() && listener_) listener_(job->id());
+  return job;
+}
+
+absl::StatusOr<v1::Job> JobManager::CancelLocked(const Principal& who, const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(v1::Job job, Visible(who, id));
   const v1::JobState before = job.state();

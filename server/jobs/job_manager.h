@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -73,6 +74,16 @@ class JobManager {
 
   absl::StatusOr<v1::JobReport> Report(const Principal& who, const std::string& id);
 
+  // A transition by the scheduler: `fn` changes the job and returns the
+  // events it makes (seq and time are filled in); the job and its events are
+  // written in one batch. `fn` must not call back into JobManager.
+  using Mutation = std::function<absl::StatusOr<std::vector<v1::Event>>(v1::Job&)>;
+  absl::StatusOr<v1::Job> Update(const std::string& id, const Mutation& fn, StoreBatch extra = {});
+
+  // Called (outside JobManager's lock) with the id of every job created or
+  // cancelled through this API, so the scheduler can react.
+  void SetListener(std::function<void(const std::string& job_id)> listener) { listener_ = std::move(listener); }
+
   // Jobs per state, and jobs created since start, for metrics.
   std::map<v1::JobState, int64_t> CountByState();
   int64_t created_total() const { return created_.load(); }
@@ -81,6 +92,8 @@ class JobManager {
 
  private:
   absl::StatusOr<v1::Job> Visible(const Principal& who, const std::string& id);
+  absl::StatusOr<v1::Job> CreateLocked(const Principal& who, const v1::JobSpec& spec, const std::string& request_id);
+  absl::StatusOr<v1::Job> CancelLocked(const Principal& who, const std::string& id);
   // Writes job + events (seq assigned here) atomically; updates counters.
   absl::Status Commit(v1::Job& job, v1::JobState before, std::vector<v1::Event> events, StoreBatch batch = {});
   std::string NextId();
@@ -94,6 +107,7 @@ class JobManager {
   std::map<v1::JobState, int64_t> counts_;
   bool shutdown_ = false;
   std::atomic<int64_t> created_{0};
+  std::function<void(const std::string&)> listener_;
 };
 
 }  // namespace topiary::server

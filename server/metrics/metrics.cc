@@ -1,6 +1,8 @@
 #include "server/metrics/metrics.h"
 
 #include <chrono>
+#include <map>
+#include <mutex>
 
 namespace topiary::server {
 namespace {
@@ -41,6 +43,75 @@ class JobGauges : public prometheus::Collectable {
   JobManager* jobs_;
 };
 
+prometheus::ClientMetric Value(double v, std::vector<prometheus::ClientMetric::Label> labels, bool counter = false) {
+  prometheus::ClientMetric m;
+  m.label = std::move(labels);
+  if (counter) m.counter.value = v;
+  else m.gauge.value = v;
+  return m;
+}
+
+class SchedulerSeries : public prometheus::Collectable {
+ public:
+  explicit SchedulerSeries(Scheduler* s)
+      : scheduler_(s),
+        latency_(prometheus::Histogram::BucketBoundaries{0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03,
+                                                         0.1}) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Scheduler::Stats st = scheduler_->TakeStats();
+    for (double d : st.decision_seconds) latency_.Observe(d);
+    for (const auto& [stage, sec] : st.stage_seconds) {
+      auto it = stages_.find(stage);
+      if (it == stages_.end()) {
+        it = stages_.emplace(stage, std::make_unique<prometheus::Histogram>(prometheus::Histogram::BucketBoundaries{
+                                        1, 10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600})).first;
+      }
+      it->second->Observe(sec);
+    }
+    using MF = prometheus::MetricFamily;
+    using MT = prometheus::MetricType;
+    MF workers{"topiary_workers", "Registered workers by state.", MT::Gauge, {}};
+    workers.metric = {Value(st.workers_live, {{"state", "live"}}), Value(st.workers_lost, {{"state", "lost"}})};
+    MF slots{"topiary_slots", "Slots of live workers by state.", MT::Gauge, {}};
+    slots.metric = {Value(st.slots_used, {{"state", "used"}}),
+                    Value(st.slots_total - st.slots_used, {{"state", "free"}})};
+    MF latency{"topiary_schedule_latency_seconds", "Duration of one placement decision.", MT::Histogram,
+               {latency_.Collect()}};
+    MF stage{"topiary_stage_duration_seconds", "Duration of finished stages.", MT::Histogram, {}};
+    for (const auto& [name, h] : stages_) {
+      prometheus::ClientMetric m = h->Collect();
+      m.label = {{"stage", name}};
+      stage.metric.push_back(m);
+    }
+    MF loss{"topiary_train_loss", "Training loss of running jobs.", MT::Gauge, {}};
+    MF tokens{"topiary_train_tokens_total", "Tokens trained by running jobs.", MT::Counter, {}};
+    MF tps{"topiary_train_tokens_per_second", "Training throughput of running jobs.", MT::Gauge, {}};
+    MF mfu{"topiary_train_mfu_ratio", "Model FLOP utilisation of running jobs.", MT::Gauge, {}};
+    for (const auto& [job, m] : st.job_metrics) {
+      auto get = [&](const char* k, MF& f, bool counter) {
+        auto it = m.find(k);
+        if (it != m.end()) f.metric.push_back(Value(it->second, {{"job", job}}, counter));
+      };
+      get("loss", loss, false);
+      get("tokens", tokens, true);
+      get("tokens_per_second", tps, false);
+      get("mfu", mfu, false);
+    }
+    std::vector<MF> out{workers, slots, latency};
+    for (MF* f : {&stage, &loss, &tokens, &tps, &mfu}) {
+      if (!f->metric.empty()) out.push_back(*f);
+    }
+    return out;
+  }
+
+ private:
+  Scheduler* scheduler_;
+  mutable std::mutex mu_;
+  mutable prometheus::Histogram latency_;
+  mutable std::map<std::string, std::unique_ptr<prometheus::Histogram>> stages_;
+};
+
 class TimedStore : public Store {
  public:
   TimedStore(std::unique_ptr<Store> inner, CoordinatorMetrics* m) : inner_(std::move(inner)), metrics_(m) {}
@@ -58,6 +129,7 @@ class TimedStore : public Store {
   absl::Status ScanJobs(const std::string& after, const std::function<bool(const v1::Job&)>& fn) override {
     return inner_->ScanJobs(after, fn);
   }
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Workers() override { return inner_->Workers(); }
 
  private:
   std::unique_ptr<Store> inner_;
@@ -80,6 +152,10 @@ CoordinatorMetrics::CoordinatorMetrics() : registry_(std::make_shared<prometheus
 }
 
 void CoordinatorMetrics::WatchJobs(JobManager* jobs) { jobs_ = std::make_shared<JobGauges>(jobs); }
+
+void CoordinatorMetrics::WatchScheduler(Scheduler* scheduler) {
+  scheduler_ = std::make_shared<SchedulerSeries>(scheduler);
+}
 
 void CoordinatorMetrics::CountRequest(const std::string& method, int code) {
   static const char* const kCodes[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",

@@ -6,8 +6,15 @@
 //   topiary_job_submissions_total     jobs created since start
 //   topiary_grpc_requests_total{method,code}
 //   topiary_store_write_seconds       histogram of synced store batches
-// Worker, slot, scheduling, stage and per-job training series come with the
-// scheduler and the worker API.
+//   topiary_workers{state}            live | lost
+//   topiary_slots{state}              used | free (live workers)
+//   topiary_schedule_latency_seconds  histogram of one placement decision
+//   topiary_stage_duration_seconds{stage}  histogram of finished stages
+//   topiary_train_loss{job}, topiary_train_tokens_total{job},
+//   topiary_train_tokens_per_second{job}, topiary_train_mfu_ratio{job}
+//                                     per running job, from the workers'
+//                                     reports; gone when the job ends
+// (bounded cardinality).
 #pragma once
 
 #include <prometheus/collectable.h>
@@ -20,6 +27,7 @@
 #include <string>
 
 #include "server/jobs/job_manager.h"
+#include "server/scheduler/scheduler.h"
 #include "server/store/store.h"
 
 namespace topiary::server {
@@ -30,17 +38,21 @@ class CoordinatorMetrics {
 
   // Registers the scrape-time job gauges of `jobs` (which must outlive this).
   void WatchJobs(JobManager* jobs);
+  // Registers the scheduler's series (it must outlive this).
+  void WatchScheduler(Scheduler* scheduler);
   void CountRequest(const std::string& method, int grpc_code);
   void ObserveStoreWrite(double seconds);
 
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
   std::shared_ptr<prometheus::Collectable> job_gauges() const { return jobs_; }
+  std::shared_ptr<prometheus::Collectable> scheduler_series() const { return scheduler_; }
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Histogram* store_write_;
   std::shared_ptr<prometheus::Collectable> jobs_;
+  std::shared_ptr<prometheus::Collectable> scheduler_;
 };
 
 // A Store that reports the duration of every Write to `metrics`.

@@ -17,6 +17,8 @@ class MemoryStore : public Store {
     for (const v1::Job& j : b.put_jobs) jobs_[j.id()] = j;
     for (const v1::Event& e : b.events) events_[e.job_id()][e.seq()] = e;
     for (const auto& [k, v] : b.put_keys) keys_[k] = v;
+    for (const std::string& w : b.delete_workers) workers_.erase(w);
+    for (const auto& [k, v] : b.put_workers) workers_[k] = v;
     return absl::OkStatus();
   }
   absl::StatusOr<std::optional<v1::Job>> GetJob(const std::string& id) override {
@@ -39,6 +41,10 @@ class MemoryStore : public Store {
     }
     return out;
   }
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Workers() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::vector<std::pair<std::string, std::string>>(workers_.begin(), workers_.end());
+  }
   absl::Status ScanJobs(const std::string& after, const std::function<bool(const v1::Job&)>& fn) override {
     std::vector<v1::Job> snapshot;
     {
@@ -57,6 +63,7 @@ class MemoryStore : public Store {
   std::map<std::string, v1::Job> jobs_;
   std::map<std::string, std::map<int64_t, v1::Event>> events_;
   std::map<std::string, std::string> keys_;
+  std::map<std::string, std::string> workers_;
 };
 
 }  // namespace

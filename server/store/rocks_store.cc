@@ -47,6 +47,8 @@ class RocksStore : public Store {
     for (const v1::Job& j : b.put_jobs) wb.Put(cfs_[kJobs], j.id(), j.SerializeAsString());
     for (const v1::Event& e : b.events) wb.Put(cfs_[kEvents], EventKey(e.job_id(), e.seq()), e.SerializeAsString());
     for (const auto& [k, v] : b.put_keys) wb.Put(cfs_[kKeys], k, v);
+    for (const std::string& w : b.delete_workers) wb.Delete(cfs_[kWorkers], w);
+    for (const auto& [k, v] : b.put_workers) wb.Put(cfs_[kWorkers], k, v);
     return FromRocks(db_->Write(write_, &wb), "write");
   }
 
@@ -100,6 +102,14 @@ class RocksStore : public Store {
       if (!fn(j)) break;
     }
     return FromRocks(it->status(), "scan jobs");
+  }
+
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Workers() override {
+    std::vector<std::pair<std::string, std::string>> out;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cfs_[kWorkers]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) out.emplace_back(it->key().ToString(), it->value().ToString());
+    if (!it->status().ok()) return FromRocks(it->status(), "scan workers");
+    return out;
   }
 
   absl::Status CheckSchema() {

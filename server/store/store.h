@@ -26,6 +26,8 @@ struct StoreBatch {
   std::vector<std::pair<std::string, std::string>> put_keys;  // idempotency key -> job id
   std::vector<std::string> delete_jobs;                       // with their events
   std::vector<std::string> delete_keys;
+  std::vector<std::pair<std::string, std::string>> put_workers;  // worker id -> serialized registration
+  std::vector<std::string> delete_workers;
 };
 
 class Store {
@@ -39,6 +41,8 @@ class Store {
   // Jobs in descending id order (ids are time-ordered: newest first),
   // starting after `after` (empty: from the newest). `fn` returns false to stop.
   virtual absl::Status ScanJobs(const std::string& after, const std::function<bool(const v1::Job&)>& fn) = 0;
+  // Every registered worker: (id, serialized registration).
+  virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Workers() = 0;
 };
 
 struct RocksStoreOptions {

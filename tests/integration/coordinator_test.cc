@@ -22,6 +22,7 @@
 #include "absl/strings/strip.h"
 #include "common/file_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "testing/coordinator_process.h"
 #include "testing/processes.h"
 #include "topiary/v1/job_service.grpc.pb.h"
 
@@ -29,59 +30,13 @@ namespace topiary {
 namespace {
 
 using testing::BinDir;
+using testing::Coordinator;
 using testing::SpawnProcess;
 
 constexpr char kAlice[] = "alice-token-0123456789";
 constexpr char kBob[] = "bob-token-0123456789abc";
 constexpr char kRoot[] = "root-token-0123456789ab";
 constexpr char kWorker[] = "worker-token-0123456789";
-
-class Coordinator {
- public:
-  explicit Coordinator(const std::string& dir) : dir_(dir) {}
-  ~Coordinator() { Kill(SIGKILL); }
-
-  void Start() {
-    std::filesystem::remove(dir_ + "/port");
-    pid_ = SpawnProcess({BinDir() + "/topiary-coordinator", "--listen", "127.0.0.1:0", "--state-dir", dir_ + "/state",
-                         "--storage-root", dir_ + "/root", "--tokens", dir_ + "/tokens", "--metrics-address",
-                         "127.0.0.1:0", "--port-file",
-                         dir_ + "/port", "--drain-seconds", "2"},
-                        dir_ + "/coordinator.log");
-    ASSERT_GT(pid_, 0);
-    for (int i = 0; i < 200 && !std::filesystem::exists(dir_ + "/port"); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    auto port = ReadFileToString(dir_ + "/port", 64);
-    ASSERT_TRUE(port.ok()) << "the coordinator did not start: " << *ReadFileToString(dir_ + "/coordinator.log", 1 << 20);
-    std::vector<std::string> ports = absl::StrSplit(*port, '\n', absl::SkipEmpty());
-    ASSERT_EQ(ports.size(), 2u);
-    port_ = std::stoi(ports[0]);
-    metrics_port_ = std::stoi(ports[1]);
-    channel_ = grpc::CreateChannel("127.0.0.1:" + ports[0], grpc::InsecureChannelCredentials());
-    stub_ = v1::JobService::NewStub(channel_);
-  }
-  // Sends `sig` and returns the exit code (-signal when killed).
-  int Kill(int sig) {
-    if (pid_ <= 0) return 0;
-    kill(pid_, sig);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-  }
-  v1::JobService::Stub& api() { return *stub_; }
-  std::shared_ptr<grpc::Channel> channel() { return channel_; }
-  int metrics_port() const { return metrics_port_; }
-  int port() const { return port_; }
-
- private:
-  std::string dir_;
-  pid_t pid_ = -1;
-  int port_ = 0, metrics_port_ = 0;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::JobService::Stub> stub_;
-};
 
 class CoordinatorTest : public ::testing::Test {
  protected:
@@ -331,30 +286,12 @@ TEST_F(CoordinatorTest, KillNineLosesNothingAcknowledged) {
   EXPECT_GT(fresh.id(), acked.rbegin()->first);
 }
 
-// A plain HTTP/1.0 GET of /metrics on loopback; the body.
-std::string Scrape(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return "";
-  const std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) return "";
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) out.append(buf, n);
-  close(fd);
-  const size_t body = out.find("\r\n\r\n");
-  return body == std::string::npos ? "" : out.substr(body + 4);
-}
-
 TEST_F(CoordinatorTest, MetricsCountJobsAndRequestsAndPassPromtool) {
   v1::Job job;
   ASSERT_TRUE(Create(kAlice, Request("m"), &job).ok());
   v1::CreateJobRequest bad = Request("");
   EXPECT_EQ(Create(kAlice, bad, &job).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  const std::string text = Scrape(coordinator_->metrics_port());
+  const std::string text = testing::ScrapeMetrics(coordinator_->metrics_port());
   EXPECT_NE(text.find("topiary_jobs{state=\"queued\"} 1"), std::string::npos) << text;
   EXPECT_NE(text.find("topiary_jobs{state=\"cancelled\"} 0"), std::string::npos);
   EXPECT_NE(text.find("topiary_queue_depth 1"), std::string::npos);

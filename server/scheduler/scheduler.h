@@ -1,0 +1,130 @@
+// The gang scheduler and the coordinator's side of the worker protocol
+// (shared/DESIGN.md §4, §10). Jobs run their stages in order; each stage is
+// one task of R ranks (R = resources.ranks for importance, teacher
+// correction and distillation; 1 otherwise), each rank needing
+// slots_per_rank slots on one worker. A task is placed whole or not at all,
+// across workers by free slots; jobs are considered by priority, then age.
+// A task that cannot be placed reserves the free slots it would use, so
+// later (smaller) tasks cannot starve it, and its job says why it waits.
+//
+// Workers register (persisted), heartbeat within a lease and long-poll for
+// assignments. A worker that misses its lease is lost: its tasks fail as
+// infrastructure failures (not counted against max_retries) and are retried
+// after a backoff; a rank's own error is a task failure, retried until
+// max_retries. Cancellation reaches running ranks through the next
+// heartbeat or progress report. Every transition is a JobManager::Update:
+// one durable batch with its events.
+//
+// Thread-safe. Lock order: Scheduler, then JobManager.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "server/jobs/job_manager.h"
+#include "server/store/store.h"
+#include "topiary/v1/worker_service.pb.h"
+
+namespace topiary::server {
+
+struct SchedulerOptions {
+  int64_t lease_micros = 10'000'000;
+  // After a coordinator restart, registered workers get this long to come
+  // back before they count as lost (0: three leases); their channels need a
+  // reconnect first.
+  int64_t recovery_grace_micros = 0;
+  int64_t backoff_micros = 1'000'000;      // first retry delay, doubling per retry
+  int64_t max_backoff_micros = 60'000'000;
+  std::string storage_root;                // stage outputs go to <root>/jobs/<job>/<stage>
+};
+
+class Scheduler {
+ public:
+  Scheduler(JobManager* jobs, Store* store, const Clock* clock, SchedulerOptions options);
+  ~Scheduler();
+
+  // Start-up: registered workers get a fresh lease; active jobs are loaded.
+  absl::Status Recover();
+  // A background thread running passes on every change and every 100 ms.
+  void Start();
+  void Stop();
+  // One pass: expire leases, finish cancellations, place what fits.
+  void RunOnce();
+  // Wakes the background pass (JobManager's listener).
+  void Notify(const std::string& job_id);
+
+  absl::StatusOr<v1::RegisterWorkerResponse> Register(const v1::RegisterWorkerRequest& request);
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const std::string& worker_id);
+  absl::StatusOr<std::vector<v1::Assignment>> Poll(const std::string& worker_id, int64_t wait_micros);
+  // Returns whether the rank should stop (its job is being cancelled).
+  absl::StatusOr<bool> Progress(const v1::ReportProgressRequest& request);
+  absl::Status Complete(const v1::CompleteTaskRequest& request);
+
+  struct Stats {
+    int workers_live = 0, workers_lost = 0;
+    int slots_total = 0, slots_used = 0;
+    std::vector<double> decision_seconds;  // since the last TakeStats
+    std::vector<std::pair<std::string, double>> stage_seconds;  // stage kind, duration; since the last TakeStats
+    std::map<std::string, std::map<std::string, double>> job_metrics;  // running job -> name -> value
+  };
+  Stats TakeStats();
+
+ private:
+  struct Worker {
+    v1::RegisterWorkerRequest info;
+    int64_t lease_until = 0;
+    int used = 0;
+    bool live = true;
+    std::deque<v1::Assignment> outbox;
+  };
+  struct Rank {
+    std::string worker;
+    bool done = false;
+  };
+  struct Placed {
+    std::string job_id;
+    int stage = 0;
+    int attempt = 0;
+    int slots_per_rank = 1;
+    std::vector<Rank> ranks;
+    bool cancelling = false;
+    bool running = false;
+  };
+
+  void ExpireLeases(int64_t now);
+  void PlaceJobs(int64_t now);
+  void FailTask(const std::string& task_id, v1::FailureKind kind, const std::string& error);
+  void FinishCancelled(const std::string& job_id);
+  void Release(Placed& p);
+  void Wake();
+
+  JobManager* jobs_;
+  Store* store_;
+  const Clock* clock_;
+  SchedulerOptions options_;
+  std::mutex mu_;
+  std::condition_variable assigned_;  // a worker's outbox got work
+  std::map<std::string, Worker> workers_;
+  std::map<std::string, Placed> placed_;          // task id -> placement
+  std::map<std::string, int64_t> not_before_;     // task id -> earliest retry (monotonic micros)
+  std::set<std::string> active_;                  // jobs not finished
+  std::vector<double> decisions_;
+  std::vector<std::pair<std::string, double>> stage_seconds_;
+  std::map<std::string, std::map<std::string, double>> job_metrics_;
+  int64_t next_worker_ = 0;
+
+  std::mutex wake_mu_;
+  std::condition_variable wake_;
+  bool dirty_ = false, stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace topiary::server

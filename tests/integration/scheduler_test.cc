@@ -1,0 +1,265 @@
+// The gang scheduler end to end: the real coordinator and fake worker
+// processes (tests/tools/fake_worker.cc) speaking the worker API over
+// loopback. Stages in order, gang placement across workers, waiting reasons,
+// retries counted and not counted, lost workers, cancellation reaching
+// running ranks, a coordinator killed mid-run, and the scheduler's metrics.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "common/file_util.h"
+#include "testing/coordinator_process.h"
+#include "testing/processes.h"
+#include "topiary/v1/job_service.grpc.pb.h"
+
+namespace topiary {
+namespace {
+
+using testing::BinDir;
+using testing::Coordinator;
+
+constexpr char kUser[] = "user-token-0123456789ab";
+constexpr char kWorker[] = "worker-token-0123456789";
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = *MakeTempDir("topiary-sched");
+    std::filesystem::create_directories(dir_ + "/root/models/t");
+    std::ofstream(dir_ + "/tokens") << kUser << " alice user\n" << kWorker << " workers worker\n";
+  }
+  void TearDown() override {
+    for (pid_t p : workers_) kill(p, SIGKILL), waitpid(p, nullptr, 0);
+    coordinator_.reset();
+    if (!getenv("KEEP")) RemoveAll(dir_).IgnoreError();
+  }
+  void StartCoordinator(std::vector<std::string> extra = {}, const std::string& listen = "") {
+    extra.insert(extra.end(), {"--lease-seconds", "1", "--backoff-seconds", "0.2"});
+    coordinator_ = std::make_unique<Coordinator>(dir_, extra);
+    if (!listen.empty()) coordinator_->set_listen(listen);
+    coordinator_->Start();
+  }
+  pid_t StartWorker(const std::string& name, int slots, int steps = 3, int step_ms = 50, int fail_attempts = 0) {
+    pid_t p = testing::SpawnProcess({BinDir() + "/fake_worker", "--server",
+                                     "127.0.0.1:" + std::to_string(coordinator_->port()), "--token", kWorker,
+                                     "--name", name, "--slots", std::to_string(slots), "--steps",
+                                     std::to_string(steps), "--step-ms", std::to_string(step_ms), "--fail-attempts",
+                                     std::to_string(fail_attempts)},
+                                    dir_ + "/" + name + ".log");
+    workers_.push_back(p);
+    return p;
+  }
+  std::string WorkerLog(const std::string& name) { return ReadFileToString(dir_ + "/" + name + ".log", 1 << 20).value_or(""); }
+  std::unique_ptr<grpc::ClientContext> Ctx() {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->AddMetadata("authorization", std::string("Bearer ") + kUser);
+    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    return c;
+  }
+  // stages: "importance" (multi-rank) or "evaluate" (one rank), in order.
+  std::string Submit(const std::vector<std::string>& stages, int ranks = 1, int max_retries = 0, int priority = 0) {
+    v1::CreateJobRequest r;
+    v1::JobSpec* s = r.mutable_spec();
+    s->set_name("s");
+    s->mutable_teacher()->set_path(dir_ + "/root/models/t");
+    s->mutable_data()->mutable_calibration()->set_path(dir_ + "/root/c.bin");
+    for (const std::string& k : stages) {
+      if (k == "importance") s->add_stages()->mutable_importance();
+      if (k == "evaluate") s->add_stages()->mutable_evaluate()->set_perplexity(true);
+    }
+    s->mutable_resources()->set_ranks(ranks);
+    s->set_max_retries(max_retries);
+    s->set_priority(priority);
+    v1::Job job;
+    grpc::Status st = coordinator_->api().CreateJob(Ctx().get(), r, &job);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return job.id();
+  }
+  v1::Job Get(const std::string& id) {
+    v1::GetJobRequest req;
+    req.set_id(id);
+    v1::Job job;
+    EXPECT_TRUE(coordinator_->api().GetJob(Ctx().get(), req, &job).ok());
+    return job;
+  }
+  // Polls until `pred` holds or 20 s pass.
+  v1::Job WaitFor(const std::string& id, const std::function<bool(const v1::Job&)>& pred) {
+    v1::Job job;
+    for (int i = 0; i < 400; ++i) {
+      job = Get(id);
+      if (pred(job)) return job;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ADD_FAILURE() << "timed out; job is " << job.DebugString();
+    return job;
+  }
+  static bool Finished(const v1::Job& j) {
+    return j.state() == v1::JOB_SUCCEEDED || j.state() == v1::JOB_FAILED || j.state() == v1::JOB_CANCELLED;
+  }
+  std::vector<v1::Event> Events(const std::string& id) {
+    v1::WatchJobRequest req;
+    req.set_id(id);
+    auto ctx = Ctx();
+    auto reader = coordinator_->api().WatchJob(ctx.get(), req);
+    std::vector<v1::Event> out;
+    v1::WatchJobResponse r;
+    while (reader->Read(&r)) {
+      if (r.has_event()) out.push_back(r.event());
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+    return out;
+  }
+
+  std::string dir_;
+  std::unique_ptr<Coordinator> coordinator_;
+  std::vector<pid_t> workers_;
+};
+
+TEST_F(SchedulerTest, RunsStagesInOrderWithProgressAndAReport) {
+  StartCoordinator();
+  StartWorker("w1", 1);
+  const std::string id = Submit({"importance", "evaluate", "evaluate"});
+  v1::Job job = WaitFor(id, Finished);
+  ASSERT_EQ(job.state(), v1::JOB_SUCCEEDED) << job.DebugString();
+  for (const v1::Stage& s : job.stages()) {
+    EXPECT_EQ(s.state(), v1::STAGE_SUCCEEDED);
+    EXPECT_GE(s.end_time_micros(), s.start_time_micros());
+    EXPECT_EQ(s.tasks(0).progress().step(), 3);
+  }
+  EXPECT_LE(job.stages(0).end_time_micros(), job.stages(1).start_time_micros());
+  EXPECT_NE(job.output_path().find("/jobs/" + id + "/evaluate-2"), std::string::npos);
+  std::vector<v1::Event> ev = Events(id);
+  std::vector<std::string> order;
+  int progress = 0;
+  for (const v1::Event& e : ev) {
+    if (e.kind() == "stage_state" && e.stage_state() == v1::STAGE_SUCCEEDED) order.push_back(e.stage());
+    progress += e.kind() == "progress";
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"importance", "evaluate", "evaluate-2"}));
+  EXPECT_EQ(progress, 9);
+  for (size_t i = 0; i < ev.size(); ++i) EXPECT_EQ(ev[i].seq(), static_cast<int64_t>(i + 1));  // no gaps
+}
+
+TEST_F(SchedulerTest, GangPlacesAcrossWorkersOrNotAtAllAndSaysWhy) {
+  StartCoordinator();
+  StartWorker("a", 2, 40, 50);
+  StartWorker("b", 2, 40, 50);
+  const std::string three = Submit({"importance"}, 3);
+  v1::Job job = WaitFor(three, [](const v1::Job& j) { return j.state() == v1::JOB_RUNNING; });
+  ASSERT_EQ(job.stages(0).tasks(0).workers_size(), 3);
+  std::set<std::string> hosts(job.stages(0).tasks(0).workers().begin(), job.stages(0).tasks(0).workers().end());
+  EXPECT_EQ(hosts.size(), 2u);  // 3 ranks over two 2-slot workers
+  const std::string five = Submit({"importance"}, 5);  // can never fit in 4 slots
+  v1::Job waiting = WaitFor(five, [](const v1::Job& j) { return !j.waiting_reason().empty() &&
+                                                                j.waiting_reason() != "waiting for the scheduler"; });
+  EXPECT_EQ(waiting.state(), v1::JOB_QUEUED);
+  EXPECT_NE(waiting.waiting_reason().find("waiting for 5 slots"), std::string::npos) << waiting.waiting_reason();
+  // A one-rank job behind the 5-rank one must not take the slot the big one reserves... but the big one can
+  // never fit, so the reservation holds at most the free slot and the small job waits behind it.
+  const std::string one = Submit({"evaluate"}, 1);
+  v1::Job small = WaitFor(one, [](const v1::Job& j) { return j.waiting_reason().find("reserved") != std::string::npos; });
+  EXPECT_EQ(small.state(), v1::JOB_QUEUED);
+  EXPECT_EQ(WaitFor(three, Finished).state(), v1::JOB_SUCCEEDED);
+}
+
+TEST_F(SchedulerTest, TaskFailuresCountAgainstMaxRetries) {
+  StartCoordinator();
+  StartWorker("flaky", 1, 2, 20, /*fail_attempts=*/1);
+  const std::string retried = Submit({"evaluate"}, 1, /*max_retries=*/1);
+  v1::Job ok = WaitFor(retried, Finished);
+  ASSERT_EQ(ok.state(), v1::JOB_SUCCEEDED) << ok.DebugString();
+  EXPECT_EQ(ok.stages(0).tasks(0).attempt(), 2);
+  EXPECT_EQ(ok.stages(0).tasks(0).task_failures(), 1);
+  const std::string doomed = Submit({"evaluate"}, 1, /*max_retries=*/0);
+  v1::Job failed = WaitFor(doomed, Finished);
+  ASSERT_EQ(failed.state(), v1::JOB_FAILED);
+  EXPECT_NE(failed.error().find("injected failure on attempt 1"), std::string::npos) << failed.error();
+  EXPECT_EQ(failed.stages(0).state(), v1::STAGE_FAILED);
+}
+
+TEST_F(SchedulerTest, ALostWorkerIsAnInfrastructureFailureAndTheTaskMovesOn) {
+  StartCoordinator();
+  pid_t slow = StartWorker("doomed", 1, 200, 50);
+  const std::string id = Submit({"evaluate"}, 1, /*max_retries=*/0);
+  WaitFor(id, [](const v1::Job& j) { return j.stages(0).tasks_size() > 0 && j.stages(0).tasks(0).state() == v1::TASK_RUNNING; });
+  kill(slow, SIGKILL);
+  StartWorker("rescuer", 1, 2, 20);
+  v1::Job job = WaitFor(id, Finished);
+  ASSERT_EQ(job.state(), v1::JOB_SUCCEEDED) << job.DebugString();  // max_retries 0, yet it succeeded
+  EXPECT_EQ(job.stages(0).tasks(0).attempt(), 2);
+  EXPECT_EQ(job.stages(0).tasks(0).task_failures(), 0);
+  bool infra = false;
+  for (const v1::Event& e : Events(id)) infra = infra || e.message().find("infrastructure failure") != std::string::npos;
+  EXPECT_TRUE(infra);
+}
+
+TEST_F(SchedulerTest, CancelReachesRunningRanks) {
+  StartCoordinator();
+  StartWorker("w", 2, 400, 50);
+  const std::string id = Submit({"importance"}, 2);
+  WaitFor(id, [](const v1::Job& j) { return j.stages(0).tasks_size() > 0 && j.stages(0).tasks(0).state() == v1::TASK_RUNNING; });
+  v1::CancelJobRequest req;
+  req.set_id(id);
+  v1::Job out;
+  ASSERT_TRUE(coordinator_->api().CancelJob(Ctx().get(), req, &out).ok());
+  EXPECT_EQ(out.state(), v1::JOB_CANCELLING);
+  const auto t0 = std::chrono::steady_clock::now();
+  v1::Job job = WaitFor(id, Finished);
+  EXPECT_EQ(job.state(), v1::JOB_CANCELLED);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  const std::string log = WorkerLog("w");
+  EXPECT_NE(log.find("cancelled " + id + "/importance rank 0"), std::string::npos) << log;
+  EXPECT_NE(log.find("cancelled " + id + "/importance rank 1"), std::string::npos) << log;
+}
+
+// kill -9 of the coordinator while a task runs: the restarted coordinator
+// recovers the job, the worker (same id, same address) keeps its lease, and
+// the job finishes.
+TEST_F(SchedulerTest, CoordinatorKilledMidRunRecovers) {
+  const std::string listen = "127.0.0.1:" + std::to_string(testing::FreePort());
+  StartCoordinator({"--recovery-grace-seconds", "15"}, listen);
+  StartWorker("w", 1, 40, 50);
+  const std::string id = Submit({"evaluate", "evaluate"});
+  WaitFor(id, [](const v1::Job& j) { return j.stages(0).tasks_size() > 0 && j.stages(0).tasks(0).state() == v1::TASK_RUNNING; });
+  EXPECT_EQ(coordinator_->Kill(SIGKILL), -SIGKILL);
+  coordinator_->Start();
+  v1::Job job = WaitFor(id, Finished);
+  EXPECT_EQ(job.state(), v1::JOB_SUCCEEDED) << job.DebugString();
+  EXPECT_EQ(job.stages(0).tasks(0).attempt(), 1) << "the running rank was not kept across the restart";
+}
+
+TEST_F(SchedulerTest, MetricsShowWorkersSlotsAndRunningJobs) {
+  StartCoordinator();
+  StartWorker("m", 3, 400, 50);
+  const std::string id = Submit({"importance"}, 2);
+  WaitFor(id, [](const v1::Job& j) { return j.stages(0).tasks_size() > 0 && j.stages(0).tasks(0).progress().step() >= 2; });
+  std::string text;
+  for (int i = 0; i < 50 && text.find("topiary_train_loss") == std::string::npos; ++i) {
+    text = testing::ScrapeMetrics(coordinator_->metrics_port());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_NE(text.find("topiary_workers{state=\"live\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("topiary_slots{state=\"used\"} 2"), std::string::npos) << text;
+  EXPECT_NE(text.find("topiary_slots{state=\"free\"} 1"), std::string::npos);
+  EXPECT_NE(text.find("topiary_train_loss{job=\"" + id + "\"}"), std::string::npos);
+  EXPECT_NE(text.find("topiary_train_mfu_ratio{job=\"" + id + "\"} 0.5"), std::string::npos);
+  EXPECT_NE(text.find("topiary_schedule_latency_seconds_count"), std::string::npos);
+  std::ofstream(dir_ + "/scrape.txt") << text;
+  auto r = testing::RunProcesses({{"/bin/sh", "-c", "promtool check metrics < " + dir_ + "/scrape.txt"}}, dir_,
+                                 std::chrono::seconds(60));
+  EXPECT_EQ(r[0].exit_code, 0) << r[0].output;
+  v1::CancelJobRequest req;
+  req.set_id(id);
+  v1::Job out;
+  ASSERT_TRUE(coordinator_->api().CancelJob(Ctx().get(), req, &out).ok());
+  WaitFor(id, Finished);
+  text = testing::ScrapeMetrics(coordinator_->metrics_port());
+  EXPECT_EQ(text.find("topiary_train_loss{job=\"" + id + "\"}"), std::string::npos);  // gone with the job
+}
+
+}  // namespace
+}  // namespace topiary
