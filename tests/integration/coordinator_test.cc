@@ -298,7 +298,9 @@ TEST_F(CoordinatorTest, MetricsCountJobsAndRequestsAndPassPromtool) {
   EXPECT_NE(text.find("topiary_job_submissions_total 1"), std::string::npos);
   EXPECT_NE(text.find("topiary_grpc_requests_total{code=\"INVALID_ARGUMENT\",method=\"CreateJob\"} 1"),
             std::string::npos);
-  EXPECT_NE(text.find("topiary_store_write_seconds_count 1"), std::string::npos);
+  const size_t writes = text.find("topiary_store_write_seconds_count ");
+  ASSERT_NE(writes, std::string::npos);
+  EXPECT_GE(std::atoi(text.c_str() + writes + 34), 1);  // the job, and the scheduler's waiting reason
   std::ofstream(dir_ + "/scrape.txt") << text;
   auto r = testing::RunProcesses({{"/bin/sh", "-c", "promtool check metrics < " + dir_ + "/scrape.txt"}}, dir_,
                                  std::chrono::seconds(60));
