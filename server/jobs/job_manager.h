@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -92,7 +93,7 @@ class JobManager {
 
  private:
   absl::StatusOr<v1::Job> Visible(const Principal& who, const std::string& id);
-  absl::StatusOr<v1::Job> CreateLocked(const Principal& who, const v1::JobSpec& spec, const std::string& request_id);
+  absl::StatusOr<v1::Job> CreateJob(const Principal& who, const v1::JobSpec& spec, const std::string& request_id);
   absl::StatusOr<v1::Job> CancelLocked(const Principal& who, const std::string& id);
   // Writes job + events (seq assigned here) atomically; updates counters.
   absl::Status Commit(v1::Job& job, v1::JobState before, std::vector<v1::Event> events, StoreBatch batch = {});
@@ -107,6 +108,8 @@ class JobManager {
   std::map<v1::JobState, int64_t> counts_;
   bool shutdown_ = false;
   std::atomic<int64_t> created_{0};
+  std::set<std::string> creating_;  // idempotency keys of creates in flight
+  int64_t creating_count_ = 0;
   std::function<void(const std::string&)> listener_;
 };
 

@@ -103,5 +103,22 @@ TEST_F(SpecTest, PathsMustStayUnderTheStorageRoots) {
   EXPECT_NE(CheckStoragePath(root_ + "/models/t", {}, "f").message().find("no storage root"), std::string::npos);
 }
 
+TEST(Examples, EveryExampleSpecParsesAndValidates) {
+  const char* src = std::getenv("TOPIARY_SOURCE_DIR");
+  const std::string dir = std::string(src ? src : ".") + "/examples";
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() != ".yaml") continue;
+    auto text = ReadFileToString(e.path().string(), 1 << 20);
+    ASSERT_TRUE(text.ok());
+    auto spec = ParseJobSpec(*text);
+    ASSERT_TRUE(spec.ok()) << e.path() << ": " << spec.status();
+    absl::Status st = ValidateJobSpec(*spec, {"/srv/topiary"});
+    EXPECT_TRUE(st.ok()) << e.path() << ": " << st;
+    ++n;
+  }
+  EXPECT_GE(n, 2);
+}
+
 }  // namespace
 }  // namespace topiary::spec
