@@ -45,7 +45,8 @@ model::ModelConfig StudentOf(const model::ModelConfig& teacher) {
   return s;
 }
 
-// Runs the peer with the same shape and the same allocator settings.
+// Runs the peer with the same shape (kd: the teacher shape; the peer derives
+// the same student) and the same allocator settings.
 double RunPeer(const bench::BenchArgs& a, const model::ModelConfig& c) {
   std::string cmd = std::string(
       "MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864 "
@@ -144,7 +145,7 @@ int main(int argc, char** argv) {
     std::filesystem::remove_all(dir);
     checkpoint = absl::StrFormat(" ckpt_mb=%.0f ckpt_save_s=%.2f ckpt_load_s=%.2f", bytes / 1e6, save, load);
   }
-  double peer = a.mode == "fwdbwd" || std::getenv("TOPIARY_BENCH_NO_PEER") ? -1 : RunPeer(a, c);
+  double peer = a.mode == "fwdbwd" || std::getenv("TOPIARY_BENCH_NO_PEER") ? -1 : RunPeer(a, kd ? teacher_config : c);
   std::printf("SUMMARY model_bench shape=%s params=%.1fM mode=%s batch=%lld seq=%lld tokens_per_s=%.0f "
               "gflops=%.1f bf16_peak_gflops=%.1f of_peak=%.3f peer_tokens_per_s=%.0f vs_peer=%.2f%s\n",
               a.shape.c_str(), counts.total() / 1e6, a.mode.c_str(), static_cast<long long>(a.batch),

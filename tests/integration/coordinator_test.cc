@@ -363,6 +363,57 @@ TEST_F(CoordinatorTest, CliSubmitGetListWatchCancelReportDelete) {
   EXPECT_EQ(down.exit_code, 3) << down.output;
 }
 
+// Mutual TLS: certificates made with openssl for this test; a client with
+// the CA and its own certificate gets in, one without a certificate or
+// without TLS does not.
+TEST(CoordinatorTls, MutualTlsAdmitsOnlyClientsWithACertificate) {
+  const std::string dir = *MakeTempDir("topiary-tls");
+  std::filesystem::create_directories(dir + "/root");
+  std::ofstream(dir + "/tokens") << kAlice << " alice user\n";
+  const std::string script =
+      "set -e; cd " + dir + "; "
+      "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=topiary-test-ca "
+      "2>/dev/null; "
+      "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > san.ext; "
+      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null; "
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 "
+      "-extfile san.ext 2>/dev/null; "
+      "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client 2>/dev/null; "
+      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 "
+      "2>/dev/null";
+  auto made = testing::RunProcesses({{"/bin/sh", "-c", script}}, dir, std::chrono::seconds(60));
+  ASSERT_EQ(made[0].exit_code, 0) << made[0].output;
+  Coordinator c(dir, {"--tls-cert", dir + "/server.pem", "--tls-key", dir + "/server.key", "--tls-client-ca",
+                      dir + "/ca.pem"});
+  c.Start(/*connect=*/false);
+  const std::string target = "127.0.0.1:" + std::to_string(c.port());
+  auto call = [&](std::shared_ptr<grpc::ChannelCredentials> creds) {
+    auto stub = v1::JobService::NewStub(grpc::CreateChannel(target, creds));
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", std::string("Bearer ") + kAlice);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::ListJobsResponse resp;
+    return stub->ListJobs(&ctx, {}, &resp).error_code();
+  };
+  grpc::SslCredentialsOptions full;
+  full.pem_root_certs = *ReadFileToString(dir + "/ca.pem", 1 << 20);
+  full.pem_cert_chain = *ReadFileToString(dir + "/client.pem", 1 << 20);
+  full.pem_private_key = *ReadFileToString(dir + "/client.key", 1 << 20);
+  EXPECT_EQ(call(grpc::SslCredentials(full)), grpc::StatusCode::OK);
+  grpc::SslCredentialsOptions no_cert;
+  no_cert.pem_root_certs = full.pem_root_certs;
+  EXPECT_EQ(call(grpc::SslCredentials(no_cert)), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(call(grpc::InsecureChannelCredentials()), grpc::StatusCode::UNAVAILABLE);
+  // The CLI speaks TLS too.
+  auto cli = testing::RunProcesses({{BinDir() + "/topiary", "list", "--server", target, "--token", kAlice,
+                                     "--tls-ca", dir + "/ca.pem", "--tls-cert", dir + "/client.pem", "--tls-key",
+                                     dir + "/client.key"}},
+                                   dir, std::chrono::seconds(60));
+  EXPECT_EQ(cli[0].exit_code, 0) << cli[0].output;
+  c.Kill(SIGKILL);
+  RemoveAll(dir).IgnoreError();
+}
+
 TEST(CoordinatorFlags, BadTokensFileExitsTwoWithOneLine) {
   std::string dir = *MakeTempDir("topiary-coord-flags");
   std::ofstream(dir + "/tokens") << "short alice user\n";

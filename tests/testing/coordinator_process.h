@@ -31,7 +31,9 @@ class Coordinator {
       : dir_(dir), extra_(std::move(extra)) {}
   ~Coordinator() { Kill(SIGKILL); }
 
-  void Start() {
+  // Starts the process and waits for its port file; with `connect`, also
+  // makes an insecure channel and a job-API stub.
+  void Start(bool connect = true) {
     std::filesystem::remove(dir_ + "/port");
     std::vector<std::string> args = {BinDir() + "/topiary-coordinator", "--listen", listen_, "--state-dir",
                                      dir_ + "/state", "--storage-root", dir_ + "/root", "--tokens", dir_ + "/tokens",
@@ -49,6 +51,7 @@ class Coordinator {
     ASSERT_EQ(ports.size(), 2u);
     port_ = std::stoi(ports[0]);
     metrics_port_ = std::stoi(ports[1]);
+    if (!connect) return;
     channel_ = grpc::CreateChannel("127.0.0.1:" + ports[0], grpc::InsecureChannelCredentials());
     stub_ = v1::JobService::NewStub(channel_);
   }
