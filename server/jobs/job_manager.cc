@@ -289,6 +289,7 @@ absl::StatusOr<v1::JobReport> JobManager::Report(const Principal& who, const std
   for (const v1::Stage& s : job.stages()) {
     nlohmann::json js = {{"name", s.name()}, {"state", v1::StageState_Name(s.state())}};
     if (s.end_time_micros() > 0) js["seconds"] = (s.end_time_micros() - s.start_time_micros()) / 1e6;
+    if (!s.result_json().empty()) js["result"] = nlohmann::json::parse(s.result_json(), nullptr, false);
     stages.push_back(js);
   }
   nlohmann::json r = {{"job_id", job.id()},  {"name", job.spec().name()}, {"owner", job.owner()},

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -28,7 +30,36 @@ int CurrentStage(const v1::Job& job) {
   return -1;
 }
 
-std::string TaskId(const v1::Job& job, int stage) { return absl::StrCat(job.id(), "/", job.stages(stage).name()); }
+// A search stage fans out into one probe task per candidate; others are one task.
+int TaskCount(const v1::Job& job, int stage) {
+  const v1::StageSpec& s = job.spec().stages(stage);
+  if (s.kind_case() == v1::StageSpec::kPrune && s.prune().has_search()) {
+    return s.prune().search().candidates() > 0 ? static_cast<int>(s.prune().search().candidates()) : 8;
+  }
+  return 1;
+}
+
+std::string TaskId(const v1::Job& job, int stage, int index) {
+  const std::string base = absl::StrCat(job.id(), "/", job.stages(stage).name());
+  return TaskCount(job, stage) == 1 ? base : absl::StrCat(base, "/probe-", index);
+}
+
+// Fan-in of a search stage: the probe with the lowest reported "loss".
+std::string FanIn(const v1::Stage& s) {
+  nlohmann::json losses = nlohmann::json::array();
+  int best = -1;
+  double best_loss = 0;
+  for (int i = 0; i < s.tasks_size(); ++i) {
+    nlohmann::json r = nlohmann::json::parse(s.tasks(i).result_json(), nullptr, false);
+    const bool has = r.is_object() && r.contains("loss") && r["loss"].is_number();
+    losses.push_back(has ? r["loss"] : nlohmann::json());
+    if (has && (best < 0 || r["loss"].get<double>() < best_loss)) best = i, best_loss = r["loss"].get<double>();
+  }
+  nlohmann::json out = {{"losses", losses}};
+  if (best >= 0) out["best_task"] = best, out["best_loss"] = best_loss, out["best"] = nlohmann::json::parse(
+                                                                             s.tasks(best).result_json(), nullptr, false);
+  return out.dump();
+}
 
 v1::Event JobEvent(v1::JobState s, const std::string& message) {
   v1::Event e;
@@ -68,6 +99,23 @@ Scheduler::Scheduler(JobManager* jobs, Store* store, const Clock* clock, Schedul
 
 Scheduler::~Scheduler() { Stop(); }
 
+v1::Assignment Scheduler::MakeAssignment(const v1::Job& j, int stage, const v1::Task& t, int rank) const {
+  v1::Assignment a;
+  a.set_job_id(j.id());
+  a.set_task_id(t.id());
+  a.set_stage(j.stages(stage).name());
+  a.set_rank(rank);
+  a.set_world_size(t.ranks());
+  a.set_attempt(t.attempt());
+  *a.mutable_spec() = j.spec();
+  a.set_storage_dir(absl::StrCat(options_.storage_root, "/jobs/", j.id(), "/", j.stages(stage).name()));
+  a.set_task_index(t.index());
+  for (int k = 0; k < stage; ++k) {
+    if (!j.stages(k).result_json().empty()) (*a.mutable_stage_results())[j.stages(k).name()] = j.stages(k).result_json();
+  }
+  return a;
+}
+
 absl::Status Scheduler::Recover() {
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = clock_->NowMicros();
@@ -87,39 +135,31 @@ absl::Status Scheduler::Recover() {
   for (const v1::Job& j : active) {
     active_.insert(j.id());
     const int s = CurrentStage(j);
-    if (s < 0 || j.stages(s).tasks_size() == 0) continue;
-    const v1::Task& t = j.stages(s).tasks(0);
-    if (t.state() != v1::TASK_ASSIGNED && t.state() != v1::TASK_RUNNING) continue;
-    Placed p;
-    p.job_id = j.id();
-    p.stage = s;
-    p.attempt = t.attempt();
-    p.slots_per_rank = std::max(1, j.spec().resources().slots_per_rank());
-    p.running = t.state() == v1::TASK_RUNNING;
-    bool known = true;
-    for (int r = 0; r < t.workers_size(); ++r) {
-      p.ranks.push_back({t.workers(r), false});
-      auto w = workers_.find(t.workers(r));
-      if (w == workers_.end()) {
-        known = false;
-        continue;
+    if (s < 0) continue;
+    for (int i = 0; i < j.stages(s).tasks_size(); ++i) {
+      const v1::Task& t = j.stages(s).tasks(i);
+      if (t.state() != v1::TASK_ASSIGNED && t.state() != v1::TASK_RUNNING) continue;
+      Placed p;
+      p.job_id = j.id();
+      p.stage = s;
+      p.task = i;
+      p.attempt = t.attempt();
+      p.slots_per_rank = std::max(1, j.spec().resources().slots_per_rank());
+      p.running = t.state() == v1::TASK_RUNNING;
+      bool known = true;
+      for (int r = 0; r < t.workers_size(); ++r) {
+        p.ranks.push_back({t.workers(r), false});
+        auto w = workers_.find(t.workers(r));
+        if (w == workers_.end()) {
+          known = false;
+          continue;
+        }
+        w->second.used += p.slots_per_rank;
+        if (t.state() == v1::TASK_ASSIGNED) w->second.outbox.push_back(MakeAssignment(j, s, t, r));  // may be lost
       }
-      w->second.used += p.slots_per_rank;
-      if (t.state() == v1::TASK_ASSIGNED) {  // it may never have reached the worker: deliver again
-        v1::Assignment a;
-        a.set_job_id(j.id());
-        a.set_task_id(t.id());
-        a.set_stage(j.stages(s).name());
-        a.set_rank(r);
-        a.set_world_size(t.workers_size());
-        a.set_attempt(t.attempt());
-        *a.mutable_spec() = j.spec();
-        a.set_storage_dir(absl::StrCat(options_.storage_root, "/jobs/", j.id(), "/", j.stages(s).name()));
-        w->second.outbox.push_back(a);
-      }
+      placed_[t.id()] = p;
+      if (!known) FailTask(t.id(), v1::FAILURE_INFRASTRUCTURE, "a worker of this task is unknown after a restart");
     }
-    placed_[t.id()] = p;
-    if (!known) FailTask(t.id(), v1::FAILURE_INFRASTRUCTURE, "a worker of this task is unknown after a restart");
   }
   log::Info(absl::StrCat("scheduler: ", workers_.size(), " workers, ", active_.size(), " active jobs, ",
                          placed_.size(), " placed tasks recovered"));
@@ -253,8 +293,8 @@ void Scheduler::FailTask(const std::string& task_id, v1::FailureKind kind, const
   absl::StatusOr<v1::Job> job = jobs_->Update(p.job_id, [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
     std::vector<v1::Event> ev;
     v1::Stage& s = *j.mutable_stages(p.stage);
-    if (s.tasks_size() == 0) return ev;
-    v1::Task& t = *s.mutable_tasks(0);
+    if (p.task >= s.tasks_size()) return ev;
+    v1::Task& t = *s.mutable_tasks(p.task);
     t.set_state(v1::TASK_FAILED);
     t.set_error(error);
     t.set_failure_kind(kind);
@@ -286,6 +326,14 @@ void Scheduler::FailTask(const std::string& task_id, v1::FailureKind kind, const
     return;
   }
   if (gave_up) {
+    for (auto it2 = placed_.begin(); it2 != placed_.end();) {  // the job's other tasks stop (progress says so)
+      if (it2->second.job_id == p.job_id) {
+        Release(it2->second);
+        it2 = placed_.erase(it2);
+      } else {
+        ++it2;
+      }
+    }
     active_.erase(p.job_id);
     job_metrics_.erase(p.job_id);
   } else {
@@ -313,9 +361,7 @@ void Scheduler::PlaceJobs(int64_t now) {
       if (!any) FinishCancelled(id);
       continue;
     }
-    bool busy = false;
-    for (const auto& [task, p] : placed_) busy = busy || p.job_id == j->id();
-    if (!busy) candidates.push_back(*std::move(j));
+    candidates.push_back(*std::move(j));
     ++it;
   }
   std::sort(candidates.begin(), candidates.end(), [](const v1::Job& a, const v1::Job& b) {
@@ -323,17 +369,12 @@ void Scheduler::PlaceJobs(int64_t now) {
     return a.id() < b.id();  // ids are time-ordered: older first
   });
   std::map<std::string, int> free;
-  int total_free = 0;
   for (const auto& [id, w] : workers_) {
-    if (!w.live) continue;
-    free[id] = std::max(0, w.info.slots() - w.used);
-    total_free += free[id];
+    if (w.live) free[id] = std::max(0, w.info.slots() - w.used);
   }
   int reserved = 0;
   for (const v1::Job& job : candidates) {
-    const auto t0 = std::chrono::steady_clock::now();
     const int s = CurrentStage(job);
-    std::string reason;
     if (s < 0) {  // nothing left to run (e.g. recovered after the last stage finished)
       (void)jobs_->Update(job.id(), [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
         j.set_state(v1::JOB_SUCCEEDED);
@@ -341,28 +382,35 @@ void Scheduler::PlaceJobs(int64_t now) {
       });
       continue;
     }
-    const std::string task_id = TaskId(job, s);
+    const int n = TaskCount(job, s);
     const int R = MultiRank(job.spec().stages(s)) ? std::max(1, job.spec().resources().ranks()) : 1;
     const int S = std::max(1, job.spec().resources().slots_per_rank());
-    auto nb = not_before_.find(task_id);
-    std::vector<std::string> chosen;  // worker per rank
-    if (nb != not_before_.end() && nb->second > now) {
-      reason = absl::StrFormat("retrying stage %s in %.1fs", job.stages(s).name(), (nb->second - now) / 1e6);
-    } else {
+    std::string reason;
+    bool placed_any = false;
+    for (int i = 0; i < n; ++i) {  // every runnable task of the current stage (probes run in parallel)
+      const std::string task_id = TaskId(job, s, i);
+      if (placed_.count(task_id)) continue;
+      if (i < job.stages(s).tasks_size() && job.stages(s).tasks(i).state() != v1::TASK_PENDING) continue;
+      const auto t0 = std::chrono::steady_clock::now();
+      auto nb = not_before_.find(task_id);
+      if (nb != not_before_.end() && nb->second > now) {
+        reason = absl::StrFormat("retrying %s in %.1fs", job.stages(s).name(), (nb->second - now) / 1e6);
+        continue;
+      }
       std::vector<std::pair<int, std::string>> order;
       for (const auto& [id, f] : free) order.emplace_back(-f, id);
       std::sort(order.begin(), order.end());
+      std::vector<std::string> chosen;  // worker per rank
       for (const auto& [neg, id] : order) {
         for (int k = free[id] / S; k > 0 && static_cast<int>(chosen.size()) < R; --k) chosen.push_back(id);
       }
       if (static_cast<int>(chosen.size()) < R) {
         int avail = 0;
         for (const auto& [id, f] : free) avail += f;
-        reason = workers_.empty() ? "waiting for a worker to register"
-                                  : absl::StrFormat("waiting for %d slots (%d ranks x %d), %d free%s", R * S, R, S,
-                                                    avail, reserved > 0 ? absl::StrFormat(", %d reserved for "
-                                                                                          "earlier jobs", reserved)
-                                                                        : "");
+        reason = workers_.empty()
+                     ? "waiting for a worker to register"
+                     : absl::StrFormat("waiting for %d slots (%d ranks x %d), %d free%s", R * S, R, S, avail,
+                                       reserved > 0 ? absl::StrFormat(", %d reserved for earlier jobs", reserved) : "");
         // Reserve what this task would take, so later tasks cannot starve it.
         int need = R * S;
         for (const auto& [neg, id] : order) {
@@ -371,77 +419,67 @@ void Scheduler::PlaceJobs(int64_t now) {
           need -= take;
           reserved += take;
         }
-        chosen.clear();
+        decisions_.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        break;
       }
-    }
-    if (!reason.empty()) {
-      if (job.waiting_reason() != reason) {
-        (void)jobs_->Update(job.id(), [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
-          j.set_waiting_reason(reason);
-          return std::vector<v1::Event>{};
-        });
+      absl::StatusOr<v1::Job> updated =
+          jobs_->Update(job.id(), [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
+            std::vector<v1::Event> ev;
+            if (j.state() == v1::JOB_QUEUED) {
+              j.set_state(v1::JOB_RUNNING);
+              ev.push_back(JobEvent(v1::JOB_RUNNING, ""));
+            }
+            j.clear_waiting_reason();
+            v1::Stage& st = *j.mutable_stages(s);
+            if (st.state() != v1::STAGE_RUNNING) {
+              st.set_state(v1::STAGE_RUNNING);
+              st.set_start_time_micros(clock_->WallMicros());
+              ev.push_back(StageEvent(st, n > 1 ? absl::StrCat(n, " probe tasks") : ""));
+            }
+            for (int k = st.tasks_size(); k < n; ++k) {
+              v1::Task* t = st.add_tasks();
+              t->set_id(TaskId(j, s, k));
+              t->set_index(k);
+              t->set_ranks(R);
+              t->set_state(v1::TASK_PENDING);
+            }
+            v1::Task& t = *st.mutable_tasks(i);
+            t.set_attempt(t.attempt() + 1);
+            t.set_state(v1::TASK_ASSIGNED);
+            t.clear_workers();
+            for (const std::string& w : chosen) t.add_workers(w);
+            ev.push_back(TaskEvent(st, t, absl::StrCat("attempt ", t.attempt(), " on ", absl::StrJoin(chosen, ","))));
+            return ev;
+          });
+      if (!updated.ok()) {
+        log::Error(absl::StrCat("scheduler: place ", task_id, ": ", updated.status().message()));
+        break;
       }
+      const v1::Task& t = updated->stages(s).tasks(i);
+      Placed p;
+      p.job_id = job.id();
+      p.stage = s;
+      p.task = i;
+      p.attempt = t.attempt();
+      p.slots_per_rank = S;
+      for (int r = 0; r < R; ++r) {
+        p.ranks.push_back({chosen[r], false});
+        Worker& w = workers_[chosen[r]];
+        w.used += S;
+        free[chosen[r]] -= S;
+        w.outbox.push_back(MakeAssignment(*updated, s, t, r));
+      }
+      placed_[task_id] = std::move(p);
+      not_before_.erase(task_id);
+      placed_any = true;
       decisions_.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      continue;
     }
-    int attempt = 0;
-    absl::StatusOr<v1::Job> placed = jobs_->Update(job.id(), [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
-      std::vector<v1::Event> ev;
-      const int64_t wall = clock_->WallMicros();
-      if (j.state() == v1::JOB_QUEUED) {
-        j.set_state(v1::JOB_RUNNING);
-        ev.push_back(JobEvent(v1::JOB_RUNNING, ""));
-      }
-      j.clear_waiting_reason();
-      v1::Stage& st = *j.mutable_stages(s);
-      if (st.state() != v1::STAGE_RUNNING) {
-        st.set_state(v1::STAGE_RUNNING);
-        st.set_start_time_micros(wall);
-        ev.push_back(StageEvent(st));
-      }
-      if (st.tasks_size() == 0) {
-        v1::Task* t = st.add_tasks();
-        t->set_id(task_id);
-        t->set_index(0);
-        t->set_ranks(R);
-      }
-      v1::Task& t = *st.mutable_tasks(0);
-      t.set_attempt(t.attempt() + 1);
-      attempt = t.attempt();
-      t.set_state(v1::TASK_ASSIGNED);
-      t.clear_workers();
-      for (const std::string& w : chosen) t.add_workers(w);
-      ev.push_back(TaskEvent(st, t, absl::StrCat("attempt ", attempt, " on ", absl::StrJoin(chosen, ","))));
-      return ev;
-    });
-    if (!placed.ok()) {
-      log::Error(absl::StrCat("scheduler: place ", task_id, ": ", placed.status().message()));
-      continue;
+    if (!reason.empty() && !placed_any && job.waiting_reason() != reason) {
+      (void)jobs_->Update(job.id(), [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
+        j.set_waiting_reason(reason);
+        return std::vector<v1::Event>{};
+      });
     }
-    Placed p;
-    p.job_id = job.id();
-    p.stage = s;
-    p.attempt = attempt;
-    p.slots_per_rank = S;
-    for (int r = 0; r < R; ++r) {
-      p.ranks.push_back({chosen[r], false});
-      Worker& w = workers_[chosen[r]];
-      w.used += S;
-      free[chosen[r]] -= S;
-      v1::Assignment a;
-      a.set_job_id(job.id());
-      a.set_task_id(task_id);
-      a.set_stage(job.stages(s).name());
-      a.set_rank(r);
-      a.set_world_size(R);
-      a.set_attempt(attempt);
-      *a.mutable_spec() = job.spec();
-      a.set_storage_dir(absl::StrCat(options_.storage_root, "/jobs/", job.id(), "/", job.stages(s).name()));
-      w.outbox.push_back(std::move(a));
-    }
-    placed_[task_id] = std::move(p);
-    not_before_.erase(task_id);
-    decisions_.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   assigned_.notify_all();
 }
@@ -536,8 +574,8 @@ absl::StatusOr<bool> Scheduler::Progress(const v1::ReportProgressRequest& req) {
   absl::StatusOr<v1::Job> job = jobs_->Update(p.job_id, [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
     std::vector<v1::Event> ev;
     v1::Stage& s = *j.mutable_stages(p.stage);
-    if (s.tasks_size() == 0) return ev;
-    v1::Task& t = *s.mutable_tasks(0);
+    if (p.task >= s.tasks_size()) return ev;
+    v1::Task& t = *s.mutable_tasks(p.task);
     if (first) {
       t.set_state(v1::TASK_RUNNING);
       ev.push_back(TaskEvent(s, t, "running"));
@@ -570,6 +608,7 @@ absl::Status Scheduler::Complete(const v1::CompleteTaskRequest& req) {
     FailTask(req.task_id(), v1::FAILURE_TASK, req.error().empty() ? "failed without a message" : req.error());
     return absl::OkStatus();
   }
+  if (req.rank() == 0) p.result_json = req.result_json();
   Rank& rank = p.ranks[req.rank()];
   if (!rank.done) {
     auto w = workers_.find(rank.worker);
@@ -580,6 +619,7 @@ absl::Status Scheduler::Complete(const v1::CompleteTaskRequest& req) {
     if (!r.done) return absl::OkStatus();
   }
   const Placed done = p;
+  const std::string result_json = req.rank() == 0 ? req.result_json() : p.result_json;
   placed_.erase(it);
   if (done.cancelling) {
     FinishCancelled(done.job_id);
@@ -590,16 +630,31 @@ absl::Status Scheduler::Complete(const v1::CompleteTaskRequest& req) {
   absl::StatusOr<v1::Job> job = jobs_->Update(done.job_id, [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
     std::vector<v1::Event> ev;
     v1::Stage& s = *j.mutable_stages(done.stage);
-    if (s.tasks_size() > 0) {
-      s.mutable_tasks(0)->set_state(v1::TASK_SUCCEEDED);
-      s.mutable_tasks(0)->clear_error();
-      ev.push_back(TaskEvent(s, s.tasks(0), "succeeded"));
+    if (done.task < s.tasks_size()) {
+      v1::Task& t = *s.mutable_tasks(done.task);
+      t.set_state(v1::TASK_SUCCEEDED);
+      t.clear_error();
+      t.set_result_json(result_json);
+      ev.push_back(TaskEvent(s, t, "succeeded"));
+    }
+    for (const v1::Task& t : s.tasks()) {
+      if (t.state() != v1::TASK_SUCCEEDED) return ev;  // other probes still to finish
+    }
+    std::string message;
+    if (s.tasks_size() > 1) {  // fan-in
+      s.set_result_json(FanIn(s));
+      nlohmann::json r = nlohmann::json::parse(s.result_json());
+      message = r.contains("best_task") ? absl::StrFormat("best: probe-%d (loss %.4f)", r["best_task"].get<int>(),
+                                                          r["best_loss"].get<double>())
+                                        : "no probe reported a loss";
+    } else {
+      s.set_result_json(result_json);
     }
     s.set_state(v1::STAGE_SUCCEEDED);
     s.set_end_time_micros(clock_->WallMicros());
     stage_seconds_.emplace_back(s.name().substr(0, s.name().find('-')),
                                 (s.end_time_micros() - s.start_time_micros()) / 1e6);
-    ev.push_back(StageEvent(s));
+    ev.push_back(StageEvent(s, message));
     if (CurrentStage(j) < 0) {
       finished = true;
       j.set_state(v1::JOB_SUCCEEDED);

@@ -4,6 +4,9 @@
 // correction and distillation; 1 otherwise), each rank needing
 // slots_per_rank slots on one worker. A task is placed whole or not at all,
 // across workers by free slots; jobs are considered by priority, then age.
+// A search stage fans out into one one-rank probe task per candidate, run in
+// parallel where slots allow, and fans in to the probe with the lowest
+// reported loss (the stage's result, passed to later stages' assignments).
 // A task that cannot be placed reserves the free slots it would use, so
 // later (smaller) tasks cannot starve it, and its job says why it waits.
 //
@@ -92,13 +95,16 @@ class Scheduler {
   struct Placed {
     std::string job_id;
     int stage = 0;
+    int task = 0;  // index within the stage
     int attempt = 0;
+    std::string result_json;  // rank 0's result
     int slots_per_rank = 1;
     std::vector<Rank> ranks;
     bool cancelling = false;
     bool running = false;
   };
 
+  v1::Assignment MakeAssignment(const v1::Job& job, int stage, const v1::Task& task, int rank) const;
   void ExpireLeases(int64_t now);
   void PlaceJobs(int64_t now);
   void FailTask(const std::string& task_id, v1::FailureKind kind, const std::string& error);

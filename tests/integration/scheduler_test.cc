@@ -70,6 +70,10 @@ class SchedulerTest : public ::testing::Test {
     for (const std::string& k : stages) {
       if (k == "importance") s->add_stages()->mutable_importance();
       if (k == "evaluate") s->add_stages()->mutable_evaluate()->set_perplexity(true);
+      if (k == "search") {
+        s->add_stages()->mutable_prune()->mutable_search()->set_params("0.5");
+        s->mutable_stages(s->stages_size() - 1)->mutable_prune()->mutable_search()->set_candidates(6);
+      }
     }
     s->mutable_resources()->set_ranks(ranks);
     s->set_max_retries(max_retries);
@@ -142,6 +146,37 @@ TEST_F(SchedulerTest, RunsStagesInOrderWithProgressAndAReport) {
   EXPECT_EQ(order, (std::vector<std::string>{"importance", "evaluate", "evaluate-2"}));
   EXPECT_EQ(progress, 9);
   for (size_t i = 0; i < ev.size(); ++i) EXPECT_EQ(ev[i].seq(), static_cast<int64_t>(i + 1));  // no gaps
+}
+
+// A search stage fans out one probe per candidate, in parallel where slots
+// allow, and fans in to the lowest loss; the next stage's assignment carries
+// the choice.
+TEST_F(SchedulerTest, SearchFansOutToProbesAndInToTheBest) {
+  StartCoordinator();
+  StartWorker("w", 3, 3, 50);
+  const std::string id = Submit({"importance", "search", "evaluate"});
+  v1::Job job = WaitFor(id, Finished);
+  ASSERT_EQ(job.state(), v1::JOB_SUCCEEDED) << job.DebugString();
+  const v1::Stage& search = job.stages(1);
+  EXPECT_EQ(search.name(), "search");
+  ASSERT_EQ(search.tasks_size(), 6);
+  for (const v1::Task& t : search.tasks()) EXPECT_EQ(t.state(), v1::TASK_SUCCEEDED);
+  EXPECT_NE(search.result_json().find("\"best_task\":4"), std::string::npos) << search.result_json();
+  // Parallel: three probes were assigned before the first one finished.
+  int assigned_before_first_done = 0;
+  for (const v1::Event& e : Events(id)) {
+    if (e.kind() != "task_state" || e.stage() != "search") continue;
+    if (e.task_state() == v1::TASK_SUCCEEDED) break;
+    assigned_before_first_done += e.task_state() == v1::TASK_ASSIGNED;
+  }
+  EXPECT_EQ(assigned_before_first_done, 3);
+  EXPECT_NE(WorkerLog("w").find(id + "/evaluate rank 0 attempt 1 inputs search={"), std::string::npos)
+      << WorkerLog("w");
+  v1::GetJobReportRequest rr;
+  rr.set_id(id);
+  v1::JobReport report;
+  ASSERT_TRUE(coordinator_->api().GetJobReport(Ctx().get(), rr, &report).ok());
+  EXPECT_NE(report.report_json().find("\"best_task\": 4"), std::string::npos) << report.report_json();
 }
 
 TEST_F(SchedulerTest, GangPlacesAcrossWorkersOrNotAtAllAndSaysWhy) {

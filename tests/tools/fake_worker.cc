@@ -6,6 +6,8 @@
 //
 //   fake_worker --server HOST:PORT [--token T] [--name N] [--slots S]
 //               [--steps 5] [--step-ms 100] [--fail-attempts 0]
+// Every rank reports {"loss": 3.0 + 0.1 * ((task_index + 3) * 5 mod 7)} as its
+// result, so a search stage's best probe is index 4.
 // Prints one line per event: "registered ID", "start TASK rank R attempt A",
 // "done TASK rank R", "fail TASK rank R", "cancelled TASK rank R".
 #include <grpcpp/grpcpp.h>
@@ -118,7 +120,9 @@ class Worker {
   void RunRank(const v1::Assignment& a) {
     const std::string who = a.task_id() + " rank " + std::to_string(a.rank());
     const std::string wid = Id();
-    Say("start " + who + " attempt " + std::to_string(a.attempt()));
+    std::string inputs;
+    for (const auto& [stage, result] : a.stage_results()) inputs += " " + stage + "=" + result;
+    Say("start " + who + " attempt " + std::to_string(a.attempt()) + (inputs.empty() ? "" : " inputs" + inputs));
     bool cancelled = false;
     for (int step = 1; step <= f_.steps && !cancelled; ++step) {
       std::this_thread::sleep_for(std::chrono::milliseconds(f_.step_ms));
@@ -145,6 +149,8 @@ class Worker {
     done.set_rank(a.rank());
     const bool fail = !cancelled && a.attempt() <= f_.fail_attempts;
     done.set_ok(!cancelled && !fail);
+    // A search probe reports its candidate's loss: 3.0 + 0.1 * ((index + 3) * 5 mod 7), lowest at index 4.
+    done.set_result_json("{\"loss\": " + std::to_string(3.0 + 0.1 * (((a.task_index() + 3) * 5) % 7)) + "}");
     if (cancelled) done.set_error("cancelled");
     if (fail) done.set_error("injected failure on attempt " + std::to_string(a.attempt()));
     v1::CompleteTaskResponse resp;
