@@ -16,12 +16,14 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/file_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "testing/coordinator_process.h"
 #include "testing/processes.h"
 #include "topiary/v1/job_service.grpc.pb.h"
@@ -226,6 +228,26 @@ TEST_F(CoordinatorTest, TokensAndOwnership) {
   v1::ListJobsResponse list;
   ASSERT_TRUE(coordinator_->api().ListJobs(Ctx(kBob).get(), {}, &list).ok());
   EXPECT_EQ(list.jobs_size(), 0);
+}
+
+TEST_F(CoordinatorTest, ReflectionListsTheServices) {
+  auto stub = grpc::reflection::v1alpha::ServerReflection::NewStub(coordinator_->channel());
+  auto ctx = Ctx(nullptr);
+  auto stream = stub->ServerReflectionInfo(ctx.get());
+  grpc::reflection::v1alpha::ServerReflectionRequest req;
+  req.set_list_services("");
+  ASSERT_TRUE(stream->Write(req));
+  stream->WritesDone();
+  grpc::reflection::v1alpha::ServerReflectionResponse resp;
+  ASSERT_TRUE(stream->Read(&resp));
+  std::set<std::string> names;
+  for (const auto& s : resp.list_services_response().service()) names.insert(s.name());
+  EXPECT_TRUE(names.count("topiary.v1.JobService")) << resp.DebugString();
+  EXPECT_TRUE(names.count("topiary.v1.WorkerService"));
+  EXPECT_TRUE(names.count("grpc.health.v1.Health"));
+  while (stream->Read(&resp)) {
+  }
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 TEST_F(CoordinatorTest, HealthServingAndSigtermDrainsToExitZero) {

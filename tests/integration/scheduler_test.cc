@@ -15,6 +15,7 @@
 #include "testing/coordinator_process.h"
 #include "testing/processes.h"
 #include "topiary/v1/job_service.grpc.pb.h"
+#include "topiary/v1/worker_service.grpc.pb.h"
 
 namespace topiary {
 namespace {
@@ -38,7 +39,9 @@ class SchedulerTest : public ::testing::Test {
     if (!getenv("KEEP")) RemoveAll(dir_).IgnoreError();
   }
   void StartCoordinator(std::vector<std::string> extra = {}, const std::string& listen = "") {
-    extra.insert(extra.end(), {"--lease-seconds", "1", "--backoff-seconds", "0.2"});
+    // Leases of 3 s: short enough for the lost-worker test, long enough that
+    // a loaded CI machine running tests in parallel does not lose a live worker.
+    extra.insert(extra.end(), {"--lease-seconds", "3", "--backoff-seconds", "0.2"});
     coordinator_ = std::make_unique<Coordinator>(dir_, extra);
     if (!listen.empty()) coordinator_->set_listen(listen);
     coordinator_->Start();
@@ -170,8 +173,11 @@ TEST_F(SchedulerTest, SearchFansOutToProbesAndInToTheBest) {
     assigned_before_first_done += e.task_state() == v1::TASK_ASSIGNED;
   }
   EXPECT_EQ(assigned_before_first_done, 3);
-  EXPECT_NE(WorkerLog("w").find(id + "/evaluate rank 0 attempt 1 inputs search={"), std::string::npos)
-      << WorkerLog("w");
+  const std::string log = WorkerLog("w");
+  const size_t start = log.find("start " + id + "/evaluate rank 0");
+  ASSERT_NE(start, std::string::npos) << log;
+  const std::string line = log.substr(start, log.find('\n', start) - start);
+  EXPECT_NE(line.find(" search={\"best\""), std::string::npos) << line;  // the choice reaches the next stage
   v1::GetJobReportRequest rr;
   rr.set_id(id);
   v1::JobReport report;
@@ -294,6 +300,46 @@ TEST_F(SchedulerTest, MetricsShowWorkersSlotsAndRunningJobs) {
   WaitFor(id, Finished);
   text = testing::ScrapeMetrics(coordinator_->metrics_port());
   EXPECT_EQ(text.find("topiary_train_loss{job=\"" + id + "\"}"), std::string::npos);  // gone with the job
+}
+
+// The rendezvous key/value the ranks of a task meet through: a get waits for
+// the key, keys are scoped rdzv/<job>/<task>/<attempt>/<name>, and only
+// worker tokens may use it.
+TEST_F(SchedulerTest, RendezvousSetAndWaitingGet) {
+  StartCoordinator();
+  auto stub = v1::WorkerService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(coordinator_->port()), grpc::InsecureChannelCredentials()));
+  auto ctx = [](const char* token) {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->AddMetadata("authorization", std::string("Bearer ") + token);
+    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    return c;
+  };
+  const std::string key = "rdzv/job-1/job-1%2Fdistill/1/rank0-address";
+  std::thread setter([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    v1::RendezvousSetRequest set;
+    set.set_key(key);
+    set.set_value("10.0.0.7:29500");
+    v1::RendezvousSetResponse resp;
+    EXPECT_TRUE(stub->RendezvousSet(ctx(kWorker).get(), set, &resp).ok());
+  });
+  v1::RendezvousGetRequest get;
+  get.set_key(key);
+  get.set_wait_micros(10'000'000);
+  v1::RendezvousGetResponse got;
+  ASSERT_TRUE(stub->RendezvousGet(ctx(kWorker).get(), get, &got).ok());  // waits for the setter
+  setter.join();
+  EXPECT_TRUE(got.found());
+  EXPECT_EQ(got.value(), "10.0.0.7:29500");
+  get.set_key("rdzv/job-1/job-1%2Fdistill/2/rank0-address");  // another attempt: not there
+  get.set_wait_micros(100'000);
+  ASSERT_TRUE(stub->RendezvousGet(ctx(kWorker).get(), get, &got).ok());
+  EXPECT_FALSE(got.found());
+  get.set_key("elsewhere");
+  EXPECT_EQ(stub->RendezvousGet(ctx(kWorker).get(), get, &got).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  get.set_key(key);
+  EXPECT_EQ(stub->RendezvousGet(ctx(kUser).get(), get, &got).error_code(), grpc::StatusCode::PERMISSION_DENIED);
 }
 
 }  // namespace
