@@ -37,7 +37,7 @@ struct ApiFlags {
   std::string server, token, tls_ca, tls_cert, tls_key, output = "table";
   double timeout = 30;
   // per command
-  std::string id, file, request_id;
+  std::string id, file, request_id, page_token;
   bool wait = false, all = false;
   int page_size = 50;
   int64_t from_seq = 0;
@@ -335,12 +335,12 @@ void RegisterApiCommands(CLI::App& app, CommandRegistry& registry) {
     cmd->add_option("--state", f->states, "only jobs in this state (repeatable): queued, running, succeeded, ...");
     cmd->add_option("--label", f->labels, "only jobs with label KEY=VALUE (repeatable)");
     cmd->add_option("--page-size", f->page_size, "jobs per page")->capture_default_str();
-    cmd->add_option("--page-token", f->request_id, "continue a listing");
+    cmd->add_option("--page-token", f->page_token, "continue a listing");
     cmd->add_flag("--all", f->all, "follow every page");
     AddApi(registry, cmd, f, "list", [](Client& c, const ApiFlags& f) -> absl::StatusOr<int> {
       v1::ListJobsRequest req;
       req.set_page_size(f.page_size);
-      req.set_page_token(f.request_id);
+      req.set_page_token(f.page_token);
       for (const std::string& s : f.states) {
         v1::JobState state;
         std::string name = "JOB_" + s;

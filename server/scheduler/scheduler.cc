@@ -475,10 +475,15 @@ void Scheduler::PlaceJobs(int64_t now) {
       decisions_.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     if (!reason.empty() && !placed_any && job.waiting_reason() != reason) {
-      (void)jobs_->Update(job.id(), [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
-        j.set_waiting_reason(reason);
-        return std::vector<v1::Event>{};
-      });
+      StoreBatch not_synced;  // a reason is recomputed after a restart: no fsync for it
+      not_synced.durable = false;
+      (void)jobs_->Update(
+          job.id(),
+          [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
+            j.set_waiting_reason(reason);
+            return std::vector<v1::Event>{};
+          },
+          std::move(not_synced));
     }
   }
   assigned_.notify_all();

@@ -49,7 +49,9 @@ class RocksStore : public Store {
     for (const auto& [k, v] : b.put_keys) wb.Put(cfs_[kKeys], k, v);
     for (const std::string& w : b.delete_workers) wb.Delete(cfs_[kWorkers], w);
     for (const auto& [k, v] : b.put_workers) wb.Put(cfs_[kWorkers], k, v);
-    return FromRocks(db_->Write(write_, &wb), "write");
+    rocksdb::WriteOptions wo = write_;
+    wo.sync = write_.sync && b.durable;
+    return FromRocks(db_->Write(wo, &wb), "write");
   }
 
   absl::StatusOr<std::optional<v1::Job>> GetJob(const std::string& id) override {

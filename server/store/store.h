@@ -28,6 +28,9 @@ struct StoreBatch {
   std::vector<std::string> delete_keys;
   std::vector<std::pair<std::string, std::string>> put_workers;  // worker id -> serialized registration
   std::vector<std::string> delete_workers;
+  // False for a change that may be lost in a crash because it is recomputed
+  // at start-up (a queued job's waiting reason): not fsynced even with sync on.
+  bool durable = true;
 };
 
 class Store {
