@@ -128,14 +128,14 @@ std::string Time(int64_t micros) {
   return buf;
 }
 
-std::string Short(int state_value, const std::string& name, const char* prefix) {
+std::string Short(const std::string& name, const char* prefix) {
   std::string s = name;
   if (s.rfind(prefix, 0) == 0) s = s.substr(std::string(prefix).size());
   return s;
 }
 
-std::string JobState(v1::JobState s) { return Short(s, v1::JobState_Name(s), "JOB_"); }
-std::string StageState(v1::StageState s) { return Short(s, v1::StageState_Name(s), "STAGE_"); }
+std::string JobState(v1::JobState s) { return Short(v1::JobState_Name(s), "JOB_"); }
+std::string StageState(v1::StageState s) { return Short(v1::StageState_Name(s), "STAGE_"); }
 
 void PrintJobs(const ApiFlags& f, const std::vector<v1::Job>& jobs, const std::string& next = "") {
   if (f.output != "table") {
@@ -171,7 +171,7 @@ std::string EventLine(const v1::Event& e) {
   } else if (e.kind() == "stage_state") {
     what = absl::StrCat("stage ", e.stage(), " ", StageState(e.stage_state()));
   } else if (e.kind() == "task_state") {
-    what = absl::StrCat("task ", e.task_id(), " ", Short(e.task_state(), v1::TaskState_Name(e.task_state()), "TASK_"));
+    what = absl::StrCat("task ", e.task_id(), " ", Short(v1::TaskState_Name(e.task_state()), "TASK_"));
   } else if (e.kind() == "progress") {
     const v1::Progress& p = e.progress();
     what = absl::StrFormat("%s step %d/%d  %s tokens  loss %.4f  ETA %s", e.stage(), p.step(), p.total_steps(),

@@ -121,14 +121,14 @@ int Run(const CoordinatorConfig& c) {
   sched_options.backoff_micros = static_cast<int64_t>(c.backoff_seconds * 1e6);
   sched_options.recovery_grace_micros = static_cast<int64_t>(c.recovery_grace_seconds * 1e6);
   sched_options.storage_root = c.storage_roots.empty() ? c.state_dir : c.storage_roots[0];
-  Scheduler scheduler(&jobs, store.get(), Clock::Real(), sched_options);
+  RendezvousStore rendezvous;
+  Scheduler scheduler(&jobs, store.get(), Clock::Real(), sched_options, &rendezvous);
   if (absl::Status st = scheduler.Recover(); !st.ok()) {
     log::Error(absl::StrCat("scheduler recovery: ", st.message()));
     return 1;
   }
   jobs.SetListener([&](const std::string& id) { scheduler.Notify(id); });
   scheduler.Start();
-  RendezvousStore rendezvous;
   metrics.WatchJobs(&jobs);
   metrics.WatchScheduler(&scheduler);
   std::unique_ptr<prometheus::Exposer> exposer;

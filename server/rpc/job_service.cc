@@ -9,12 +9,15 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-absl::StatusOr<Principal> JobServiceImpl::Caller(grpc::ServerContext* ctx) const {
-  std::optional<std::string> header;
+std::optional<std::string> AuthorizationHeader(const grpc::ServerContext* ctx) {
   const auto& md = ctx->client_metadata();
   auto it = md.find("authorization");
-  if (it != md.end()) header = std::string(it->second.data(), it->second.size());
-  absl::StatusOr<Principal> p = auth_->Authenticate(header);
+  if (it == md.end()) return std::nullopt;
+  return std::string(it->second.data(), it->second.size());
+}
+
+absl::StatusOr<Principal> JobServiceImpl::Caller(grpc::ServerContext* ctx) const {
+  absl::StatusOr<Principal> p = auth_->Authenticate(AuthorizationHeader(ctx));
   if (p.ok() && p->role == Principal::Role::kWorker) {
     return absl::PermissionDeniedError("a worker token cannot use the job API");
   }

@@ -6,6 +6,8 @@
 #include <atomic>
 
 #include <functional>
+#include <optional>
+#include <string>
 
 #include "server/jobs/job_manager.h"
 #include "server/rpc/auth.h"
@@ -52,5 +54,8 @@ class JobServiceImpl final : public v1::JobService::Service {
 };
 
 grpc::Status ToGrpc(const absl::Status& status);
+
+// The caller's `authorization` header, if any.
+std::optional<std::string> AuthorizationHeader(const grpc::ServerContext* ctx);
 
 }  // namespace topiary::server

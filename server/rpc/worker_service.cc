@@ -5,11 +5,7 @@
 namespace topiary::server {
 
 absl::Status WorkerServiceImpl::CheckWorker(grpc::ServerContext* ctx) const {
-  std::optional<std::string> header;
-  const auto& md = ctx->client_metadata();
-  auto it = md.find("authorization");
-  if (it != md.end()) header = std::string(it->second.data(), it->second.size());
-  ASSIGN_OR_RETURN(Principal p, auth_->Authenticate(header));
+  ASSIGN_OR_RETURN(Principal p, auth_->Authenticate(AuthorizationHeader(ctx)));
   if (auth_->enabled() && p.role != Principal::Role::kWorker) {
     return absl::PermissionDeniedError("the worker API needs a worker token");
   }

@@ -94,8 +94,19 @@ int64_t Backoff(const SchedulerOptions& o, int retry) {
 
 }  // namespace
 
-Scheduler::Scheduler(JobManager* jobs, Store* store, const Clock* clock, SchedulerOptions options)
-    : jobs_(jobs), store_(store), clock_(clock), options_(std::move(options)) {}
+Scheduler::Scheduler(JobManager* jobs, Store* store, const Clock* clock, SchedulerOptions options,
+                     RendezvousStore* rendezvous)
+    : jobs_(jobs), store_(store), clock_(clock), options_(std::move(options)), rendezvous_(rendezvous) {}
+
+void Scheduler::Forget(const std::string& job_id) {
+  active_.erase(job_id);
+  job_metrics_.erase(job_id);
+  const std::string prefix = job_id + "/";
+  for (auto it = not_before_.lower_bound(prefix); it != not_before_.end() && it->first.rfind(prefix, 0) == 0;) {
+    it = not_before_.erase(it);
+  }
+  if (rendezvous_ != nullptr) rendezvous_->DropJob(job_id);
+}
 
 Scheduler::~Scheduler() { Stop(); }
 
@@ -273,8 +284,7 @@ void Scheduler::FinishCancelled(const std::string& job_id) {
     return ev;
   });
   if (!done.ok()) log::Error(absl::StrCat("scheduler: cancel ", job_id, ": ", done.status().message()));
-  active_.erase(job_id);
-  job_metrics_.erase(job_id);
+  Forget(job_id);
 }
 
 void Scheduler::FailTask(const std::string& task_id, v1::FailureKind kind, const std::string& error) {
@@ -334,8 +344,7 @@ void Scheduler::FailTask(const std::string& task_id, v1::FailureKind kind, const
         ++it2;
       }
     }
-    active_.erase(p.job_id);
-    job_metrics_.erase(p.job_id);
+    Forget(p.job_id);
   } else {
     not_before_[task_id] = now + Backoff(options_, retry);
   }
@@ -347,8 +356,8 @@ void Scheduler::PlaceJobs(int64_t now) {
   for (auto it = active_.begin(); it != active_.end();) {
     absl::StatusOr<v1::Job> j = jobs_->Get(kScheduler, *it);
     if (!j.ok() || IsTerminal(j->state())) {
-      job_metrics_.erase(*it);
-      it = active_.erase(it);
+      const std::string id = *it++;
+      Forget(id);
       continue;
     }
     if (j->state() == v1::JOB_CANCELLING) {
@@ -670,8 +679,7 @@ absl::Status Scheduler::Complete(const v1::CompleteTaskRequest& req) {
   });
   if (!job.ok()) return job.status();
   if (finished) {
-    active_.erase(done.job_id);
-    job_metrics_.erase(done.job_id);
+    Forget(done.job_id);
   }
   Wake();
   return absl::OkStatus();

@@ -33,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "common/clock.h"
 #include "server/jobs/job_manager.h"
+#include "server/scheduler/rendezvous.h"
 #include "server/store/store.h"
 #include "topiary/v1/worker_service.pb.h"
 
@@ -51,7 +52,9 @@ struct SchedulerOptions {
 
 class Scheduler {
  public:
-  Scheduler(JobManager* jobs, Store* store, const Clock* clock, SchedulerOptions options);
+  // `rendezvous` (may be null) loses a job's keys when the job ends.
+  Scheduler(JobManager* jobs, Store* store, const Clock* clock, SchedulerOptions options,
+            RendezvousStore* rendezvous = nullptr);
   ~Scheduler();
 
   // Start-up: registered workers get a fresh lease; active jobs are loaded.
@@ -110,12 +113,15 @@ class Scheduler {
   void FailTask(const std::string& task_id, v1::FailureKind kind, const std::string& error);
   void FinishCancelled(const std::string& job_id);
   void Release(Placed& p);
+  // A job has ended: drop what the scheduler keeps for it.
+  void Forget(const std::string& job_id);
   void Wake();
 
   JobManager* jobs_;
   Store* store_;
   const Clock* clock_;
   SchedulerOptions options_;
+  RendezvousStore* rendezvous_;
   std::mutex mu_;
   std::condition_variable assigned_;  // a worker's outbox got work
   std::map<std::string, Worker> workers_;
