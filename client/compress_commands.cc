@@ -88,6 +88,7 @@ absl::Status RunImportance(ImportanceFlags f) {
 struct PruneFlags {
   std::string model, scores, target, out, dtype = "bf16";
   std::string drop_layers, drop_attention, drop_mlp;
+  bool no_sync = false;
   compress::PruneTarget t;
 };
 
@@ -135,6 +136,7 @@ absl::Status RunPrune(PruneFlags f) {
   model::SaveOptions so;
   so.dtype = dtype;
   so.copy_files_from = f.model;
+  so.durable = !f.no_sync;
   RETURN_IF_ERROR(compress::PruneCheckpoint(f.model, plan, f.out, so));  // streams tensor by tensor
   auto before = model::CountParams(config), after = model::CountParams(plan.config);
   std::printf("%s: %lld -> %lld parameters (%.1f%%), non-embedding %lld -> %lld%s; peak RSS %.0f MB\n", f.out.c_str(),
@@ -228,6 +230,8 @@ void RegisterCompressCommands(CLI::App& app, CommandRegistry& registry) {
                   "Minitron head residual redistribution into the kept query heads");
     cmd->add_option("--dtype", f->dtype, "output dtype")->capture_default_str();
     cmd->add_option("--out", f->out, "output directory")->required();
+    cmd->add_flag("--no-sync", f->no_sync,
+                  "do not fsync the output (like cp: faster, but a machine crash may lose it)");
     AddRunner(registry, cmd, f, "prune", RunPrune);
   }
   {

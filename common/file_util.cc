@@ -63,21 +63,21 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path, size_t max
   return out.str();
 }
 
-absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents, bool durable) {
   std::filesystem::path p(path);
   std::string dir = p.parent_path().string();
   std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus("create", tmp);
   absl::Status st = WriteAll(fd, contents, tmp);
-  if (st.ok() && ::fsync(fd) != 0) st = ErrnoStatus("fsync", tmp);
+  if (st.ok() && durable && ::fsync(fd) != 0) st = ErrnoStatus("fsync", tmp);
   ::close(fd);
   if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = ErrnoStatus("rename to", path);
   if (!st.ok()) {
     ::unlink(tmp.c_str());
     return st;
   }
-  return FsyncDir(dir);
+  return durable ? FsyncDir(dir) : absl::OkStatus();
 }
 
 absl::Status MakeDirs(const std::string& path) {

@@ -18,7 +18,9 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path,
 // Writes `contents` to `path` atomically: a temporary file in the same
 // directory is written, fsynced, then renamed over `path`, and the directory
 // is fsynced. A crash leaves either the old or the new file, never a torn one.
-absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents);
+// With durable = false the fsyncs are skipped: the rename is still atomic,
+// but the contents may be lost in a machine crash.
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents, bool durable = true);
 
 // Creates `path` and its parents (like mkdir -p).
 absl::Status MakeDirs(const std::string& path);

@@ -43,7 +43,7 @@ class Distill : public ::testing::Test {
     topiary_ = testing::BinDir() + "/topiary";
     teacher_ = testing::SourceDir() + "/models/kjv-llama-8m";
     student_ = dir_.File("student");
-    auto r = testing::RunProcesses({{topiary_, "prune", "--model", teacher_, "--drop-layers", "2,5", "--out", student_}},
+    auto r = testing::RunProcesses({{topiary_, "prune", "--model", teacher_, "--drop-layers", "2,5", "--no-sync", "--out", student_}},
                                    dir_.path(), std::chrono::seconds(120));
     ASSERT_EQ(r[0].exit_code, 0) << r[0].output;
   }

@@ -208,7 +208,7 @@ absl::Status SaveCheckpointStreaming(const ModelConfig& model_config, const Tens
       decls.push_back({params[i].first, out_dtype, params[i].second});
       weight_map[params[i].first] = file;
     }
-    ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(dir + "/" + file, decls, {{"format", "pt"}}));
+    ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(dir + "/" + file, decls, {{"format", "pt"}}, opt.durable));
     for (size_t i : shards[s]) {
       ASSIGN_OR_RETURN(at::Tensor produced, produce(i));
       if (produced.sizes().vec() != params[i].second) {
@@ -234,17 +234,17 @@ absl::Status SaveCheckpointStreaming(const ModelConfig& model_config, const Tens
   }
   if (n > 1) {
     json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
-    RETURN_IF_ERROR(WriteFileAtomically(dir + "/model.safetensors.index.json", index.dump(2) + "\n"));
+    RETURN_IF_ERROR(WriteFileAtomically(dir + "/model.safetensors.index.json", index.dump(2) + "\n", opt.durable));
   }
   ModelConfig config = model_config;
   config.torch_dtype = TorchDtypeName(opt.dtype);
-  RETURN_IF_ERROR(WriteFileAtomically(dir + "/config.json", ConfigToJson(config)));
+  RETURN_IF_ERROR(WriteFileAtomically(dir + "/config.json", ConfigToJson(config), opt.durable));
   if (!opt.copy_files_from.empty() && fs::absolute(opt.copy_files_from) != fs::absolute(dir)) {
     for (const std::string& f : TokenizerFiles()) {
       fs::path src = fs::path(opt.copy_files_from) / f;
       if (!fs::exists(src)) continue;
       ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(src.string()));
-      RETURN_IF_ERROR(WriteFileAtomically(dir + "/" + f, bytes));
+      RETURN_IF_ERROR(WriteFileAtomically(dir + "/" + f, bytes, opt.durable));
     }
   }
   return absl::OkStatus();

@@ -42,6 +42,11 @@ struct SaveOptions {
   at::ScalarType dtype = at::kBFloat16;   // kFloat, kHalf or kBFloat16
   int64_t max_shard_bytes = 5'000'000'000;  // one file up to this size; shards beyond
   std::string copy_files_from;           // a checkpoint dir whose tokenizer files are copied
+  // fsync every file (and the directory) before it is renamed into place, so
+  // that the checkpoint survives a machine crash once the call returns. Off,
+  // files are still renamed into place whole but may be lost or empty after
+  // a crash until the kernel writes them back (what `cp` gives).
+  bool durable = true;
 };
 
 // Writes the model as a Hugging Face directory (created if missing).

@@ -243,7 +243,8 @@ const TensorInfo* SafetensorsFile::Find(absl::string_view name) const {
 }
 
 absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
-    const std::string& path, std::vector<Decl> decls, const std::map<std::string, std::string>& metadata) {
+    const std::string& path, std::vector<Decl> decls, const std::map<std::string, std::string>& metadata,
+    bool durable) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
@@ -264,6 +265,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
   w->path_ = path;
   w->tmp_path_ = absl::StrCat(path, ".tmp.", ::getpid());
   w->decls_ = std::move(decls);
+  w->durable_ = durable;
   w->fd_ = ::open(w->tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (w->fd_ < 0) return absl::InternalError(absl::StrCat("create ", w->tmp_path_, ": ", std::strerror(errno)));
   uint8_t len[8];
@@ -291,7 +293,7 @@ absl::Status SafetensorsWriter::WriteNext(const void* data, size_t nbytes) {
   RETURN_IF_ERROR(WriteAll(fd_, static_cast<const char*>(data) + copied, nbytes - copied, tmp_path_));
   // Start writeback of what was just written, so that the fsync in Finish()
   // overlaps with producing the next tensors instead of waiting for all of it.
-  const off_t end = ::lseek(fd_, 0, SEEK_CUR);
+  const off_t end = durable_ ? ::lseek(fd_, 0, SEEK_CUR) : 0;
   if (end > 0) ::sync_file_range(fd_, end - static_cast<off_t>(nbytes), static_cast<off_t>(nbytes), SYNC_FILE_RANGE_WRITE);
   ++next_;
   return absl::OkStatus();
@@ -303,7 +305,7 @@ absl::Status SafetensorsWriter::Finish() {
     return absl::FailedPreconditionError(
         absl::StrCat("only ", next_, " of ", decls_.size(), " declared tensors were written"));
   }
-  int rc = ::fsync(fd_);
+  int rc = durable_ ? ::fsync(fd_) : 0;
   ::close(fd_);
   fd_ = -1;
   if (rc != 0) return absl::InternalError(absl::StrCat("fsync ", tmp_path_, ": ", std::strerror(errno)));

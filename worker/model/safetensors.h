@@ -86,18 +86,20 @@ class SafetensorsWriter {
   };
   static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(
       const std::string& path, std::vector<Decl> decls,
-      const std::map<std::string, std::string>& metadata = {});
+      const std::map<std::string, std::string>& metadata = {}, bool durable = true);
   ~SafetensorsWriter();
 
   // Writes the next declared tensor; nbytes must equal its declared size.
   absl::Status WriteNext(const void* data, size_t nbytes);
-  // Flushes, fsyncs and renames into place. Fails if tensors are missing.
+  // Flushes, fsyncs (when durable) and renames into place. Fails if tensors
+  // are missing.
   absl::Status Finish();
 
  private:
   SafetensorsWriter() = default;
   std::string path_, tmp_path_;
   int fd_ = -1;
+  bool durable_ = true;
   std::vector<Decl> decls_;
   size_t next_ = 0;
 };

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
+
+#include "common/file_util.h"
 #include "testing/test_util.h"
 #include "worker/compress/importance/activation_stats.h"
 #include "worker/model/checkpoint.h"
@@ -107,6 +110,18 @@ TEST(Prune, StreamingCheckpointEqualsInMemoryAndFullShapeIsIdentity) {
   auto a = streamed->NamedParameters(), b = in_memory.NamedParameters();
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(a[i].second->equal(*b[i].second)) << a[i].first;
+  // Without fsync (`--no-sync`) the same files, byte for byte, and no temporaries left.
+  model::SaveOptions nosync;
+  nosync.durable = false;
+  ASSERT_TRUE(PruneCheckpoint(teacher, *plan, dir.File("p_nosync"), nosync).ok());
+  for (const char* f : {"model.safetensors", "config.json", "tokenizer.model"}) {
+    auto x = ReadFileToString(dir.File(std::string("p/") + f)), y = ReadFileToString(dir.File(std::string("p_nosync/") + f));
+    ASSERT_TRUE(x.ok() && y.ok()) << f;
+    EXPECT_TRUE(*x == *y) << f;
+  }
+  for (const auto& e : std::filesystem::directory_iterator(dir.File("p_nosync"))) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+  }
 
   auto full = MakePlan(c, s, PruneTarget{});
   ASSERT_TRUE(PruneCheckpoint(teacher, *full, dir.File("same"), so).ok());
