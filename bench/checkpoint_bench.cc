@@ -11,6 +11,7 @@
 #include "bench/bench_util.h"
 #include "common/file_util.h"
 #include "common/process.h"
+#include "worker/model/caching_allocator.h"
 #include "worker/model/checkpoint.h"
 
 namespace {
@@ -26,6 +27,7 @@ double Seconds(const std::function<void()>& fn) {
 int main(int argc, char** argv) {
   using namespace topiary;
   TuneMalloc();
+  model::InstallCachingCpuAllocator();
   bench::SetupThreads();
   std::string dir = argc > 1 ? argv[1] : *MakeTempDir("topiary-ckpt-bench");
   model::ModelConfig c;

@@ -16,12 +16,14 @@
 #include "worker/train/peak.h"
 #include "common/process.h"
 #include "worker/compress/importance/activation_stats.h"
+#include "worker/model/caching_allocator.h"
 #include "worker/model/llama.h"
 
 using namespace topiary;
 
 int main(int argc, char** argv) {
   TuneMalloc();
+  model::InstallCachingCpuAllocator();
   const bench::BenchArgs a = bench::ParseBenchArgs(argc, argv, {"100m", "observe", "fp32", 4, 256, 5});
   if (a.dtype != "bf16") ReexecWithPassiveOpenMp();  // as `topiary importance` does
   bench::SetupThreads();

@@ -15,17 +15,21 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+#include <sys/resource.h>
 #include <filesystem>
 #include <memory>
 #include <string>
+
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "absl/strings/str_format.h"
 
 #include "bench/bench_util.h"
 #include "worker/train/peak.h"
 #include "common/process.h"
+#include "worker/model/caching_allocator.h"
 #include "worker/model/llama.h"
-#include "worker/train/adamw.h"
 #include "worker/train/sharded_adamw.h"
 #include "worker/train/train_checkpoint.h"
 #include "worker/train/trainer.h"
@@ -73,6 +77,7 @@ double RunPeer(const bench::BenchArgs& a, const model::ModelConfig& c) {
 
 int main(int argc, char** argv) {
   TuneMalloc();
+  model::InstallCachingCpuAllocator();
   bench::SetupThreads();
   bench::BenchArgs a = bench::ParseBenchArgs(argc, argv, {"100m", "train", "bf16", 4, 512, 5});
   const model::ModelConfig teacher_config = bench::BenchShape(a.shape);
@@ -92,7 +97,12 @@ int main(int argc, char** argv) {
     if (train) t->requires_grad_(true);
     params.push_back(t);
   }
-  train::AdamW opt(named, {});
+  // The optimizer `topiary train` runs: ZeRO-1 AdamW, here over one rank.
+  auto comm = dist::MakeLocalCommunicator();
+  auto opt = std::move(*train::ShardedAdamW::Create(named, {}, comm.get()));
+  auto opt_step = [&] {
+    if (!opt->Step(1e-4, 1.0).ok()) std::abort();
+  };
   auto step = [&] {
     if (!train) {
       torch::NoGradGuard g;
@@ -106,15 +116,24 @@ int main(int argc, char** argv) {
       train::ForwardBackwardCe(m, batch, 1.0);
     }
     if (a.mode == "fwdbwd") return;  // without the optimizer, for analysis
-    opt.Step(1e-4, train::ClipScale(train::GradNorm(params), 1.0));
+    opt_step();
   };
   if (a.mode == "optim") {  // the optimizer step alone, for analysis
     train::ForwardBackwardCe(m, batch, 1.0);
-    double t = bench::TimeBest([&] { opt.Step(1e-4, train::ClipScale(train::GradNorm(params), 1.0)); }, 1, a.iters);
+    double t = bench::TimeBest(opt_step, 1, a.iters);
     std::printf("SUMMARY model_bench optimizer_step_s=%.3f params=%.1fM\n", t, model::CountParams(c).total() / 1e6);
     return 0;
   }
+  if (const char* trace = std::getenv("TOPIARY_BENCH_PROFILE")) {  // a Chrome trace of one step, for analysis
+    for (int i = 0; i < 3; ++i) step();
+    torch::autograd::profiler::RecordProfile guard(trace);
+    step();
+  }
+  struct rusage ru0 {}, ru1 {};
+  getrusage(RUSAGE_SELF, &ru0);
   double sec = bench::TimeBest(step, 1, a.iters);
+  getrusage(RUSAGE_SELF, &ru1);
+  const double faults_per_step = static_cast<double>(ru1.ru_minflt - ru0.ru_minflt) / (a.iters + 1);
   const double tokens = static_cast<double>(a.batch * a.seq);
   auto counts = model::CountParams(c);
   double n_mul = static_cast<double>(counts.total() - counts.embedding + (c.tie_word_embeddings ? counts.embedding : 0));
@@ -124,8 +143,7 @@ int main(int argc, char** argv) {
   std::string checkpoint;  // KD: a training checkpoint of the student (model + optimizer) saved and loaded
   if (kd) {
     for (auto& [n, t] : named) t->mutable_grad() = at::Tensor();
-    auto comm = dist::MakeLocalCommunicator();
-    auto sharded = std::move(*train::ShardedAdamW::Create(named, {}, comm.get()));
+    train::ShardedAdamW* sharded = opt.get();
     const std::string dir = "/tmp/topiary-model-bench-ckpt";
     std::filesystem::remove_all(dir);
     train::TrainState st;
@@ -147,9 +165,9 @@ int main(int argc, char** argv) {
   }
   double peer = a.mode == "fwdbwd" || std::getenv("TOPIARY_BENCH_NO_PEER") ? -1 : RunPeer(a, kd ? teacher_config : c);
   std::printf("SUMMARY model_bench shape=%s params=%.1fM mode=%s batch=%lld seq=%lld tokens_per_s=%.0f "
-              "gflops=%.1f bf16_peak_gflops=%.1f of_peak=%.3f peer_tokens_per_s=%.0f vs_peer=%.2f%s\n",
+              "gflops=%.1f bf16_peak_gflops=%.1f of_peak=%.3f peer_tokens_per_s=%.0f vs_peer=%.2f page_faults_per_step=%.0f%s\n",
               a.shape.c_str(), counts.total() / 1e6, a.mode.c_str(), static_cast<long long>(a.batch),
               static_cast<long long>(a.seq), tokens / sec, flops / 1e9, peak / 1e9, flops / peak, peer,
-              peer > 0 ? (tokens / sec) / peer : 0.0, checkpoint.c_str());
+              peer > 0 ? (tokens / sec) / peer : 0.0, faults_per_step, checkpoint.c_str());
   return 0;
 }

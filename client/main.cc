@@ -11,9 +11,11 @@
 #include "common/process.h"
 
 #include "client/commands.h"
+#include "worker/model/caching_allocator.h"
 
 int main(int argc, char** argv) {
   topiary::TuneMalloc();
+  topiary::model::InstallCachingCpuAllocator();  // tensor buffers stay mapped between steps
   CLI::App app{"topiary: structured pruning and distillation of Llama-family models"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("topiary ") + topiary::cli::kVersion);

@@ -73,7 +73,7 @@ Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t G) {
   Tensor scores = at::matmul(qh, kh.transpose(2, 3));                        // (B, NH, T, T)
   scores.mul_(1.0 / std::sqrt(static_cast<double>(HS)));
   Tensor mask = at::full({T, T}, -std::numeric_limits<float>::infinity(), scores.options()).triu(1);
-  Tensor probs = at::softmax(scores + mask, -1, at::kFloat).to(q.scalar_type());
+  Tensor probs = at::softmax(scores.to(at::kFloat) + mask.to(at::kFloat), -1).to(q.scalar_type());
   return at::matmul(probs, vh).transpose(1, 2);                              // (B, T, NH, HS)
 }
 

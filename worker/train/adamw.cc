@@ -3,14 +3,16 @@
 
 #include <torch/torch.h>
 
-#include <ATen/Parallel.h>
 
 #include <cmath>
-#include <functional>
-#include <tuple>
-#include <type_traits>
 
 namespace topiary::train {
+namespace {
+
+// A bf16 tensor's data as the bit patterns the kernels take.
+uint16_t* Bits(const at::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>()); }
+
+}  // namespace
 
 AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor*>> params, AdamWOptions options) : options_(options) {
   torch::NoGradGuard no_grad;
@@ -36,30 +38,26 @@ void AdamW::Step(double lr, double grad_scale) {
     at::Tensor g = s.param->grad();
     if (!g.defined()) continue;
     g = g.contiguous();
-    const float decay = s.decay ? static_cast<float>(1 - lr * options_.weight_decay) : 1.0f;
+    internal::AdamWStep a{static_cast<float>(b1), static_cast<float>(b2), static_cast<float>(lr / bc1),
+                          static_cast<float>(1 / bc2), static_cast<float>(options_.eps),
+                          s.decay ? static_cast<float>(1 - lr * options_.weight_decay) : 1.0f,
+                          static_cast<float>(grad_scale)};
     const int64_t n = s.master.numel();
     float* m = s.m.data_ptr<float>();
     float* v = s.v.data_ptr<float>();
     float* master = s.master.data_ptr<float>();
-    const auto args = std::make_tuple(static_cast<float>(b1), static_cast<float>(b2), static_cast<float>(lr / bc1),
-                                      static_cast<float>(1 / bc2), static_cast<float>(options_.eps), decay,
-                                      static_cast<float>(grad_scale));
-    auto run = [&](auto* gp, auto* wp) {
-      std::apply([&](auto... a) { internal::FusedUpdate(gp, m, v, master, wp, n, a...); }, args);
+    if (g.scalar_type() != at::kFloat && g.scalar_type() != at::kBFloat16) g = g.to(at::kFloat);  // fp16
+    const at::ScalarType wt = s.param->scalar_type();
+    auto run = [&](auto* gp) {
+      if (wt == at::kBFloat16) {
+        internal::FusedUpdate(gp, m, v, master, Bits(*s.param), n, a);
+      } else {
+        internal::FusedUpdate(gp, m, v, master, master, n, a);
+        if (wt != at::kFloat) s.param->detach().copy_(s.master);
+      }
     };
-    const bool bf16_weight = s.param->scalar_type() == at::kBFloat16;
-    if (g.scalar_type() == at::kFloat) {
-      if (bf16_weight) run(g.data_ptr<float>(), s.param->data_ptr<at::BFloat16>());
-      else run(g.data_ptr<float>(), master);
-    } else if (g.scalar_type() == at::kBFloat16) {
-      if (bf16_weight) run(g.data_ptr<at::BFloat16>(), s.param->data_ptr<at::BFloat16>());
-      else run(g.data_ptr<at::BFloat16>(), master);
-    } else {  // other dtypes (fp16): convert, then the float path
-      at::Tensor gf = g.to(at::kFloat);
-      at::Tensor pf = s.param->scalar_type() == at::kFloat ? s.master : at::empty_like(s.master);
-      run(gf.data_ptr<float>(), pf.data_ptr<float>());
-      if (s.param->scalar_type() != at::kFloat) s.param->detach().copy_(s.master);
-    }
+    if (g.scalar_type() == at::kFloat) run(g.data_ptr<float>());
+    else run(Bits(g));
   }
 }
 
@@ -78,18 +76,8 @@ double GradNorm(const std::vector<at::Tensor*>& params) {
     at::Tensor g = p->grad();
     if (!g.defined()) continue;
     g = g.contiguous();
-    auto sum_sq = [&](auto* x) {
-      return at::parallel_reduce(0, g.numel(), 1 << 14, 0.0, [&](int64_t b, int64_t e, double acc) {
-        float local = 0;
-        for (int64_t i = b; i < e; ++i) {
-          const float f = static_cast<float>(x[i]);
-          local += f * f;
-        }
-        return acc + local;
-      }, std::plus<double>());
-    };
-    if (g.scalar_type() == at::kFloat) sq += sum_sq(g.data_ptr<float>());
-    else if (g.scalar_type() == at::kBFloat16) sq += sum_sq(g.data_ptr<at::BFloat16>());
+    if (g.scalar_type() == at::kFloat) sq += internal::SumSquares(g.data_ptr<float>(), g.numel());
+    else if (g.scalar_type() == at::kBFloat16) sq += internal::SumSquares(Bits(g), g.numel());
     else sq += g.to(at::kDouble).pow(2).sum().item<double>();
   }
   return std::sqrt(sq);

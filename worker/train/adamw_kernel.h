@@ -1,31 +1,34 @@
-// Internal: the fused AdamW update loop shared by AdamW and ShardedAdamW.
+// Internal: the fused AdamW update and the gradient sum of squares, shared by
+// AdamW and ShardedAdamW. Vectorised loops compiled for AVX-512, AVX2 and
+// baseline x86-64, chosen at load time (function multiversioning); threads
+// through ATen's parallel_for. bf16 values are passed as their bits
+// (uint16_t); a float weight pointer equal to `master` means "fp32 weights".
 #pragma once
 
-#include <ATen/Parallel.h>
-
-#include <cmath>
 #include <cstdint>
-#include <type_traits>
 
 namespace topiary::train::internal {
 
-// The fused AdamW update over one tensor. G is float or c10::BFloat16; the
-// weight W likewise (when W is float it is the master itself).
-template <typename G, typename W>
-void FusedUpdate(const G* g, float* m, float* v, float* master, W* w, int64_t n, float b1, float b2, float lr_bc1,
-                 float inv_bc2, float eps, float decay, float scale) {
-  at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float gi = static_cast<float>(g[i]) * scale;
-      const float mi = b1 * m[i] + (1 - b1) * gi;
-      const float vi = b2 * v[i] + (1 - b2) * gi * gi;
-      m[i] = mi;
-      v[i] = vi;
-      const float p = master[i] * decay - lr_bc1 * mi / (std::sqrt(vi * inv_bc2) + eps);
-      master[i] = p;
-      if constexpr (!std::is_same_v<W, float>) w[i] = static_cast<W>(p);
-    }
-  });
-}
+struct AdamWStep {
+  float b1, b2;
+  float lr_bc1;   // lr / (1 - b1^t)
+  float inv_bc2;  // 1 / (1 - b2^t)
+  float eps;
+  float decay;    // 1 - lr * weight_decay, or 1 for tensors without decay
+  float scale;    // multiplies the gradient (clipping)
+};
+
+// m = b1 m + (1-b1) g', v = b2 v + (1-b2) g'^2 with g' = scale g;
+// master = decay master - lr_bc1 m / (sqrt(v inv_bc2) + eps); w = master
+// (rounded to nearest even for bf16). Every array has n elements.
+void FusedUpdate(const float* g, float* m, float* v, float* master, float* w, int64_t n, const AdamWStep& s);
+void FusedUpdate(const float* g, float* m, float* v, float* master, uint16_t* w_bf16, int64_t n, const AdamWStep& s);
+void FusedUpdate(const uint16_t* g_bf16, float* m, float* v, float* master, float* w, int64_t n, const AdamWStep& s);
+void FusedUpdate(const uint16_t* g_bf16, float* m, float* v, float* master, uint16_t* w_bf16, int64_t n,
+                 const AdamWStep& s);
+
+// Σ x² in fp64 (fp32 partial sums over blocks of at most 16K elements).
+double SumSquares(const float* x, int64_t n);
+double SumSquares(const uint16_t* x_bf16, int64_t n);
 
 }  // namespace topiary::train::internal
