@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "worker/model/fused_ops.h"
 
 namespace topiary::model {
 namespace {
@@ -14,14 +15,6 @@ using at::Tensor;
 // Calls the observer when it wants this point.
 inline void Emit(ActivationObserver* obs, Point p, int64_t layer, Tensor& x) {
   if (obs != nullptr && obs->Wants(p)) obs->Observe(p, layer, x);
-}
-
-// RMSNorm as Hugging Face computes it: statistics in fp32, result cast back to
-// the input dtype, then scaled by the weight.
-Tensor RmsNorm(const Tensor& x, const Tensor& weight, double eps) {
-  Tensor xf = x.to(at::kFloat);
-  Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return weight * normed.to(x.scalar_type());
 }
 
 Tensor Linear(const Tensor& x, const Tensor& w, const Tensor& b) {
@@ -71,9 +64,7 @@ Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t G) {
   Tensor kh = k.transpose(1, 2).unsqueeze(2).expand({B, G, R, T, HS}).reshape({B, NH, T, HS});
   Tensor vh = v.transpose(1, 2).unsqueeze(2).expand({B, G, R, T, HS}).reshape({B, NH, T, HS});
   Tensor scores = at::matmul(qh, kh.transpose(2, 3));                        // (B, NH, T, T)
-  scores.mul_(1.0 / std::sqrt(static_cast<double>(HS)));
-  Tensor mask = at::full({T, T}, -std::numeric_limits<float>::infinity(), scores.options()).triu(1);
-  Tensor probs = at::softmax(scores.to(at::kFloat) + mask.to(at::kFloat), -1).to(q.scalar_type());
+  Tensor probs = CausalSoftmax(scores, 1.0 / std::sqrt(static_cast<double>(HS)));  // fp32 inside, 0 above the diagonal
   return at::matmul(probs, vh).transpose(1, 2);                              // (B, T, NH, HS)
 }
 
@@ -113,7 +104,7 @@ Tensor BlockForward(const LlamaModel& m, int64_t l, const Tensor& x_in, const Te
   Tensor x = x_in;
   Emit(obs, Point::kBlockInput, l, x);
   if (c.LayerHasAttention(l)) {
-    Tensor h = RmsNorm(x, w.input_norm, c.rms_norm_eps);                      // (B, T, C)
+    Tensor h = FusedRmsNorm(x, w.input_norm, c.rms_norm_eps);                      // (B, T, C)
     Emit(obs, Point::kAttnNorm, l, h);
     Tensor q = Linear(h, w.q_proj, w.q_bias).view({B, T, NH, HS});
     Tensor k = Linear(h, w.k_proj, w.k_bias).view({B, T, G, HS});
@@ -126,11 +117,11 @@ Tensor BlockForward(const LlamaModel& m, int64_t l, const Tensor& x_in, const Te
     Emit(obs, Point::kAttnResidual, l, x);
   }
   if (c.LayerHasMlp(l)) {
-    Tensor h = RmsNorm(x, w.post_norm, c.rms_norm_eps);                        // (B, T, C)
+    Tensor h = FusedRmsNorm(x, w.post_norm, c.rms_norm_eps);                        // (B, T, C)
     Emit(obs, Point::kMlpNorm, l, h);
     Tensor gate = Linear(h, w.gate_proj, w.gate_bias);                         // (B, T, FF)
     Emit(obs, Point::kMlpGate, l, gate);
-    Tensor act = at::silu(gate) * Linear(h, w.up_proj, w.up_bias);             // (B, T, FF)
+    Tensor act = SwiGlu(gate, Linear(h, w.up_proj, w.up_bias));               // (B, T, FF)
     Emit(obs, Point::kMlpActivation, l, act);
     x = x + Linear(act, w.down_proj, w.down_bias);                             // (B, T, C)
   }
@@ -149,7 +140,7 @@ Tensor Forward(const LlamaModel& m, const Tensor& tokens, const ForwardOptions& 
 
   Tensor x = at::embedding(m.embed_tokens, tokens);  // (B, T, C)
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) x = BlockForward(m, l, x, cos, sin, obs);
-  Tensor h = RmsNorm(x, m.norm, c.rms_norm_eps);
+  Tensor h = FusedRmsNorm(x, m.norm, c.rms_norm_eps);
   Emit(obs, Point::kFinalNorm, -1, h);
   if (opt.return_hidden) return h;
   return LmHead(m, h);                                                           // (B, T, V)

@@ -7,33 +7,21 @@
 #include <functional>
 #include <type_traits>
 
+#include "worker/model/vec_math.h"
+
 // Built with -O3 -fno-math-errno (see CMakeLists.txt) so that the loops
 // below vectorise, sqrt included.
-#define TOPIARY_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-
 namespace topiary::train::internal {
 namespace {
 
+using kernels::kLanes;
+using kernels::Load;
+using kernels::ToBf16;
+
 constexpr int64_t kGrain = 1 << 14;
 
-inline __attribute__((always_inline)) float Load(float x) { return x; }
-inline __attribute__((always_inline)) float Load(uint16_t bits) {
-  const uint32_t u = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// Round to nearest even, NaN kept a (quiet) NaN: what c10::BFloat16 does.
-inline __attribute__((always_inline)) uint16_t ToBf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  const uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  return f != f ? uint16_t{0x7FC0} : static_cast<uint16_t>(r);
-}
-
 template <typename G, typename W>
-inline __attribute__((always_inline)) void UpdateBody(const G* __restrict g, float* __restrict m,
+TOPIARY_KERNEL_INLINE void UpdateBody(const G* __restrict g, float* __restrict m,
                                                       float* __restrict v, float* __restrict master,
                                                       W* __restrict w, int64_t n, AdamWStep s) {
   for (int64_t i = 0; i < n; ++i) {
@@ -50,26 +38,26 @@ inline __attribute__((always_inline)) void UpdateBody(const G* __restrict g, flo
 
 // One clone set per (gradient, weight) type pair: target_clones does not
 // apply to templates.
-TOPIARY_CLONES void UpdateFF(const float* g, float* m, float* v, float* master, int64_t n, AdamWStep s) {
+TOPIARY_KERNEL_CLONES void UpdateFF(const float* g, float* m, float* v, float* master, int64_t n, AdamWStep s) {
   UpdateBody<float, float>(g, m, v, master, nullptr, n, s);
 }
-TOPIARY_CLONES void UpdateFB(const float* g, float* m, float* v, float* master, uint16_t* w, int64_t n, AdamWStep s) {
+TOPIARY_KERNEL_CLONES void UpdateFB(const float* g, float* m, float* v, float* master, uint16_t* w, int64_t n, AdamWStep s) {
   UpdateBody<float, uint16_t>(g, m, v, master, w, n, s);
 }
-TOPIARY_CLONES void UpdateBF(const uint16_t* g, float* m, float* v, float* master, int64_t n, AdamWStep s) {
+TOPIARY_KERNEL_CLONES void UpdateBF(const uint16_t* g, float* m, float* v, float* master, int64_t n, AdamWStep s) {
   UpdateBody<uint16_t, float>(g, m, v, master, nullptr, n, s);
 }
-TOPIARY_CLONES void UpdateBB(const uint16_t* g, float* m, float* v, float* master, uint16_t* w, int64_t n,
+TOPIARY_KERNEL_CLONES void UpdateBB(const uint16_t* g, float* m, float* v, float* master, uint16_t* w, int64_t n,
                              AdamWStep s) {
   UpdateBody<uint16_t, uint16_t>(g, m, v, master, w, n, s);
 }
 
 template <typename T>
-inline __attribute__((always_inline)) float SumSquaresBody(const T* __restrict x, int64_t n) {
-  float acc[16] = {};  // 16 independent lanes: vectorises without reassociation flags
+TOPIARY_KERNEL_INLINE float SumSquaresBody(const T* __restrict x, int64_t n) {
+  float acc[kLanes] = {};
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    for (int j = 0; j < 16; ++j) {
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
       const float f = Load(x[i + j]);
       acc[j] += f * f;
     }
@@ -79,8 +67,8 @@ inline __attribute__((always_inline)) float SumSquaresBody(const T* __restrict x
   for (float a : acc) total += a;
   return total;
 }
-TOPIARY_CLONES float SumSquaresF(const float* x, int64_t n) { return SumSquaresBody(x, n); }
-TOPIARY_CLONES float SumSquaresB(const uint16_t* x, int64_t n) { return SumSquaresBody(x, n); }
+TOPIARY_KERNEL_CLONES float SumSquaresF(const float* x, int64_t n) { return SumSquaresBody(x, n); }
+TOPIARY_KERNEL_CLONES float SumSquaresB(const uint16_t* x, int64_t n) { return SumSquaresBody(x, n); }
 
 template <typename Fn>
 double ParallelSumSquares(int64_t n, Fn&& block) {

@@ -6,85 +6,22 @@
 #include <cmath>
 #include <cstring>
 
-// Built with -O3 -fno-math-errno (see CMakeLists.txt) so that the loops vectorise.
-#define TOPIARY_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define TOPIARY_INLINE inline __attribute__((always_inline))
+#include "worker/model/vec_math.h"
 
+// Built with -O3 -fno-math-errno (see CMakeLists.txt) so that the loops vectorise.
 namespace topiary::train::internal {
 namespace {
 
-constexpr int kLanes = 16;  // independent partial sums: vectorise without reassociation
-
-TOPIARY_INLINE float Load(float x) { return x; }
-TOPIARY_INLINE float Load(uint16_t bits) {
-  const uint32_t u = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-TOPIARY_INLINE void Store(float* p, float f) { *p = f; }
-TOPIARY_INLINE void Store(uint16_t* p, float f) {  // round to nearest even, as c10::BFloat16
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  const uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  *p = f != f ? uint16_t{0x7FC0} : static_cast<uint16_t>(r);
-}
-
-// e^x for x <= 0 (arguments here are logit − max): 2^n · p(r) with
-// x = n ln2 + r, |r| <= ln2/2, p the degree-6 Taylor polynomial (relative
-// error below 2e-7). Underflows to 0 below −87; NaN stays NaN.
-TOPIARY_INLINE float ExpNonPositive(float x) {
-  const float xc = x < -87.0f ? -87.0f : x;
-  const float n = std::nearbyint(xc * 1.44269504f);
-  const float r = (xc - n * 0.693145752f) - n * 1.42860677e-6f;
-  float p = 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, 4);
-  const float e = p * scale;
-  return x < -87.0f ? 0.0f : (x != x ? x : e);
-}
-
-template <typename T>
-TOPIARY_INLINE float RowMax(const T* __restrict x, int64_t n) {
-  float acc[kLanes];
-  for (float& a : acc) a = -INFINITY;
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      const float v = Load(x[i + j]);
-      acc[j] = v > acc[j] ? v : acc[j];
-    }
-  }
-  float m = -INFINITY;
-  for (; i < n; ++i) m = std::max(m, Load(x[i]));
-  for (float a : acc) m = std::max(m, a);
-  return m;
-}
-
-// Σ e^{(x − m)·k}
-template <typename T>
-TOPIARY_INLINE double SumExp(const T* __restrict x, int64_t n, float m, float k) {
-  float acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) acc[j] += ExpNonPositive((Load(x[i + j]) - m) * k);
-  }
-  double total = 0;
-  for (; i < n; ++i) total += ExpNonPositive((Load(x[i]) - m) * k);
-  for (float a : acc) total += a;
-  return total;
-}
+using kernels::ExpNonPositive;
+using kernels::kLanes;
+using kernels::Load;
+using kernels::RowMax;
+using kernels::Store;
+using kernels::SumExp;
 
 // Σ e^{(t − mt)·k} and Σ e^{(t − mt)·k} (t − s)
 template <typename T>
-TOPIARY_INLINE void TeacherSums(const T* __restrict s, const T* __restrict t, int64_t n, float mt, float k,
+TOPIARY_KERNEL_INLINE void TeacherSums(const T* __restrict s, const T* __restrict t, int64_t n, float mt, float k,
                                 double* zt, double* at) {
   float z[kLanes] = {}, a[kLanes] = {};
   int64_t i = 0;
@@ -112,7 +49,7 @@ struct RowOut {
 };
 
 template <typename T, bool kTeacher>
-TOPIARY_INLINE RowOut RowBody(const T* __restrict s, const T* __restrict t, int64_t V, int64_t target, float tau,
+TOPIARY_KERNEL_INLINE RowOut RowBody(const T* __restrict s, const T* __restrict t, int64_t V, int64_t target, float tau,
                               T* __restrict g, float kl_coef, float ce_coef) {
   const float k = 1.0f / tau;
   const bool unit_tau = tau == 1.0f;
@@ -147,7 +84,7 @@ TOPIARY_INLINE RowOut RowBody(const T* __restrict s, const T* __restrict t, int6
 
 // One clone set per instantiation: target_clones does not apply to templates.
 #define TOPIARY_ROWS(NAME, T, TEACHER)                                                                  \
-  TOPIARY_CLONES void NAME(const LogitLossArgs& a, int64_t begin, int64_t end) {                        \
+  TOPIARY_KERNEL_CLONES void NAME(const LogitLossArgs& a, int64_t begin, int64_t end) {                        \
     const T* s = static_cast<const T*>(a.s);                                                            \
     const T* t = static_cast<const T*>(a.t);                                                            \
     T* g = static_cast<T*>(a.grad);                                                                     \

@@ -1,0 +1,115 @@
+#include "worker/model/fused_ops.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+#include "worker/model/fused_kernels.h"
+
+namespace topiary::model {
+namespace {
+
+using at::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+bool Fusable(const Tensor& t) { return t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16; }
+bool Bf16(const Tensor& t) { return t.scalar_type() == at::kBFloat16; }
+
+class CausalSoftmaxFn : public torch::autograd::Function<CausalSoftmaxFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& scores, double scale) {
+    Tensor x = scores.contiguous();
+    const int64_t T = x.size(-1);
+    Tensor y = at::empty_like(x);
+    kernels::CausalSoftmaxForward(x.data_ptr(), y.data_ptr(), Bf16(x), x.numel() / T, T, static_cast<float>(scale));
+    ctx->save_for_backward({y});
+    ctx->saved_data["scale"] = scale;
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    Tensor p = ctx->get_saved_variables()[0];
+    Tensor g = grads[0].to(p.scalar_type()).contiguous();
+    const int64_t T = p.size(-1);
+    Tensor dx = at::empty_like(p);
+    kernels::CausalSoftmaxBackward(g.data_ptr(), p.data_ptr(), dx.data_ptr(), Bf16(p), p.numel() / T, T,
+                                   static_cast<float>(ctx->saved_data["scale"].toDouble()));
+    return {dx, Tensor()};
+  }
+};
+
+class SwiGluFn : public torch::autograd::Function<SwiGluFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& gate_in, const Tensor& up_in) {
+    Tensor gate = gate_in.contiguous(), up = up_in.contiguous();
+    Tensor a = at::empty_like(gate);
+    kernels::SwiGluForward(gate.data_ptr(), up.data_ptr(), a.data_ptr(), Bf16(gate), gate.numel());
+    ctx->save_for_backward({gate, up});
+    return a;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const Tensor& gate = saved[0];
+    const Tensor& up = saved[1];
+    Tensor da = grads[0].to(gate.scalar_type()).contiguous();
+    Tensor dg = at::empty_like(gate), du = at::empty_like(up);
+    kernels::SwiGluBackward(da.data_ptr(), gate.data_ptr(), up.data_ptr(), dg.data_ptr(), du.data_ptr(), Bf16(gate),
+                            gate.numel());
+    return {dg, du};
+  }
+};
+
+class RmsNormFn : public torch::autograd::Function<RmsNormFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& x_in, const Tensor& weight, double eps) {
+    Tensor x = x_in.contiguous(), w = weight.contiguous();
+    const int64_t C = x.size(-1), rows = x.numel() / C;
+    Tensor y = at::empty_like(x);
+    Tensor r = at::empty({rows}, x.options().dtype(at::kFloat));
+    kernels::RmsNormForward(x.data_ptr(), w.data_ptr(), y.data_ptr(), r.data_ptr<float>(), Bf16(x), rows, C,
+                            static_cast<float>(eps));
+    ctx->save_for_backward({x, w, r});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const Tensor& x = saved[0];
+    const Tensor& w = saved[1];
+    const Tensor& r = saved[2];
+    Tensor dy = grads[0].to(x.scalar_type()).contiguous();
+    const int64_t C = x.size(-1), rows = x.numel() / C;
+    Tensor dx = at::empty_like(x);
+    Tensor dw = at::empty({C}, x.options().dtype(at::kFloat));
+    kernels::RmsNormBackward(dy.data_ptr(), x.data_ptr(), w.data_ptr(), r.data_ptr<float>(), dx.data_ptr(),
+                             dw.data_ptr<float>(), Bf16(x), rows, C);
+    return {dx, dw.to(w.scalar_type()), Tensor()};
+  }
+};
+
+}  // namespace
+
+Tensor CausalSoftmax(const Tensor& scores, double scale) {
+  if (Fusable(scores)) return CausalSoftmaxFn::apply(scores, scale);
+  const int64_t T = scores.size(-1);
+  Tensor mask = at::full({T, T}, -std::numeric_limits<float>::infinity(), scores.options().dtype(at::kFloat)).triu(1);
+  return at::softmax(scores.to(at::kFloat) * scale + mask, -1).to(scores.scalar_type());
+}
+
+Tensor SwiGlu(const Tensor& gate, const Tensor& up) {
+  if (Fusable(gate) && gate.scalar_type() == up.scalar_type() && gate.sizes() == up.sizes()) {
+    return SwiGluFn::apply(gate, up);
+  }
+  return at::silu(gate) * up;
+}
+
+Tensor FusedRmsNorm(const Tensor& x, const Tensor& weight, double eps) {
+  if (Fusable(x) && weight.scalar_type() == x.scalar_type() && weight.dim() == 1 && weight.size(0) == x.size(-1)) {
+    return RmsNormFn::apply(x, weight, eps);
+  }
+  Tensor xf = x.to(at::kFloat);
+  Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * normed.to(x.scalar_type());
+}
+
+}  // namespace topiary::model
