@@ -134,6 +134,7 @@ int main(int argc, char** argv) {
   double sec = bench::TimeBest(step, 1, a.iters);
   getrusage(RUSAGE_SELF, &ru1);
   const double faults_per_step = static_cast<double>(ru1.ru_minflt - ru0.ru_minflt) / (a.iters + 1);
+  const model::CpuCacheStats cache = model::GetCpuCacheStats();
   const double tokens = static_cast<double>(a.batch * a.seq);
   auto counts = model::CountParams(c);
   double n_mul = static_cast<double>(counts.total() - counts.embedding + (c.tie_word_embeddings ? counts.embedding : 0));
@@ -165,9 +166,11 @@ int main(int argc, char** argv) {
   }
   double peer = a.mode == "fwdbwd" || std::getenv("TOPIARY_BENCH_NO_PEER") ? -1 : RunPeer(a, kd ? teacher_config : c);
   std::printf("SUMMARY model_bench shape=%s params=%.1fM mode=%s batch=%lld seq=%lld tokens_per_s=%.0f "
-              "gflops=%.1f bf16_peak_gflops=%.1f of_peak=%.3f peer_tokens_per_s=%.0f vs_peer=%.2f page_faults_per_step=%.0f%s\n",
+              "gflops=%.1f bf16_peak_gflops=%.1f of_peak=%.3f peer_tokens_per_s=%.0f vs_peer=%.2f page_faults_per_step=%.0f "
+              "peak_buffers_mb=%.0f mapped_buffers_mb=%.0f%s\n",
               a.shape.c_str(), counts.total() / 1e6, a.mode.c_str(), static_cast<long long>(a.batch),
               static_cast<long long>(a.seq), tokens / sec, flops / 1e9, peak / 1e9, flops / peak, peer,
-              peer > 0 ? (tokens / sec) / peer : 0.0, faults_per_step, checkpoint.c_str());
+              peer > 0 ? (tokens / sec) / peer : 0.0, faults_per_step, cache.peak_in_use_bytes / 1e6,
+              (cache.in_use_bytes + cache.cached_bytes) / 1e6, checkpoint.c_str());
   return 0;
 }

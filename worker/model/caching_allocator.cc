@@ -3,17 +3,21 @@
 #include <c10/core/CPUAllocator.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <mutex>
 #include <new>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 namespace topiary::model {
 namespace {
 
 constexpr size_t kMinCached = size_t{1} << 20;  // below this: the default allocator
 constexpr size_t kHuge = size_t{2} << 20;       // sizes round up to huge pages
+constexpr int64_t kSlack = int64_t{64} << 20;   // mapped beyond 5/4 of the peak in use before evicting
 
 // Every pointer this allocator hands out is its own context, as libtorch's
 // raw_allocate/raw_deallocate require; large ones are found in `sizes_`.
@@ -33,6 +37,7 @@ class CachingCpuAllocator final : public c10::Allocator {
     }
     const size_t size = (n + kHuge - 1) / kHuge * kHuge;
     void* p = nullptr;
+    std::vector<std::pair<void*, size_t>> evicted;
     {
       std::lock_guard<std::mutex> lock(mu_);
       // Best fit among cached blocks no more than 1/8 larger than asked.
@@ -41,17 +46,32 @@ class CachingCpuAllocator final : public c10::Allocator {
         p = it->second;
         cached_ -= static_cast<int64_t>(it->first);
         in_use_ += static_cast<int64_t>(it->first);
+        peak_in_use_ = std::max(peak_in_use_, in_use_);
         free_.erase(it);
         ++hits_;
       } else {
         ++misses_;
+        // Keep what is mapped within 5/4 of the peak in use (plus a little):
+        // unmap cached blocks, largest first, before mapping more. A
+        // training step's sizes repeat and settle well inside this bound.
+        const int64_t need = static_cast<int64_t>(size);
+        const int64_t bound = std::max(peak_in_use_, in_use_ + need) / 4 * 5 + kSlack;
+        while (!free_.empty() && in_use_ + cached_ + need > bound) {
+          auto largest = std::prev(free_.end());
+          evicted.emplace_back(largest->second, largest->first);
+          cached_ -= static_cast<int64_t>(largest->first);
+          sizes_.erase(largest->second);
+          free_.erase(largest);
+        }
       }
     }
+    for (auto& [q, n] : evicted) ::munmap(q, n);
     if (p == nullptr) {
       p = Map(size);
       std::lock_guard<std::mutex> lock(mu_);
       sizes_[p] = size;
       in_use_ += static_cast<int64_t>(size);
+      peak_in_use_ = std::max(peak_in_use_, in_use_);
     }
     return {p, p, &Delete, cpu};
   }
@@ -96,7 +116,7 @@ class CachingCpuAllocator final : public c10::Allocator {
 
   CpuCacheStats Stats() const {
     std::lock_guard<std::mutex> lock(mu_);
-    return {hits_, misses_, in_use_, cached_};
+    return {hits_, misses_, in_use_, cached_, peak_in_use_};
   }
 
   void SetLimit(int64_t bytes) {
@@ -121,7 +141,7 @@ class CachingCpuAllocator final : public c10::Allocator {
   mutable std::mutex mu_;
   mutable std::multimap<size_t, void*> free_;         // size -> cached block
   mutable std::unordered_map<void*, size_t> sizes_;   // every large block, in use or cached
-  mutable int64_t hits_ = 0, misses_ = 0, in_use_ = 0, cached_ = 0;
+  mutable int64_t hits_ = 0, misses_ = 0, in_use_ = 0, cached_ = 0, peak_in_use_ = 0;
   int64_t limit_;
 };
 

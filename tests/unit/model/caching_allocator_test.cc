@@ -59,6 +59,16 @@ TEST(CachingCpuAllocator, ReusesLargeBuffersAndLeavesSmallOnesAlone) {
     alloc->raw_deallocate(p);
   }
 
+  // Sizes that never repeat do not pile up: what is mapped stays within 5/4
+  // of the peak in use (+64 MiB), where keeping them all would map ~1 GB.
+  for (int mb = 10; mb <= 60; mb += 2) {
+    at::Tensor t = at::empty({mb * 1000 * 1000 / 4});
+    t.fill_(1.0f);
+  }
+  const CpuCacheStats s4 = GetCpuCacheStats();
+  EXPECT_LE(s4.in_use_bytes + s4.cached_bytes, s4.peak_in_use_bytes / 4 * 5 + (int64_t{64} << 20));
+  EXPECT_GE(s4.peak_in_use_bytes, 160'000'000);  // the 40-million-float tensor above
+
   // Past the limit freed buffers are unmapped, not kept.
   SetCpuCacheLimit(0);
   EXPECT_EQ(GetCpuCacheStats().cached_bytes, 0);
