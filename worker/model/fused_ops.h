@@ -14,8 +14,9 @@
 
 namespace topiary::model {
 
-// scores (..., T, T) -> probabilities: softmax over keys 0..q of scale·scores
-// for query q, exactly 0 above the diagonal.
+// scores (..., R·T, T) -> probabilities: row r is query q = r mod T (R
+// query heads of one KV group may be stacked along time, R >= 1); softmax
+// over keys 0..q of scale·scores, exactly 0 for keys after q.
 at::Tensor CausalSoftmax(const at::Tensor& scores, double scale);
 
 // silu(gate) · up, same shapes.

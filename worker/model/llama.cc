@@ -55,17 +55,20 @@ Tensor InverseFrequencies(const ModelConfig& c) {
   return inv;
 }
 
-// Grouped-query causal attention. K/V of each group are shared by its R
-// query heads through a broadcast view (expand), not a copy.
+// Grouped-query causal attention without copying K/V per query head: the R
+// query heads of a group (head h uses group h / R, as Hugging Face's
+// repeat_kv) are stacked along time, so one batched matmul per group scores
+// all of them against the group's keys. Row r of the stacked scores is
+// query position r mod T, which is what CausalSoftmax masks by.
 // q (B, T, NH, HS), k/v (B, T, G, HS) -> (B, T, NH, HS).
 Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t G) {
   const int64_t B = q.size(0), T = q.size(1), NH = q.size(2), HS = q.size(3), R = NH / G;
-  Tensor qh = q.transpose(1, 2);                                             // (B, NH, T, HS)
-  Tensor kh = k.transpose(1, 2).unsqueeze(2).expand({B, G, R, T, HS}).reshape({B, NH, T, HS});
-  Tensor vh = v.transpose(1, 2).unsqueeze(2).expand({B, G, R, T, HS}).reshape({B, NH, T, HS});
-  Tensor scores = at::matmul(qh, kh.transpose(2, 3));                        // (B, NH, T, T)
+  Tensor qg = q.transpose(1, 2).reshape({B, G, R * T, HS});                   // (B, G, R·T, HS)
+  Tensor kg = k.transpose(1, 2);                                               // (B, G, T, HS)
+  Tensor vg = v.transpose(1, 2);                                               // (B, G, T, HS)
+  Tensor scores = at::matmul(qg, kg.transpose(2, 3));                          // (B, G, R·T, T)
   Tensor probs = CausalSoftmax(scores, 1.0 / std::sqrt(static_cast<double>(HS)));  // fp32 inside, 0 above the diagonal
-  return at::matmul(probs, vh).transpose(1, 2);                              // (B, T, NH, HS)
+  return at::matmul(probs, vg).view({B, NH, T, HS}).transpose(1, 2);          // (B, T, NH, HS)
 }
 
 }  // namespace

@@ -47,9 +47,9 @@ TEST(FusedOps, CausalSoftmax) {
   at::manual_seed(1);
   const double scale = 1 / std::sqrt(40.0);
   Fn fused = [&](const std::vector<Tensor>& x) { return CausalSoftmax(x[0], scale); };
-  Fn reference = [&](const std::vector<Tensor>& x) {
-    const int64_t T = x[0].size(-1);
-    Tensor mask = at::full({T, T}, -std::numeric_limits<double>::infinity(), x[0].options()).triu(1);
+  Fn reference = [&](const std::vector<Tensor>& x) {  // rows stacked R times: row r is query r mod T
+    const int64_t T = x[0].size(-1), R = x[0].size(-2) / T;
+    Tensor mask = at::full({T, T}, -std::numeric_limits<double>::infinity(), x[0].options()).triu(1).repeat({R, 1});
     return at::softmax(x[0] * scale + mask, -1);
   };
   Tensor scores = at::randn({2, 3, 37, 37}) * 6;
@@ -61,6 +61,11 @@ TEST(FusedOps, CausalSoftmax) {
   EXPECT_TRUE(p.select(-2, 0).select(-1, 0).eq(1).all().item<bool>());
   // Other dtypes take the ATen expression (statistics in fp32, as Hugging Face).
   Compare(fused, reference, {scores}, at::kDouble, 1e-6);
+  // Three query heads of a KV group stacked along time (as Attention does).
+  Tensor stacked = at::randn({2, 2, 3 * 37, 37}) * 6;
+  Compare(fused, reference, {stacked}, at::kFloat, 1e-5);
+  Compare(fused, reference, {stacked}, at::kBFloat16, 1.0 / 64);
+  Compare(fused, reference, {stacked}, at::kDouble, 1e-6);
 }
 
 TEST(FusedOps, SwiGlu) {
