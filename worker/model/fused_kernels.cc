@@ -17,13 +17,14 @@ namespace {
 template <typename T>
 TOPIARY_KERNEL_INLINE void SoftmaxRows(const T* __restrict x, T* __restrict y, int64_t begin, int64_t end, int64_t n,
                                        float scale) {
+  std::vector<float> e(static_cast<size_t>(n));  // one row's exponentials, in cache
   for (int64_t r = begin; r < end; ++r) {
     const T* xr = x + r * n;
     T* yr = y + r * n;
     const int64_t valid = r % n + 1;  // keys 0..q
     const float m = RowMax(xr, valid);
-    const float inv_z = static_cast<float>(1 / SumExp(xr, valid, m, scale));
-    for (int64_t j = 0; j < valid; ++j) Store(&yr[j], ExpNonPositive((Load(xr[j]) - m) * scale) * inv_z);
+    const float inv_z = static_cast<float>(1 / ExpSum(xr, valid, m, scale, e.data()));
+    for (int64_t j = 0; j < valid; ++j) Store(&yr[j], e[j] * inv_z);
     for (int64_t j = valid; j < n; ++j) yr[j] = T(0);
   }
 }

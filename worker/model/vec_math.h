@@ -91,4 +91,25 @@ TOPIARY_KERNEL_INLINE double SumExp(const T* __restrict x, int64_t n, float m, f
   return total;
 }
 
+// out[i] = e^{(x_i − m)·k} over x[0, n); returns Σ out.
+template <typename T>
+TOPIARY_KERNEL_INLINE double ExpSum(const T* __restrict x, int64_t n, float m, float k, float* __restrict out) {
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      const float e = ExpNonPositive((Load(x[i + j]) - m) * k);
+      out[i + j] = e;
+      acc[j] += e;
+    }
+  }
+  double total = 0;
+  for (; i < n; ++i) {
+    out[i] = ExpNonPositive((Load(x[i]) - m) * k);
+    total += out[i];
+  }
+  for (float a : acc) total += a;
+  return total;
+}
+
 }  // namespace topiary::kernels

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "worker/model/vec_math.h"
 
@@ -13,22 +14,24 @@ namespace topiary::train::internal {
 namespace {
 
 using kernels::ExpNonPositive;
+using kernels::ExpSum;
 using kernels::kLanes;
 using kernels::Load;
 using kernels::RowMax;
 using kernels::Store;
 using kernels::SumExp;
 
-// Σ e^{(t − mt)·k} and Σ e^{(t − mt)·k} (t − s)
+// et = e^{(t − mt)·k}; Σ et and Σ et (t − s)
 template <typename T>
 TOPIARY_KERNEL_INLINE void TeacherSums(const T* __restrict s, const T* __restrict t, int64_t n, float mt, float k,
-                                double* zt, double* at) {
+                                       float* __restrict et, double* zt, double* at) {
   float z[kLanes] = {}, a[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) {
       const float tv = Load(t[i + j]);
       const float e = ExpNonPositive((tv - mt) * k);
+      et[i + j] = e;
       z[j] += e;
       a[j] += e > 0 ? e * (tv - Load(s[i + j])) : 0.0f;  // a teacher −inf adds nothing
     }
@@ -37,6 +40,7 @@ TOPIARY_KERNEL_INLINE void TeacherSums(const T* __restrict s, const T* __restric
   for (; i < n; ++i) {
     const float tv = Load(t[i]);
     const float e = ExpNonPositive((tv - mt) * k);
+    et[i] = e;
     zs += e;
     as += e > 0 ? e * (tv - Load(s[i])) : 0.0f;
   }
@@ -48,20 +52,22 @@ struct RowOut {
   double kl = 0, ce = 0;
 };
 
+// es, et: scratch rows of V floats (the exponentials, reused by the gradient).
 template <typename T, bool kTeacher>
 TOPIARY_KERNEL_INLINE RowOut RowBody(const T* __restrict s, const T* __restrict t, int64_t V, int64_t target, float tau,
-                              T* __restrict g, float kl_coef, float ce_coef) {
+                                     T* __restrict g, float kl_coef, float ce_coef, float* __restrict es,
+                                     float* __restrict et) {
   const float k = 1.0f / tau;
   const bool unit_tau = tau == 1.0f;
   const float ms = RowMax(s, V);
   const float mt = kTeacher ? RowMax(t, V) : 0.0f;
-  const double zs = SumExp(s, V, ms, k);
+  const double zs = ExpSum(s, V, ms, k, es);
   const double z1 = unit_tau ? zs : SumExp(s, V, ms, 1.0f);
   RowOut out;
   if (target >= 0) out.ce = std::log(z1) + ms - Load(s[target]);
   double zt = 1, at = 0;
   if (kTeacher) {
-    TeacherSums(s, t, V, mt, k, &zt, &at);
+    TeacherSums(s, t, V, mt, k, et, &zt, &at);
     // Σ p_t (log p_t − log p_s) = Σ p_t (t − s)/τ + (ms − mt)/τ − log Zt + log Zs
     out.kl = at / zt * k + static_cast<double>(ms - mt) * k - std::log(zt) + std::log(zs);
   }
@@ -70,11 +76,10 @@ TOPIARY_KERNEL_INLINE RowOut RowBody(const T* __restrict s, const T* __restrict 
   const float inv_zs = static_cast<float>(1 / zs), inv_z1 = static_cast<float>(1 / z1),
               inv_zt = static_cast<float>(1 / zt), kl_k = kl_coef * k;
   auto grad_at = [&](int64_t i) {
-    const float sv = Load(s[i]);
-    const float ps = ExpNonPositive((sv - ms) * k) * inv_zs;
-    const float p1 = unit_tau ? ps : ExpNonPositive(sv - ms) * inv_z1;
+    const float ps = es[i] * inv_zs;
+    const float p1 = unit_tau ? ps : ExpNonPositive(Load(s[i]) - ms) * inv_z1;
     float gi = ce_coef * p1;
-    if (kTeacher) gi += kl_k * (ps - ExpNonPositive((Load(t[i]) - mt) * k) * inv_zt);
+    if (kTeacher) gi += kl_k * (ps - et[i] * inv_zt);
     return gi;
   };
   for (int64_t i = 0; i < V; ++i) Store(&g[i], grad_at(i));
@@ -88,10 +93,12 @@ TOPIARY_KERNEL_INLINE RowOut RowBody(const T* __restrict s, const T* __restrict 
     const T* s = static_cast<const T*>(a.s);                                                            \
     const T* t = static_cast<const T*>(a.t);                                                            \
     T* g = static_cast<T*>(a.grad);                                                                     \
+    std::vector<float> es(static_cast<size_t>(a.vocab)), et(TEACHER ? static_cast<size_t>(a.vocab) : 0); \
     for (int64_t r = begin; r < end; ++r) {                                                             \
       const int64_t off = r * a.vocab;                                                                  \
       RowOut o = RowBody<T, TEACHER>(s + off, TEACHER ? t + off : nullptr, a.vocab, a.targets[r], a.tau, \
-                                     g != nullptr ? g + off : nullptr, a.kl_coef, a.ce_coef);           \
+                                     g != nullptr ? g + off : nullptr, a.kl_coef, a.ce_coef, es.data(), \
+                                     et.data());                                                        \
       if (a.kl != nullptr) a.kl[r] = o.kl;                                                              \
       if (a.ce != nullptr) a.ce[r] = o.ce;                                                              \
     }                                                                                                   \
