@@ -5,7 +5,10 @@
 //        plus α·CE when `ce_weight` α > 0.
 //   Hidden states (B, T, C): cosine, mean over tokens of 1 − cos(s, t); or
 //        MSE, mean over tokens and channels of (s − t)².
-// Computed in fp32 whatever the logits' dtype. Pure functions.
+// Computed in fp32 whatever the logits' dtype, in one fused pass per row that
+// also produces the gradient (logit_loss_kernel.h); a negative target gives
+// its row no CE term (CE is the mean over rows with a target), and a target
+// outside the vocabulary is an error. Pure functions.
 #pragma once
 
 #include <ATen/core/Tensor.h>
