@@ -74,6 +74,7 @@ v1::JobSpec Spec(const std::string& root) {
   s.set_name("bench");
   s.mutable_teacher()->set_path(root + "/models/t");
   s.add_stages()->mutable_evaluate()->set_perplexity(true);
+  s.mutable_data()->mutable_eval()->set_path(root + "/data/val.bin");
   return s;
 }
 
@@ -187,7 +188,7 @@ int main(int argc, char** argv) {
       v1::RegisterWorkerRequest r;
       r.set_name(absl::StrFormat("w%d", w));
       r.set_slots(4);
-      (void)sched.Register(r);
+      (void)sched.Register("bench", r);
     }
     server::Principal admin{"bench", server::Principal::Role::kAdmin};
     for (int j = 0; j < 1000; ++j) {

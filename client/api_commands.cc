@@ -23,6 +23,7 @@
 #include "common/file_util.h"
 #include "common/spec/spec_io.h"
 #include "common/status_macros.h"
+#include "common/units.h"
 #include "topiary/v1/job_service.grpc.pb.h"
 
 namespace topiary::cli {
@@ -166,19 +167,25 @@ std::string RandomRequestId() {
 
 std::string EventLine(const v1::Event& e) {
   std::string what;
-  if (e.kind() == "job_state") {
+  if (e.kind() == v1::EVENT_KIND_JOB_STATE) {
     what = absl::StrCat("job ", JobState(e.job_state()));
-  } else if (e.kind() == "stage_state") {
+  } else if (e.kind() == v1::EVENT_KIND_STAGE_STATE) {
     what = absl::StrCat("stage ", e.stage(), " ", StageState(e.stage_state()));
-  } else if (e.kind() == "task_state") {
+  } else if (e.kind() == v1::EVENT_KIND_TASK_STATE) {
     what = absl::StrCat("task ", e.task_id(), " ", Short(v1::TaskState_Name(e.task_state()), "TASK_"));
-  } else if (e.kind() == "progress") {
+  } else if (e.kind() == v1::EVENT_KIND_PROGRESS) {
     const v1::Progress& p = e.progress();
-    what = absl::StrFormat("%s step %d/%d  %s tokens  loss %.4f  ETA %s", e.stage(), p.step(), p.total_steps(),
-                           absl::StrCat(p.tokens()), p.loss(),
-                           p.eta_seconds() > 0 ? absl::StrFormat("%.0fs", p.eta_seconds()) : "-");
+    if (p.total_steps() <= 0) {
+      what = absl::StrCat(e.stage(), ": ", p.phase().empty() ? "running" : p.phase());
+    } else {
+      what = absl::StrFormat("%s step %d/%d  %s tokens  loss %.4f  %s tok/s%s  ETA %s", e.stage(), p.step(),
+                             p.total_steps(), FormatCount(static_cast<double>(p.tokens())), p.loss(),
+                             FormatCount(p.tokens_per_second()),
+                             p.mfu() > 0 ? absl::StrFormat("  MFU %.2f", p.mfu()) : "",
+                             p.eta_seconds() > 0 ? absl::StrFormat("%.0fs", p.eta_seconds()) : "-");
+    }
   } else {
-    what = e.kind();
+    what = v1::EventKind_Name(e.kind());
   }
   return absl::StrFormat("[%s] #%d %s%s", Time(e.time_micros()), e.seq(), what,
                          e.message().empty() ? "" : absl::StrCat("  (", e.message(), ")"));
@@ -216,11 +223,11 @@ absl::StatusOr<int> Watch(Client& c, const std::string& id, int64_t from_seq) {
       }
       const v1::Event& e = r.event();
       after = e.seq();
-      if (e.kind() == "job_state") state = e.job_state();
+      if (e.kind() == v1::EVENT_KIND_JOB_STATE) state = e.job_state();
       if (c.flags().output != "table") {
         std::string j = ToJson(e);
         std::printf("%s", c.flags().output == "json" ? (j + "\n").c_str() : ("---\n" + ToYaml(j)).c_str());
-      } else if (e.kind() == "progress" && tty) {
+      } else if (e.kind() == v1::EVENT_KIND_PROGRESS && tty) {
         std::printf("\r\033[K%s", EventLine(e).c_str());  // one live line while a stage runs
         progress_line = true;
       } else {

@@ -1,8 +1,5 @@
 #include "client/compress_commands.h"
 
-#include <torch/torch.h>
-
-#include <cmath>
 #include <cstdio>
 
 #include <CLI/CLI.hpp>
@@ -11,17 +8,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/local_util.h"
-#include "common/file_util.h"
-#include "common/status_macros.h"
 #include "common/process.h"
-#include "common/units.h"
-#include "worker/compress/importance/estimate.h"
-#include "worker/compress/importance/plots.h"
-#include "worker/compress/importance/scores_json.h"
-#include "worker/compress/prune/plan.h"
-#include "worker/compress/search/search.h"
-#include "worker/eval/perplexity.h"
-#include "worker/model/checkpoint.h"
+#include "common/status_macros.h"
+#include "worker/stages/importance_stage.h"
+#include "worker/stages/prune_stage.h"
+#include "worker/stages/search_stage.h"
 
 namespace topiary::cli {
 namespace {
@@ -29,18 +20,16 @@ namespace {
 // ---- importance ------------------------------------------------------------
 
 struct ImportanceFlags {
-  std::string model, out, batch_agg = "l2", seq_agg = "mean", mlp_activation = "down_proj_input";
+  std::string batch_agg = "l2", seq_agg = "mean", mlp_activation = "down_proj_input";
   std::string depth = "lm_loss,magnitude_l1,reverse_order";
-  DataFlags data;
-  DistFlags dist;
-  compress::ImportanceOptions options;
+  stages::ImportanceStageOptions stage;
+  stages::DistOptions dist;
   int threads = 0;
 };
 
 absl::Status RunImportance(ImportanceFlags f) {
   ReexecWithPassiveOpenMp();  // fp32 forward passes
-  SetThreads(f.threads);
-  auto& o = f.options;
+  auto& o = f.stage.importance;
   ASSIGN_OR_RETURN(o.agg.batch, compress::ParseAgg(f.batch_agg));
   ASSIGN_OR_RETURN(o.agg.seq, compress::ParseAgg(f.seq_agg));
   if (f.mlp_activation == "down_proj_input") o.mlp = compress::MlpActivation::kDownProjInput;
@@ -48,37 +37,16 @@ absl::Status RunImportance(ImportanceFlags f) {
   else return absl::InvalidArgumentError("--mlp-activation: expected down_proj_input or gate_proj_output");
   o.extra_depth.clear();
   for (absl::string_view m : absl::StrSplit(f.depth, ',', absl::SkipEmpty())) o.extra_depth.emplace_back(m);
-  ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, at::kFloat));
-  ASSIGN_OR_RETURN(auto file, OpenData(f.data, f.model, m.config.vocab_size));
-  ASSIGN_OR_RETURN(DistSession dist, OpenDist(f.dist));
-  ASSIGN_OR_RETURN(compress::ImportanceResult r,
-                   compress::EstimateImportance(m, *file, {0, file->size()}, o, dist.comm.get()));
-  if (dist.comm->rank() != 0) {  // every rank holds the same scores; rank 0 writes them
+  ASSIGN_OR_RETURN(stages::DistSession dist, stages::OpenDist(f.dist));
+  ASSIGN_OR_RETURN(stages::ImportanceStageResult r,
+                   stages::RunImportance(LocalContext(f.threads, &dist), f.stage));
+  if (dist.comm->rank() != 0) {
     std::printf("rank %d of %d: done\n", dist.comm->rank(), dist.comm->world_size());
     return absl::OkStatus();
   }
-  RETURN_IF_ERROR(MakeDirs(f.out));
-  compress::ScoresProvenance prov{f.model, f.data.path, o};
-  RETURN_IF_ERROR(WriteFileAtomically(f.out + "/scores.json", compress::ScoresToJson(m.config, r, prov)));
-  RETURN_IF_ERROR(WriteFileAtomically(f.out + "/depth.svg",
-                                      compress::LineChartSvg("Depth importance per layer", r.scores.depth)));
-  std::map<std::string, std::vector<double>> width;
-  auto means = [](const at::Tensor& t) {
-    at::Tensor m = t.to(at::kDouble).mean(-1);
-    return std::vector<double>(m.data_ptr<double>(), m.data_ptr<double>() + m.numel());
-  };
-  width["heads (mean)"] = means(r.scores.heads);
-  width["kv groups (mean)"] = means(r.scores.kv_groups);
-  width["neurons (mean)"] = means(r.scores.neurons);
-  at::Tensor per_norm = r.channels_per_norm.narrow(0, 0, m.config.num_hidden_layers * 2).view(
-      {m.config.num_hidden_layers, 2, m.config.hidden_size});
-  width["input norm channels (mean)"] = means(per_norm.select(1, 0));
-  width["post norm channels (mean)"] = means(per_norm.select(1, 1));
-  RETURN_IF_ERROR(WriteFileAtomically(f.out + "/width.svg",
-                                      compress::LineChartSvg("Width statistics per layer", width)));
-  std::printf("%s/scores.json: %lld sequences, %lld tokens; depth metrics:", f.out.c_str(),
+  std::printf("%s: %lld sequences, %lld tokens; depth metrics:", r.scores_path.c_str(),
               static_cast<long long>(r.sequences), static_cast<long long>(r.tokens));
-  for (const auto& [name, v] : r.scores.depth) std::printf(" %s", name.c_str());
+  for (const std::string& name : r.depth_metrics) std::printf(" %s", name.c_str());
   std::printf("\n");
   return absl::OkStatus();
 }
@@ -86,10 +54,10 @@ absl::Status RunImportance(ImportanceFlags f) {
 // ---- prune -----------------------------------------------------------------
 
 struct PruneFlags {
-  std::string model, scores, target, out, dtype = "bf16";
+  std::string target, dtype = "bf16";
   std::string drop_layers, drop_attention, drop_mlp;
   bool no_sync = false;
-  compress::PruneTarget t;
+  stages::PruneStageOptions stage;
 };
 
 absl::StatusOr<std::vector<int64_t>> ParseList(const std::string& s, absl::string_view field) {
@@ -120,73 +88,33 @@ absl::Status ParseTarget(const std::string& text, compress::PruneTarget* t) {
 }
 
 absl::Status RunPrune(PruneFlags f) {
-  RETURN_IF_ERROR(ParseTarget(f.target, &f.t));
-  ASSIGN_OR_RETURN(f.t.drop_layers, ParseList(f.drop_layers, "--drop-layers"));
-  ASSIGN_OR_RETURN(f.t.drop_attention, ParseList(f.drop_attention, "--drop-attention"));
-  ASSIGN_OR_RETURN(f.t.drop_mlp, ParseList(f.drop_mlp, "--drop-mlp"));
-  ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(f.dtype, "--dtype"));
-  ASSIGN_OR_RETURN(model::ModelConfig config, model::LoadConfig(f.model));
-  RETURN_IF_ERROR(compress::ValidateTarget(config, f.t));  // before any heavy work
-  compress::Scores scores;
-  if (!f.scores.empty()) {
-    ASSIGN_OR_RETURN(std::string text, ReadFileToString(f.scores, size_t{2} << 30));
-    ASSIGN_OR_RETURN(scores, compress::ScoresFromJson(text, config));
-  }
-  ASSIGN_OR_RETURN(compress::PrunePlan plan, compress::MakePlan(config, scores, f.t));
-  model::SaveOptions so;
-  so.dtype = dtype;
-  so.copy_files_from = f.model;
-  so.durable = !f.no_sync;
-  RETURN_IF_ERROR(compress::PruneCheckpoint(f.model, plan, f.out, so));  // streams tensor by tensor
-  auto before = model::CountParams(config), after = model::CountParams(plan.config);
-  std::printf("%s: %lld -> %lld parameters (%.1f%%), non-embedding %lld -> %lld%s; peak RSS %.0f MB\n", f.out.c_str(),
-              static_cast<long long>(before.total()), static_cast<long long>(after.total()),
-              100.0 * after.total() / before.total(), static_cast<long long>(before.non_embedding()),
-              static_cast<long long>(after.non_embedding()),
-              plan.config.IsIsomorphic() ? "" : " (not isomorphic: Topiary format)", PeakRssBytes() / 1e6);
+  compress::PruneTarget& t = f.stage.target;
+  RETURN_IF_ERROR(ParseTarget(f.target, &t));
+  ASSIGN_OR_RETURN(t.drop_layers, ParseList(f.drop_layers, "--drop-layers"));
+  ASSIGN_OR_RETURN(t.drop_attention, ParseList(f.drop_attention, "--drop-attention"));
+  ASSIGN_OR_RETURN(t.drop_mlp, ParseList(f.drop_mlp, "--drop-mlp"));
+  ASSIGN_OR_RETURN(f.stage.dtype, stages::ParseDtype(f.dtype, "--dtype"));
+  f.stage.durable = !f.no_sync;
+  ASSIGN_OR_RETURN(stages::PruneStageResult r, stages::RunPrune(LocalContext(0), f.stage));
+  std::printf("%s: %lld -> %lld parameters (%.1f%%), non-embedding %lld -> %lld%s; peak RSS %.0f MB\n",
+              f.stage.out.c_str(), static_cast<long long>(r.before.total()), static_cast<long long>(r.after.total()),
+              100.0 * r.after.total() / r.before.total(), static_cast<long long>(r.before.non_embedding()),
+              static_cast<long long>(r.after.non_embedding()),
+              r.config.IsIsomorphic() ? "" : " (not isomorphic: Topiary format)", r.peak_rss_bytes / 1e6);
   return absl::OkStatus();
 }
 
 // ---- search ----------------------------------------------------------------
 
 struct SearchFlags {
-  std::string model, scores, params, out;
-  DataFlags data;
-  compress::SearchSpace space;
-  eval::EvalOptions eval;
+  stages::SearchStageOptions stage;
   int threads = 0;
 };
 
-// "6M", "6000000" or a fraction of the original ("0.6").
-absl::StatusOr<int64_t> ParseBudget(const std::string& text, int64_t total) {
-  double fraction = 0;
-  if (absl::SimpleAtod(text, &fraction) && fraction > 0 && fraction <= 1 && text.find('.') != std::string::npos) {
-    return static_cast<int64_t>(std::llround(fraction * static_cast<double>(total)));
-  }
-  return ParseCount(text, "--params");
-}
-
 absl::Status RunSearch(SearchFlags f) {
   ReexecWithPassiveOpenMp();  // fp32 forward passes
-  SetThreads(f.threads);
-  ASSIGN_OR_RETURN(model::ModelConfig config, model::LoadConfig(f.model));
-  ASSIGN_OR_RETURN(f.space.budget, ParseBudget(f.params, model::CountParams(config).total()));
-  ASSIGN_OR_RETURN(std::vector<compress::Candidate> candidates, compress::EnumerateCandidates(config, f.space));
-  ASSIGN_OR_RETURN(std::string text, ReadFileToString(f.scores, size_t{2} << 30));
-  ASSIGN_OR_RETURN(compress::Scores scores, compress::ScoresFromJson(text, config));
-  ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, at::kFloat));
-  ASSIGN_OR_RETURN(auto file, OpenData(f.data, f.model, config.vocab_size));
-  std::fprintf(stderr, "search: %zu candidates within %.0f%% of %s parameters\n", candidates.size(),
-               f.space.tolerance * 100, FormatCount(static_cast<double>(f.space.budget)).c_str());
-  ASSIGN_OR_RETURN(std::vector<compress::Candidate> ranked,
-                   compress::RankCandidates(m, scores, std::move(candidates), *file, f.eval, f.space.depth_metric));
-  const std::string table = compress::FormatTable(config, ranked);
-  std::printf("%s", table.c_str());
-  if (!f.out.empty()) {
-    RETURN_IF_ERROR(MakeDirs(f.out));
-    RETURN_IF_ERROR(WriteFileAtomically(f.out + "/search.txt", table));
-    RETURN_IF_ERROR(WriteFileAtomically(f.out + "/search.json", compress::CandidatesToJson(config, f.space, ranked)));
-  }
+  ASSIGN_OR_RETURN(stages::SearchStageResult r, stages::RunSearch(LocalContext(f.threads), f.stage));
+  std::printf("%s", r.table.c_str());
   return absl::OkStatus();
 }
 
@@ -195,11 +123,11 @@ absl::Status RunSearch(SearchFlags f) {
 void RegisterCompressCommands(CLI::App& app, CommandRegistry& registry) {
   {
     auto f = std::make_shared<ImportanceFlags>();
-    auto& o = f->options;
+    auto& o = f->stage.importance;
     auto* cmd = app.add_subcommand("importance", "estimate width and depth importance on calibration data");
-    cmd->add_option("--model", f->model, "Hugging Face model directory")->required();
-    AddDataFlags(cmd, &f->data);
-    cmd->add_option("--out", f->out, "output directory (scores.json, depth.svg, width.svg)")->required();
+    cmd->add_option("--model", f->stage.model, "Hugging Face model directory")->required();
+    AddDataFlags(cmd, &f->stage.data);
+    cmd->add_option("--out", f->stage.out, "output directory (scores.json, depth.svg, width.svg)")->required();
     cmd->add_option("--seq-len", o.seq_len, "calibration sequence length")->capture_default_str();
     cmd->add_option("--samples", o.samples, "calibration sequences")->capture_default_str();
     cmd->add_option("--batch", o.batch, "sequences per forward")->capture_default_str();
@@ -216,32 +144,32 @@ void RegisterCompressCommands(CLI::App& app, CommandRegistry& registry) {
   {
     auto f = std::make_shared<PruneFlags>();
     auto* cmd = app.add_subcommand("prune", "prune to a target shape using importance scores");
-    cmd->add_option("--model", f->model, "Hugging Face model directory")->required();
-    cmd->add_option("--scores", f->scores, "scores.json from `topiary importance`");
+    cmd->add_option("--model", f->stage.model, "Hugging Face model directory")->required();
+    cmd->add_option("--scores", f->stage.scores, "scores.json from `topiary importance`");
     cmd->add_option("--target", f->target, "hidden_size=..,intermediate_size=..,num_attention_heads=..,"
                     "num_key_value_heads=..,num_hidden_layers=.. (any subset)");
-    cmd->add_option("--depth-metric", f->t.depth_metric, "ranks layers for num_hidden_layers")->capture_default_str();
-    cmd->add_flag("--contiguous", f->t.contiguous, "drop one window of consecutive layers");
+    cmd->add_option("--depth-metric", f->stage.target.depth_metric, "ranks layers for num_hidden_layers")->capture_default_str();
+    cmd->add_flag("--contiguous", f->stage.target.contiguous, "drop one window of consecutive layers");
     cmd->add_option("--drop-layers", f->drop_layers, "layers to remove (comma list)");
     cmd->add_option("--drop-attention", f->drop_attention, "attention sublayers to remove (not isomorphic)");
     cmd->add_option("--drop-mlp", f->drop_mlp, "MLP sublayers to remove (not isomorphic)");
-    cmd->add_option("--divisor", f->t.divisor, "widths must be multiples of this")->capture_default_str();
-    cmd->add_flag("--redistribute-heads", f->t.redistribute_heads,
+    cmd->add_option("--divisor", f->stage.target.divisor, "widths must be multiples of this")->capture_default_str();
+    cmd->add_flag("--redistribute-heads", f->stage.target.redistribute_heads,
                   "Minitron head residual redistribution into the kept query heads");
     cmd->add_option("--dtype", f->dtype, "output dtype")->capture_default_str();
-    cmd->add_option("--out", f->out, "output directory")->required();
+    cmd->add_option("--out", f->stage.out, "output directory")->required();
     cmd->add_flag("--no-sync", f->no_sync,
                   "do not fsync the output (like cp: faster, but a machine crash may lose it)");
     AddRunner(registry, cmd, f, "prune", RunPrune);
   }
   {
     auto f = std::make_shared<SearchFlags>();
-    auto& sp = f->space;
+    auto& sp = f->stage.space;
     auto* cmd = app.add_subcommand("search", "rank candidate shapes under a parameter budget by zero-shot loss");
-    cmd->add_option("--model", f->model, "Hugging Face model directory")->required();
-    cmd->add_option("--scores", f->scores, "scores.json from `topiary importance`")->required();
-    AddDataFlags(cmd, &f->data, "--data");
-    cmd->add_option("--params", f->params, "parameter budget: a count (6M) or a fraction of the model (0.6)")
+    cmd->add_option("--model", f->stage.model, "Hugging Face model directory")->required();
+    cmd->add_option("--scores", f->stage.scores, "scores.json from `topiary importance`")->required();
+    AddDataFlags(cmd, &f->stage.data, "--data");
+    cmd->add_option("--params", f->stage.params, "parameter budget: a count (6M) or a fraction of the model (0.6)")
         ->required();
     cmd->add_option("--tolerance", sp.tolerance, "keep shapes within this fraction of the budget")
         ->capture_default_str();
@@ -252,9 +180,9 @@ void RegisterCompressCommands(CLI::App& app, CommandRegistry& registry) {
     cmd->add_option("--max-candidates", sp.max_candidates, "evaluate at most this many (closest to the budget)")
         ->capture_default_str();
     cmd->add_option("--depth-metric", sp.depth_metric, "ranks layers when depth is cut")->capture_default_str();
-    cmd->add_option("--seq-len", f->eval.seq_len, "evaluation window")->capture_default_str();
-    cmd->add_option("--max-windows", f->eval.max_windows, "windows per candidate (0: all)")->capture_default_str();
-    cmd->add_option("--out", f->out, "writes search.txt and search.json here");
+    cmd->add_option("--seq-len", f->stage.eval.seq_len, "evaluation window")->capture_default_str();
+    cmd->add_option("--max-windows", f->stage.eval.max_windows, "windows per candidate (0: all)")->capture_default_str();
+    cmd->add_option("--out", f->stage.out, "writes search.txt and search.json here");
     cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
     AddRunner(registry, cmd, f, "search", RunSearch);
   }

@@ -17,16 +17,12 @@
 #include "common/file_util.h"
 #include "common/process.h"
 #include "common/status_macros.h"
-#include "worker/data/sampler.h"
 #include "worker/data/token_file.h"
 #include "worker/data/tokenizer.h"
-#include "worker/eval/agreement.h"
-#include "worker/eval/perplexity.h"
-#include "worker/eval/zero_shot.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/errors.h"
 #include "worker/model/sampling.h"
-#include "worker/train/trainer.h"
+#include "worker/stages/evaluate_stage.h"
 
 namespace topiary::cli {
 namespace {
@@ -44,7 +40,7 @@ struct InitFlags {
 absl::Status RunInit(const InitFlags& f) {
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(f.config));
   ASSIGN_OR_RETURN(model::ModelConfig config, model::ParseConfigJson(text));
-  ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(f.dtype, "--dtype"));
+  ASSIGN_OR_RETURN(at::ScalarType dtype, stages::ParseDtype(f.dtype, "--dtype"));
   model::LlamaModel m = model::InitModel(config, f.seed, at::kFloat);
   model::SaveOptions so;
   so.dtype = dtype;
@@ -59,7 +55,7 @@ absl::Status RunInit(const InitFlags& f) {
 // ---- tokenize --------------------------------------------------------------
 
 struct TokenizeFlags {
-  DataFlags data;
+  stages::DataOptions data;
   std::string out;
 };
 
@@ -80,60 +76,42 @@ absl::Status RunTokenize(const TokenizeFlags& f) {
 // ---- eval ------------------------------------------------------------------
 
 struct EvalFlags {
-  std::string model, teacher, tasks, dtype = "fp32";
-  DataFlags data;
-  int64_t seq_len = 256, max_windows = 0, batch = 8, max_examples = 0;
+  std::string dtype = "fp32", tasks;
+  stages::EvaluateOptions stage;
   bool json = false;
   int threads = 0;
 };
 
-absl::Status RunEval(const EvalFlags& f) {
+absl::Status RunEval(EvalFlags f) {
   if (f.dtype == "fp32" || f.dtype == "float32") ReexecWithPassiveOpenMp();
-  SetThreads(f.threads);
-  if (f.data.path.empty() && f.tasks.empty()) return absl::InvalidArgumentError("--data or --tasks: give at least one");
-  if (!f.teacher.empty() && f.data.path.empty()) return absl::InvalidArgumentError("--teacher: needs --data");
-  ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(f.dtype, "--dtype"));
-  ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, dtype));
-  json j = {{"model", f.model}};
+  stages::EvaluateOptions& o = f.stage;
+  ASSIGN_OR_RETURN(o.dtype, stages::ParseDtype(f.dtype, "--dtype"));
+  if (!f.tasks.empty()) o.tasks = {f.tasks};
+  o.tokenizer = o.data.tokenizer;
+  ASSIGN_OR_RETURN(stages::EvaluateResult r, stages::RunEvaluate(LocalContext(f.threads), o));
+  json j = {{"model", o.model}};
   std::string text;
-  if (!f.data.path.empty()) {
-    ASSIGN_OR_RETURN(auto file, OpenData(f.data, f.model, m.config.vocab_size));
-    eval::EvalOptions eo;
-    eo.seq_len = f.seq_len;
-    eo.max_windows = f.max_windows;
-    eo.batch_size = f.batch;
-    eval::LossResult r;
-    if (!f.teacher.empty()) {
-      ASSIGN_OR_RETURN(model::LlamaModel t, model::LoadCheckpoint(f.teacher, dtype));
-      ASSIGN_OR_RETURN(eval::AgreementResult a, eval::EvaluateAgreement(m, t, *file, {0, file->size()}, eo));
-      r = a.student;
-      j["teacher"] = f.teacher;
-      j["kl_to_teacher"] = a.kl;
-      j["top1_agreement"] = a.top1_agreement;
-      text += absl::StrFormat("  KL to teacher %.4f  top-1 agreement %.2f%%", a.kl, 100 * a.top1_agreement);
-    } else {
-      ASSIGN_OR_RETURN(r, eval::EvaluateLoss(m, *file, {0, file->size()}, eo));
+  if (r.loss.has_value()) {
+    if (r.kl.has_value()) {
+      j["teacher"] = o.teacher;
+      j["kl_to_teacher"] = *r.kl;
+      j["top1_agreement"] = *r.top1_agreement;
+      text += absl::StrFormat("  KL to teacher %.4f  top-1 agreement %.2f%%", *r.kl, 100 * *r.top1_agreement);
     }
-    j["loss"] = r.loss;
-    j["perplexity"] = r.perplexity;
-    j["tokens"] = r.tokens;
-    j["windows"] = r.windows;
-    j["seq_len"] = f.seq_len;
-    j["data"] = f.data.path;
-    text = absl::StrFormat("loss %.4f  perplexity %.3f  over %lld tokens in %lld windows of %lld", r.loss,
-                           r.perplexity, static_cast<long long>(r.tokens), static_cast<long long>(r.windows),
-                           static_cast<long long>(f.seq_len)) + text;
+    j["loss"] = r.loss->loss;
+    j["perplexity"] = r.loss->perplexity;
+    j["tokens"] = r.loss->tokens;
+    j["windows"] = r.loss->windows;
+    j["seq_len"] = o.eval.seq_len;
+    j["data"] = o.data.path;
+    text = absl::StrFormat("loss %.4f  perplexity %.3f  over %lld tokens in %lld windows of %lld", r.loss->loss,
+                           r.loss->perplexity, static_cast<long long>(r.loss->tokens),
+                           static_cast<long long>(r.loss->windows), static_cast<long long>(o.eval.seq_len)) + text;
   }
-  if (!f.tasks.empty()) {
-    ASSIGN_OR_RETURN(std::string jsonl, ReadFileToString(f.tasks));
-    auto examples = eval::ParseMcTasks(jsonl, f.max_examples);
-    if (!examples.ok()) return absl::InvalidArgumentError(absl::StrCat(f.tasks, ": ", examples.status().message()));
-    const std::string tok_path = f.data.tokenizer.empty() ? f.model + "/tokenizer.model" : f.data.tokenizer;
-    ASSIGN_OR_RETURN(auto tok, data::Tokenizer::Load(tok_path));
-    ASSIGN_OR_RETURN(eval::McResult mc, eval::EvaluateMultipleChoice(m, *tok, *examples, f.seq_len));
-    j["tasks"] = {{"file", f.tasks}, {"examples", mc.examples}, {"acc", mc.acc}, {"acc_norm", mc.acc_norm}};
-    text += absl::StrFormat("%s%s: acc %.4f  acc_norm %.4f over %lld examples", text.empty() ? "" : "\n", f.tasks,
-                            mc.acc, mc.acc_norm, static_cast<long long>(mc.examples));
+  for (const stages::TaskScore& t : r.tasks) {
+    j["tasks"] = {{"file", t.file}, {"examples", t.examples}, {"acc", t.acc}, {"acc_norm", t.acc_norm}};
+    text += absl::StrFormat("%s%s: acc %.4f  acc_norm %.4f over %lld examples", text.empty() ? "" : "\n", t.file,
+                            t.acc, t.acc_norm, static_cast<long long>(t.examples));
   }
   std::printf("%s\n", f.json ? j.dump().c_str() : text.c_str());
   return absl::OkStatus();
@@ -189,8 +167,8 @@ struct GenerateFlags {
 };
 
 absl::Status RunGenerate(GenerateFlags f) {
-  SetThreads(f.threads);
-  ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(f.dtype, "--dtype"));
+  stages::SetThreads(f.threads);
+  ASSIGN_OR_RETURN(at::ScalarType dtype, stages::ParseDtype(f.dtype, "--dtype"));
   ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, dtype));
   ASSIGN_OR_RETURN(auto tok, data::Tokenizer::Load(f.tokenizer.empty() ? f.model + "/tokenizer.model" : f.tokenizer));
   if (tok->vocab_size() > m.config.vocab_size) {
@@ -230,14 +208,16 @@ void RegisterLocalCommands(CLI::App& app, CommandRegistry& registry) {
   {
     auto f = std::make_shared<EvalFlags>();
     auto* cmd = app.add_subcommand("eval", "token-weighted loss and perplexity on consecutive windows");
-    cmd->add_option("--model", f->model, "Hugging Face model directory")->required();
-    AddDataFlags(cmd, &f->data, "--data", /*required=*/false);
-    cmd->add_option("--teacher", f->teacher, "also report KL to this teacher and top-1 agreement (needs --data)");
+    auto& o = f->stage;
+    cmd->add_option("--model", o.model, "Hugging Face model directory")->required();
+    AddDataFlags(cmd, &o.data, "--data", /*required=*/false);
+    cmd->add_option("--teacher", o.teacher, "also report KL to this teacher and top-1 agreement (needs --data)");
     cmd->add_option("--tasks", f->tasks, "zero-shot multiple choice JSONL: {context, choices, label} per line");
-    cmd->add_option("--max-examples", f->max_examples, "score at most N task examples (0: all)")->capture_default_str();
-    cmd->add_option("--seq-len", f->seq_len, "window length T (and the longest task input)")->capture_default_str()->check(CLI::PositiveNumber);
-    cmd->add_option("--max-windows", f->max_windows, "score at most N windows (0: all)")->capture_default_str();
-    cmd->add_option("--batch", f->batch, "windows per forward")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--max-examples", o.max_examples, "score at most N task examples (0: all)")->capture_default_str();
+    cmd->add_option("--seq-len", o.eval.seq_len, "window length T (and the longest task input)")
+        ->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--max-windows", o.eval.max_windows, "score at most N windows (0: all)")->capture_default_str();
+    cmd->add_option("--batch", o.eval.batch_size, "windows per forward")->capture_default_str()->check(CLI::PositiveNumber);
     cmd->add_option("--dtype", f->dtype, "compute dtype fp32|bf16")->capture_default_str();
     cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
     cmd->add_flag("--json", f->json, "print one JSON object");

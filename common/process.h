@@ -22,6 +22,12 @@ void TuneMalloc();
 // Returns only if the variable was already set or exec failed.
 void ReexecWithPassiveOpenMp();
 
+// Memory this process may still allocate: MemAvailable, capped by the
+// cgroup's memory.max minus memory.current when a limit is set; -1 if unknown.
+int64_t AvailableMemoryBytes();
+// The machine's memory (MemTotal), capped by the cgroup's memory.max; -1 if unknown.
+int64_t TotalMemoryBytes();
+
 // This process's peak resident set in bytes (VmHWM), or 0 if unknown.
 // Reported by commands whose memory matters (prune).
 int64_t PeakRssBytes();

@@ -121,6 +121,7 @@ int Run(const CoordinatorConfig& c) {
   sched_options.backoff_micros = static_cast<int64_t>(c.backoff_seconds * 1e6);
   sched_options.recovery_grace_micros = static_cast<int64_t>(c.recovery_grace_seconds * 1e6);
   sched_options.storage_root = c.storage_roots.empty() ? c.state_dir : c.storage_roots[0];
+  sched_options.storage_roots = c.storage_roots;
   RendezvousStore rendezvous;
   Scheduler scheduler(&jobs, store.get(), Clock::Real(), sched_options, &rendezvous);
   if (absl::Status st = scheduler.Recover(); !st.ok()) {

@@ -6,9 +6,41 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace topiary::spec {
+
+std::string EnumValueShortName(const google::protobuf::EnumValueDescriptor* v) {
+  // The type's name in UPPER_SNAKE is the values' prefix: DataFormat -> DATA_FORMAT_.
+  std::string prefix;
+  for (char c : v->type()->name()) {
+    if (absl::ascii_isupper(c) && !prefix.empty()) prefix.push_back('_');
+    prefix.push_back(absl::ascii_toupper(c));
+  }
+  prefix.push_back('_');
+  std::string name = v->name();
+  if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
+  return absl::AsciiStrToLower(name);
+}
+
+const google::protobuf::EnumValueDescriptor* FindEnumValueByShortName(const google::protobuf::EnumDescriptor* e,
+                                                                      absl::string_view name) {
+  std::string n = absl::AsciiStrToLower(name);
+  if (e == v1::Dtype_descriptor()) {  // the usual abbreviations
+    if (n == "bf16") n = "bfloat16";
+    if (n == "fp16") n = "float16";
+    if (n == "fp32") n = "float32";
+  }
+  for (int i = 0; i < e->value_count(); ++i) {
+    const google::protobuf::EnumValueDescriptor* v = e->value(i);
+    if (v->number() != 0 && (EnumValueShortName(v) == n || v->name() == name)) return v;
+  }
+  return nullptr;
+}
+
 namespace {
 
 using google::protobuf::Descriptor;
@@ -21,11 +53,48 @@ absl::Status Bad(const std::string& path, absl::string_view what) {
 
 absl::StatusOr<json> Convert(const YAML::Node& node, const Descriptor* d, const std::string& path);
 
+// An enum value written by its short name (see EnumValueShortName).
+absl::StatusOr<json> ConvertEnum(const std::string& s, const google::protobuf::EnumDescriptor* e,
+                                 const std::string& path) {
+  const google::protobuf::EnumValueDescriptor* v = FindEnumValueByShortName(e, s);
+  if (v == nullptr) {
+    std::vector<std::string> names;
+    for (int i = 0; i < e->value_count(); ++i) {
+      if (e->value(i)->number() != 0) names.push_back(EnumValueShortName(e->value(i)));
+    }
+    return Bad(path, absl::StrCat("'", s, "' is not one of ", absl::StrJoin(names, ", ")));
+  }
+  return json(v->name());
+}
+
 // One value of `field` (a single element when the field is repeated).
 absl::StatusOr<json> ConvertValue(const YAML::Node& node, const FieldDescriptor* f, const std::string& path) {
   if (f->type() == FieldDescriptor::TYPE_MESSAGE) return Convert(node, f->message_type(), path);
   if (!node.IsScalar()) return Bad(path, "expected a single value");
   const std::string s = node.Scalar();
+  if (f->type() == FieldDescriptor::TYPE_ENUM) return ConvertEnum(s, f->enum_type(), path);
+  if (f->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE || f->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT) {
+    // YAML's spellings of the special values; validation refuses them where a finite number is needed.
+    if (s == ".nan" || s == ".NaN" || s == "NaN" || s == "nan") return json("NaN");
+    if (s == ".inf" || s == "+.inf" || s == ".Inf" || s == "inf") return json("Infinity");
+    if (s == "-.inf" || s == "-.Inf" || s == "-inf") return json("-Infinity");
+    double v = 0;
+    if (!absl::SimpleAtod(s, &v)) return Bad(path, absl::StrCat("'", s.substr(0, 64), "' is not a number"));
+    return json(s);
+  }
+  if (f->cpp_type() == FieldDescriptor::CPPTYPE_INT32 || f->cpp_type() == FieldDescriptor::CPPTYPE_INT64) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(s, &v)) return Bad(path, absl::StrCat("'", s.substr(0, 64), "' is not an integer"));
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_INT32 && (v > INT32_MAX || v < INT32_MIN)) {
+      return Bad(path, absl::StrCat(s, " is out of range"));
+    }
+    return json(s);
+  }
+  if (f->cpp_type() == FieldDescriptor::CPPTYPE_UINT32 || f->cpp_type() == FieldDescriptor::CPPTYPE_UINT64) {
+    uint64_t v = 0;
+    if (!absl::SimpleAtoi(s, &v)) return Bad(path, absl::StrCat("'", s.substr(0, 64), "' is not a non-negative integer"));
+    return json(s);
+  }
   if (f->type() == FieldDescriptor::TYPE_BOOL) {
     if (s == "true" || s == "True" || s == "yes") return json(true);
     if (s == "false" || s == "False" || s == "no") return json(false);
@@ -88,12 +157,42 @@ absl::StatusOr<v1::JobSpec> ParseJobSpec(absl::string_view text) {
   return spec;
 }
 
-std::string JobSpecToJson(const v1::JobSpec& spec) {
+namespace {
+
+// Rewrites every enum value of `j` (printed by its full name) to its short name.
+void ShortenEnums(json& j, const Descriptor* d) {
+  if (!j.is_object()) return;
+  for (auto& [key, value] : j.items()) {
+    const FieldDescriptor* f = d->FindFieldByName(key);
+    if (f == nullptr) continue;
+    auto one = [&](json& v) {
+      if (f->type() == FieldDescriptor::TYPE_MESSAGE && !f->is_map()) ShortenEnums(v, f->message_type());
+      if (f->type() == FieldDescriptor::TYPE_ENUM && v.is_string()) {
+        const auto* ev = f->enum_type()->FindValueByName(v.get<std::string>());
+        if (ev != nullptr) v = EnumValueShortName(ev);
+      }
+    };
+    if (value.is_array()) {
+      for (json& v : value) one(v);
+    } else {
+      one(value);
+    }
+  }
+}
+
+}  // namespace
+
+std::string MessageToSpecJson(const google::protobuf::Message& m) {
   std::string out;
   google::protobuf::util::JsonPrintOptions o;
   o.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(spec, &out, o);
-  return out;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  json j = json::parse(out, nullptr, false);
+  if (j.is_discarded()) return out;
+  ShortenEnums(j, m.GetDescriptor());
+  return j.dump();
 }
+
+std::string JobSpecToJson(const v1::JobSpec& spec) { return MessageToSpecJson(spec); }
 
 }  // namespace topiary::spec

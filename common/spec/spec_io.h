@@ -6,17 +6,36 @@
 
 #include <string>
 
+#include <google/protobuf/descriptor.h>
+
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "topiary/v1/job.pb.h"
 
 namespace topiary::spec {
 
+// Enum values as specs write them: the value name without its type's prefix,
+// in lower case (DATA_FORMAT_U16 -> "u16", AGGREGATION_L2 -> "l2").
+std::string EnumValueShortName(const google::protobuf::EnumValueDescriptor* value);
+// The value of `e` with that short name (or full name); dtypes also take
+// bf16, fp16 and fp32. Null when none; the UNSPECIFIED value is never found.
+const google::protobuf::EnumValueDescriptor* FindEnumValueByShortName(const google::protobuf::EnumDescriptor* e,
+                                                                      absl::string_view name);
+template <typename Enum>
+std::string EnumShortName(Enum value) {
+  const auto* d = google::protobuf::GetEnumDescriptor<Enum>()->FindValueByNumber(static_cast<int>(value));
+  return d == nullptr ? "unspecified" : EnumValueShortName(d);
+}
+
+// Any message of the spec as JSON with enums by their short names (what a
+// YAML spec would say), field names as in the proto, defaults omitted.
+std::string MessageToSpecJson(const google::protobuf::Message& message);
+
 // YAML (a superset of JSON) to a JobSpec. INVALID_ARGUMENT naming the path,
 // e.g. "spec.stages[1].prune.target.hiden_size: unknown field".
 absl::StatusOr<v1::JobSpec> ParseJobSpec(absl::string_view text);
 
-// The spec as JSON (field names as in the YAML, defaults omitted).
+// The spec as JSON (field names and enum names as in the YAML, defaults omitted).
 std::string JobSpecToJson(const v1::JobSpec& spec);
 
 }  // namespace topiary::spec

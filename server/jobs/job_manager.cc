@@ -9,23 +9,11 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/spec/stages.h"
 #include "common/status_macros.h"
 
 namespace topiary::server {
 namespace {
-
-const char* StageKindName(const v1::StageSpec& s) {
-  switch (s.kind_case()) {
-    case v1::StageSpec::kTeacherCorrection: return "teacher_correction";
-    case v1::StageSpec::kImportance: return "importance";
-    case v1::StageSpec::kPrune: return s.prune().has_search() ? "search" : "prune";
-    case v1::StageSpec::kDistill: return "distill";
-    case v1::StageSpec::kEvaluate: return "evaluate";
-    case v1::StageSpec::kExport: return "export";
-    case v1::StageSpec::KIND_NOT_SET: break;
-  }
-  return "stage";
-}
 
 std::string IdempotencyKey(const std::string& owner, const std::string& request_id) {
   return absl::StrCat(owner, std::string(1, '\0'), request_id);
@@ -142,10 +130,7 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(const Principal& who, const v1::Jo
   job.set_update_time_micros(now);
   job.set_request_id(request_id);
   job.set_last_event_seq(1);
-  std::map<std::string, int> seen;
-  for (const v1::StageSpec& s : spec.stages()) {
-    std::string name = StageKindName(s);
-    if (seen[name]++ > 0) name = absl::StrCat(name, "-", seen[name]);
+  for (const std::string& name : spec::StageNames(spec)) {
     v1::Stage* st = job.add_stages();
     st->set_name(name);
     st->set_state(v1::STAGE_PENDING);
@@ -155,7 +140,7 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(const Principal& who, const v1::Jo
   e.set_job_id(job.id());
   e.set_seq(1);
   e.set_time_micros(now);
-  e.set_kind("job_state");
+  e.set_kind(v1::EVENT_KIND_JOB_STATE);
   e.set_job_state(v1::JOB_QUEUED);
   e.set_message("created");
   batch.events.push_back(e);
@@ -241,7 +226,7 @@ absl::StatusOr<v1::Job> JobManager::CancelLocked(const Principal& who, const std
     job.set_state(v1::JOB_CANCELLING);
   }
   v1::Event e;
-  e.set_kind("job_state");
+  e.set_kind(v1::EVENT_KIND_JOB_STATE);
   e.set_job_state(job.state());
   e.set_message(absl::StrCat("cancelled by ", who.name));
   events.push_back(e);

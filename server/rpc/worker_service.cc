@@ -1,22 +1,31 @@
 #include "server/rpc/worker_service.h"
 
+#include <algorithm>
+
 #include "common/status_macros.h"
 
 namespace topiary::server {
 
-absl::Status WorkerServiceImpl::CheckWorker(grpc::ServerContext* ctx) const {
+absl::StatusOr<std::string> WorkerServiceImpl::CheckWorker(grpc::ServerContext* ctx) const {
   ASSIGN_OR_RETURN(Principal p, auth_->Authenticate(AuthorizationHeader(ctx)));
   if (auth_->enabled() && p.role != Principal::Role::kWorker) {
     return absl::PermissionDeniedError("the worker API needs a worker token");
   }
-  return absl::OkStatus();
+  return p.name;
+}
+
+absl::StatusOr<WorkerCall> WorkerServiceImpl::Call(grpc::ServerContext* ctx, const std::string& worker_id,
+                                                   const std::string& secret) const {
+  ASSIGN_OR_RETURN(std::string principal, CheckWorker(ctx));
+  return WorkerCall{principal, worker_id, secret};
 }
 
 grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* ctx, const v1::RegisterWorkerRequest* req,
                                                v1::RegisterWorkerResponse* resp) {
-  absl::Status st = CheckWorker(ctx);
+  absl::StatusOr<std::string> principal = CheckWorker(ctx);
+  absl::Status st = principal.status();
   if (st.ok()) {
-    auto r = scheduler_->Register(*req);
+    auto r = scheduler_->Register(*principal, *req);
     if (r.ok()) *resp = *r;
     st = r.status();
   }
@@ -25,9 +34,10 @@ grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* ctx, const v
 
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
                                           v1::HeartbeatResponse* resp) {
-  absl::Status st = CheckWorker(ctx);
+  absl::StatusOr<WorkerCall> who = Call(ctx, req->worker_id(), req->secret());
+  absl::Status st = who.status();
   if (st.ok()) {
-    auto r = scheduler_->Heartbeat(req->worker_id());
+    auto r = scheduler_->Heartbeat(*who, *req);
     if (r.ok()) *resp = *r;
     st = r.status();
   }
@@ -36,9 +46,10 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx, const v1::He
 
 grpc::Status WorkerServiceImpl::PollAssignments(grpc::ServerContext* ctx, const v1::PollAssignmentsRequest* req,
                                                 v1::PollAssignmentsResponse* resp) {
-  absl::Status st = CheckWorker(ctx);
+  absl::StatusOr<WorkerCall> who = Call(ctx, req->worker_id(), req->secret());
+  absl::Status st = who.status();
   if (st.ok()) {
-    auto r = scheduler_->Poll(req->worker_id(), req->wait_micros());
+    auto r = scheduler_->Poll(*who, req->wait_micros());
     if (r.ok()) {
       for (auto& a : *r) *resp->add_assignments() = std::move(a);
     }
@@ -49,9 +60,10 @@ grpc::Status WorkerServiceImpl::PollAssignments(grpc::ServerContext* ctx, const 
 
 grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* ctx, const v1::ReportProgressRequest* req,
                                                v1::ReportProgressResponse* resp) {
-  absl::Status st = CheckWorker(ctx);
+  absl::StatusOr<WorkerCall> who = Call(ctx, req->worker_id(), req->secret());
+  absl::Status st = who.status();
   if (st.ok()) {
-    auto r = scheduler_->Progress(*req);
+    auto r = scheduler_->Progress(*who, *req);
     if (r.ok()) resp->set_cancel(*r);
     st = r.status();
   }
@@ -60,23 +72,29 @@ grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* ctx, const v
 
 grpc::Status WorkerServiceImpl::CompleteTask(grpc::ServerContext* ctx, const v1::CompleteTaskRequest* req,
                                              v1::CompleteTaskResponse*) {
-  absl::Status st = CheckWorker(ctx);
-  if (st.ok()) st = scheduler_->Complete(*req);
+  absl::StatusOr<WorkerCall> who = Call(ctx, req->worker_id(), req->secret());
+  absl::Status st = who.status();
+  if (st.ok()) st = scheduler_->Complete(*who, *req);
   return Done("CompleteTask", st);
 }
 
 grpc::Status WorkerServiceImpl::RendezvousSet(grpc::ServerContext* ctx, const v1::RendezvousSetRequest* req,
                                               v1::RendezvousSetResponse*) {
-  absl::Status st = CheckWorker(ctx);
-  if (st.ok()) st = rendezvous_->Set(req->key(), req->value());
+  absl::StatusOr<WorkerCall> who = Call(ctx, req->worker_id(), req->secret());
+  absl::Status st = who.status();
+  if (st.ok()) st = scheduler_->CheckRendezvous(*who, req->task_id(), req->attempt());
+  if (st.ok()) st = rendezvous_->Set(req->task_id(), req->attempt(), req->key(), req->value());
   return Done("RendezvousSet", st);
 }
 
 grpc::Status WorkerServiceImpl::RendezvousGet(grpc::ServerContext* ctx, const v1::RendezvousGetRequest* req,
                                               v1::RendezvousGetResponse* resp) {
-  absl::Status st = CheckWorker(ctx);
+  absl::StatusOr<WorkerCall> who = Call(ctx, req->worker_id(), req->secret());
+  absl::Status st = who.status();
+  if (st.ok()) st = scheduler_->CheckRendezvous(*who, req->task_id(), req->attempt());
   if (st.ok()) {
-    auto r = rendezvous_->Get(req->key(), std::min<int64_t>(req->wait_micros(), 60'000'000));
+    auto r = rendezvous_->Get(req->task_id(), req->attempt(), req->key(),
+                              std::clamp<int64_t>(req->wait_micros(), 0, 60'000'000));
     if (r.ok() && r->has_value()) resp->set_found(true), resp->set_value(**r);
     st = r.status();
   }

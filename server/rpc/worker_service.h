@@ -1,5 +1,6 @@
-// topiary.v1.WorkerService over gRPC: authenticates the worker token and
-// hands each call to the Scheduler or the rendezvous store.
+// topiary.v1.WorkerService over gRPC: authenticates the worker token, pairs
+// the principal with the worker id and secret of the request, and hands
+// each call to the Scheduler (which checks them) or the rendezvous store.
 #pragma once
 
 #include "server/rpc/auth.h"
@@ -32,7 +33,10 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
                              v1::RendezvousGetResponse* resp) override;
 
  private:
-  absl::Status CheckWorker(grpc::ServerContext* ctx) const;
+  // The principal of a caller with a worker token.
+  absl::StatusOr<std::string> CheckWorker(grpc::ServerContext* ctx) const;
+  absl::StatusOr<WorkerCall> Call(grpc::ServerContext* ctx, const std::string& worker_id,
+                                  const std::string& secret) const;
   grpc::Status Done(const char* method, const absl::Status& s) const {
     grpc::Status g = ToGrpc(s);
     if (on_done_) on_done_(method, g.error_code());

@@ -1,52 +1,76 @@
 #include "server/scheduler/rendezvous.h"
 
 #include <chrono>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 
 namespace topiary::server {
 namespace {
 
+constexpr char kSep = '\0';
+
+std::string Scope(const std::string& task_id, int attempt) {
+  return absl::StrCat(task_id, std::string(1, kSep), attempt, std::string(1, kSep));
+}
+
 absl::Status CheckKey(const std::string& key) {
-  std::vector<std::string> parts = absl::StrSplit(key, '/');
-  if (parts.size() < 5 || parts[0] != "rdzv" || parts[1].empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("key: '", key, "' is not rdzv/<job>/<task>/<attempt>/<name>"));
-  }
+  if (key.empty()) return absl::InvalidArgumentError("key: required");
   if (key.size() > 512) return absl::InvalidArgumentError("key: longer than 512 bytes");
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::Status RendezvousStore::Set(const std::string& key, const std::string& value) {
+absl::Status RendezvousStore::Set(const std::string& task_id, int attempt, const std::string& key,
+                                  const std::string& value) {
   if (absl::Status st = CheckKey(key); !st.ok()) return st;
-  if (value.size() > (1 << 20)) return absl::InvalidArgumentError("value: larger than 1 MiB");
+  if (value.size() > kMaxRendezvousValue) {
+    return absl::InvalidArgumentError(absl::StrCat("value: ", value.size(), " bytes; at most ", kMaxRendezvousValue));
+  }
+  const std::string scope = Scope(task_id, attempt);
   std::lock_guard<std::mutex> lock(mu_);
-  kv_[key] = value;
+  size_t in_scope = 0;
+  for (auto it = kv_.lower_bound(scope); it != kv_.end() && it->first.compare(0, scope.size(), scope) == 0; ++it) {
+    if (++in_scope >= 1024 && kv_.count(scope + key) == 0) {
+      return absl::ResourceExhaustedError("rendezvous: 1,024 keys already set for this task");
+    }
+  }
+  kv_[scope + key] = value;
   changed_.notify_all();
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<std::string>> RendezvousStore::Get(const std::string& key, int64_t wait_micros) {
+absl::StatusOr<std::optional<std::string>> RendezvousStore::Get(const std::string& task_id, int attempt,
+                                                                const std::string& key, int64_t wait_micros) {
   if (absl::Status st = CheckKey(key); !st.ok()) return st;
+  const std::string full = Scope(task_id, attempt) + key;
   std::unique_lock<std::mutex> lock(mu_);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(wait_micros);
   for (;;) {
-    auto it = kv_.find(key);
+    auto it = kv_.find(full);
     if (it != kv_.end()) return std::optional<std::string>(it->second);
     if (changed_.wait_until(lock, deadline) == std::cv_status::timeout) {
-      it = kv_.find(key);
+      it = kv_.find(full);
       return it == kv_.end() ? std::optional<std::string>() : std::optional<std::string>(it->second);
     }
   }
 }
 
+void RendezvousStore::DropTask(const std::string& task_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string prefix = task_id + std::string(1, kSep);
+  for (auto it = kv_.lower_bound(prefix); it != kv_.end() && it->first.rfind(prefix, 0) == 0;) it = kv_.erase(it);
+}
+
 void RendezvousStore::DropJob(const std::string& job_id) {
   std::lock_guard<std::mutex> lock(mu_);
-  const std::string prefix = absl::StrCat("rdzv/", job_id, "/");
+  const std::string prefix = job_id + "/";  // task ids are <job>/<stage>[/probe-i]
   for (auto it = kv_.lower_bound(prefix); it != kv_.end() && it->first.rfind(prefix, 0) == 0;) it = kv_.erase(it);
+}
+
+size_t RendezvousStore::size() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return kv_.size();
 }
 
 }  // namespace topiary::server

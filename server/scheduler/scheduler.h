@@ -1,7 +1,8 @@
 // The gang scheduler and the coordinator's side of the worker protocol
-// (shared/DESIGN.md §4, §10). Jobs run their stages in order; each stage is
-// one task of R ranks (R = resources.ranks for importance, teacher
-// correction and distillation; 1 otherwise), each rank needing
+// (docs/design.md, "Scheduling" and "The worker protocol"). Jobs run their
+// stages in order; each stage is one task of R ranks (R = resources.ranks
+// for importance, teacher correction, distillation and streamline; 1
+// otherwise), each rank needing
 // slots_per_rank slots on one worker. A task is placed whole or not at all,
 // across workers by free slots; jobs are considered by priority, then age.
 // A search stage fans out into one one-rank probe task per candidate, run in
@@ -10,19 +11,28 @@
 // A task that cannot be placed reserves the free slots it would use, so
 // later (smaller) tasks cannot starve it, and its job says why it waits.
 //
-// Workers register (persisted), heartbeat within a lease and long-poll for
-// assignments. A worker that misses its lease is lost: its tasks fail as
-// infrastructure failures (not counted against max_retries) and are retried
+// Workers register (persisted with the registering principal and a hash of
+// a secret handed back once), heartbeat within a lease and long-poll for
+// assignments; every later call must carry the worker's id and secret and
+// come from the same principal. Assignments are re-sent until a heartbeat
+// lists the rank as running (at least once; workers drop duplicates).
+// Progress and completion name the attempt: another attempt's is
+// FAILED_PRECONDITION (fencing), and a heartbeat listing a rank that is not
+// (or no longer) the worker's gets it back in `stop`. A worker that misses
+// its lease is lost: its tasks fail as infrastructure failures (not counted
+// against max_retries, but at most kMaxInfraFailures times) and are retried
 // after a backoff; a rank's own error is a task failure, retried until
-// max_retries. Cancellation reaches running ranks through the next
-// heartbeat or progress report. Every transition is a JobManager::Update:
-// one durable batch with its events.
+// max_retries; a rank may report its own failure as infrastructure (a peer
+// vanished, its worker is draining). Cancellation reaches running ranks
+// through the next heartbeat or progress report. Every transition is a
+// JobManager::Update: one durable batch with its events; each rank's
+// completion (and rank 0's result) is durable before CompleteTask answers,
+// while progress reports are written without fsync (they are superseded).
 //
 // Thread-safe. Lock order: Scheduler, then JobManager.
 #pragma once
 
 #include <condition_variable>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <set>
@@ -48,6 +58,19 @@ struct SchedulerOptions {
   int64_t backoff_micros = 1'000'000;      // first retry delay, doubling per retry
   int64_t max_backoff_micros = 60'000'000;
   std::string storage_root;                // stage outputs go to <root>/jobs/<job>/<stage>
+  std::vector<std::string> storage_roots;  // every root, sent with assignments (workers check paths)
+  int64_t redeliver_micros = 2'000'000;    // re-send an unacknowledged assignment after this long
+};
+
+// A task that failed this often for reasons outside itself fails its job.
+inline constexpr int kMaxInfraFailures = 20;
+
+// Who is calling the worker API: the authenticated principal and the
+// worker's credentials from the request.
+struct WorkerCall {
+  std::string principal;
+  std::string worker_id;
+  std::string secret;
 };
 
 class Scheduler {
@@ -67,12 +90,16 @@ class Scheduler {
   // Wakes the background pass (JobManager's listener).
   void Notify(const std::string& job_id);
 
-  absl::StatusOr<v1::RegisterWorkerResponse> Register(const v1::RegisterWorkerRequest& request);
-  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const std::string& worker_id);
-  absl::StatusOr<std::vector<v1::Assignment>> Poll(const std::string& worker_id, int64_t wait_micros);
+  absl::StatusOr<v1::RegisterWorkerResponse> Register(const std::string& principal,
+                                                      const v1::RegisterWorkerRequest& request);
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const WorkerCall& who, const v1::HeartbeatRequest& request);
+  absl::StatusOr<std::vector<v1::Assignment>> Poll(const WorkerCall& who, int64_t wait_micros);
   // Returns whether the rank should stop (its job is being cancelled).
-  absl::StatusOr<bool> Progress(const v1::ReportProgressRequest& request);
-  absl::Status Complete(const v1::CompleteTaskRequest& request);
+  absl::StatusOr<bool> Progress(const WorkerCall& who, const v1::ReportProgressRequest& request);
+  absl::Status Complete(const WorkerCall& who, const v1::CompleteTaskRequest& request);
+  // OK when `who` may use the rendezvous keys of this attempt of the task:
+  // the attempt is the task's current one and a rank of it is on the worker.
+  absl::Status CheckRendezvous(const WorkerCall& who, const std::string& task_id, int attempt);
 
   struct Stats {
     int workers_live = 0, workers_lost = 0;
@@ -84,12 +111,18 @@ class Scheduler {
   Stats TakeStats();
 
  private:
+  struct Unacked {
+    v1::Assignment assignment;
+    int64_t last_sent = 0;  // monotonic micros; 0: never sent
+  };
   struct Worker {
     v1::RegisterWorkerRequest info;
+    std::string principal;
+    std::string secret_sha256;
     int64_t lease_until = 0;
     int used = 0;
     bool live = true;
-    std::deque<v1::Assignment> outbox;
+    std::map<std::string, Unacked> unacked;  // "task#rank" -> assignment not yet acknowledged
   };
   struct Rank {
     std::string worker;
@@ -108,6 +141,17 @@ class Scheduler {
   };
 
   v1::Assignment MakeAssignment(const v1::Job& job, int stage, const v1::Task& task, int rank) const;
+  // The worker `who` names, if the secret and principal match. Locked.
+  absl::StatusOr<Worker*> Authorize(const WorkerCall& who);
+  // The placement of this attempt of a task with `rank` on `who`'s worker.
+  absl::StatusOr<Placed*> PlacedRank(const WorkerCall& who, const std::string& task_id, int rank, int attempt);
+  // A task attempt ended: its unacknowledged assignments and rendezvous keys go.
+  void EndAttempt(const std::string& task_id, const Placed& p);
+  // Records rank `rank`'s success durably; completes the task when it is the last.
+  absl::Status CompleteRank(const std::string& task_id, int rank, const std::string& result_json);
+  void PlaceJob(const v1::Job& job, int64_t now, std::map<std::string, int>& free, int& reserved);
+  bool PlaceTask(const v1::Job& job, int stage, int index, int64_t now, std::map<std::string, int>& free,
+                 int& reserved, std::string* reason);
   void ExpireLeases(int64_t now);
   void PlaceJobs(int64_t now);
   void FailTask(const std::string& task_id, v1::FailureKind kind, const std::string& error);

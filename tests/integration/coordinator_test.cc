@@ -70,6 +70,7 @@ class CoordinatorTest : public ::testing::Test {
     s->set_name(name);
     s->mutable_teacher()->set_path(dir_ + "/root/models/t");
     s->add_stages()->mutable_evaluate()->set_perplexity(true);
+    s->mutable_data()->mutable_eval()->set_path(dir_ + "/root/val.bin");
     return r;
   }
   grpc::Status Create(const char* token, const v1::CreateJobRequest& r, v1::Job* job) {
@@ -341,6 +342,7 @@ TEST_F(CoordinatorTest, CliSubmitGetListWatchCancelReportDelete) {
     return testing::RunProcesses({args}, dir_, std::chrono::seconds(60))[0];
   };
   std::ofstream(dir_ + "/spec.yaml") << "name: cli\nteacher: {path: " << dir_ << "/root/models/t}\n"
+                                     << "data: {eval: {path: " << dir_ << "/root/val.bin}}\n"
                                      << "stages:\n  - evaluate: {perplexity: true}\nlabels: {team: nlp}\n";
   auto submit = topiary({"submit", dir_ + "/spec.yaml"});
   ASSERT_EQ(submit.exit_code, 0) << submit.output;

@@ -70,6 +70,7 @@ class SchedulerTest : public ::testing::Test {
     s->set_name("s");
     s->mutable_teacher()->set_path(dir_ + "/root/models/t");
     s->mutable_data()->mutable_calibration()->set_path(dir_ + "/root/c.bin");
+    s->mutable_data()->mutable_eval()->set_path(dir_ + "/root/v.bin");
     for (const std::string& k : stages) {
       if (k == "importance") s->add_stages()->mutable_importance();
       if (k == "evaluate") s->add_stages()->mutable_evaluate()->set_perplexity(true);
@@ -143,8 +144,8 @@ TEST_F(SchedulerTest, RunsStagesInOrderWithProgressAndAReport) {
   std::vector<std::string> order;
   int progress = 0;
   for (const v1::Event& e : ev) {
-    if (e.kind() == "stage_state" && e.stage_state() == v1::STAGE_SUCCEEDED) order.push_back(e.stage());
-    progress += e.kind() == "progress";
+    if (e.kind() == v1::EVENT_KIND_STAGE_STATE && e.stage_state() == v1::STAGE_SUCCEEDED) order.push_back(e.stage());
+    progress += e.kind() == v1::EVENT_KIND_PROGRESS;
   }
   EXPECT_EQ(order, (std::vector<std::string>{"importance", "evaluate", "evaluate-2"}));
   EXPECT_EQ(progress, 9);
@@ -168,7 +169,7 @@ TEST_F(SchedulerTest, SearchFansOutToProbesAndInToTheBest) {
   // Parallel: three probes were assigned before the first one finished.
   int assigned_before_first_done = 0;
   for (const v1::Event& e : Events(id)) {
-    if (e.kind() != "task_state" || e.stage() != "search") continue;
+    if (e.kind() != v1::EVENT_KIND_TASK_STATE || e.stage() != "search") continue;
     if (e.task_state() == v1::TASK_SUCCEEDED) break;
     assigned_before_first_done += e.task_state() == v1::TASK_ASSIGNED;
   }
@@ -302,10 +303,11 @@ TEST_F(SchedulerTest, MetricsShowWorkersSlotsAndRunningJobs) {
   EXPECT_EQ(text.find("topiary_train_loss{job=\"" + id + "\"}"), std::string::npos);  // gone with the job
 }
 
-// The rendezvous key/value the ranks of a task meet through: a get waits for
-// the key, keys are scoped rdzv/<job>/<task>/<attempt>/<name>, and only
-// worker tokens may use it.
-TEST_F(SchedulerTest, RendezvousSetAndWaitingGet) {
+// The worker protocol over gRPC against the real coordinator: the test
+// registers two workers itself. The rendezvous of a task waits for its key,
+// is scoped to the task's attempt and to workers with a rank of it; a worker
+// cannot act for another (wrong secret), nor a user token for any worker.
+TEST_F(SchedulerTest, WorkerIdentityAndRendezvousScopeOverGrpc) {
   StartCoordinator();
   auto stub = v1::WorkerService::NewStub(grpc::CreateChannel(
       "127.0.0.1:" + std::to_string(coordinator_->port()), grpc::InsecureChannelCredentials()));
@@ -315,31 +317,90 @@ TEST_F(SchedulerTest, RendezvousSetAndWaitingGet) {
     c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
     return c;
   };
-  const std::string key = "rdzv/job-1/job-1%2Fdistill/1/rank0-address";
+  auto reg = [&](const std::string& name) {
+    v1::RegisterWorkerRequest r;
+    r.set_name(name);
+    r.set_slots(1);
+    v1::RegisterWorkerResponse resp;
+    EXPECT_TRUE(stub->RegisterWorker(ctx(kWorker).get(), r, &resp).ok());
+    return resp;
+  };
+  const v1::RegisterWorkerResponse mine = reg("mine");
+  const std::string id = Submit({"evaluate"});
+  v1::PollAssignmentsRequest poll;
+  poll.set_worker_id(mine.worker_id());
+  poll.set_secret(mine.secret());
+  poll.set_wait_micros(10'000'000);
+  v1::PollAssignmentsResponse assigned;
+  ASSERT_TRUE(stub->PollAssignments(ctx(kWorker).get(), poll, &assigned).ok());
+  ASSERT_EQ(assigned.assignments_size(), 1);
+  const v1::Assignment a = assigned.assignments(0);
+  const v1::RegisterWorkerResponse other = reg("other");  // registered after placement: no rank of the task
+
   std::thread setter([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     v1::RendezvousSetRequest set;
-    set.set_key(key);
+    set.set_worker_id(mine.worker_id());
+    set.set_secret(mine.secret());
+    set.set_task_id(a.task_id());
+    set.set_attempt(a.attempt());
+    set.set_key("rank0-address");
     set.set_value("10.0.0.7:29500");
     v1::RendezvousSetResponse resp;
     EXPECT_TRUE(stub->RendezvousSet(ctx(kWorker).get(), set, &resp).ok());
   });
   v1::RendezvousGetRequest get;
-  get.set_key(key);
+  get.set_worker_id(mine.worker_id());
+  get.set_secret(mine.secret());
+  get.set_task_id(a.task_id());
+  get.set_attempt(a.attempt());
+  get.set_key("rank0-address");
   get.set_wait_micros(10'000'000);
   v1::RendezvousGetResponse got;
   ASSERT_TRUE(stub->RendezvousGet(ctx(kWorker).get(), get, &got).ok());  // waits for the setter
   setter.join();
   EXPECT_TRUE(got.found());
   EXPECT_EQ(got.value(), "10.0.0.7:29500");
-  get.set_key("rdzv/job-1/job-1%2Fdistill/2/rank0-address");  // another attempt: not there
-  get.set_wait_micros(100'000);
-  ASSERT_TRUE(stub->RendezvousGet(ctx(kWorker).get(), get, &got).ok());
-  EXPECT_FALSE(got.found());
-  get.set_key("elsewhere");
-  EXPECT_EQ(stub->RendezvousGet(ctx(kWorker).get(), get, &got).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  get.set_key(key);
+  v1::RendezvousGetRequest g = get;
+  g.set_attempt(a.attempt() + 1);  // another attempt of the task: refused
+  EXPECT_EQ(stub->RendezvousGet(ctx(kWorker).get(), g, &got).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  g = get;
+  g.set_worker_id(other.worker_id());  // a worker without a rank of the task
+  g.set_secret(other.secret());
+  EXPECT_EQ(stub->RendezvousGet(ctx(kWorker).get(), g, &got).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  g = get;
+  g.set_secret(other.secret());  // impersonation: mine's id with other's secret
+  EXPECT_EQ(stub->RendezvousGet(ctx(kWorker).get(), g, &got).error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(stub->RendezvousGet(ctx(kUser).get(), get, &got).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  v1::RendezvousSetRequest big;
+  big.set_worker_id(mine.worker_id());
+  big.set_secret(mine.secret());
+  big.set_task_id(a.task_id());
+  big.set_attempt(a.attempt());
+  big.set_key("big");
+  big.set_value(std::string(65 * 1024, 'x'));
+  v1::RendezvousSetResponse set_resp;
+  EXPECT_EQ(stub->RendezvousSet(ctx(kWorker).get(), big, &set_resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::CompleteTaskRequest done;  // the other worker completing mine's rank: refused, nothing changes
+  done.set_worker_id(mine.worker_id());
+  done.set_secret(other.secret());
+  done.set_task_id(a.task_id());
+  done.set_attempt(a.attempt());
+  done.set_ok(true);
+  v1::CompleteTaskResponse done_resp;
+  EXPECT_EQ(stub->CompleteTask(ctx(kWorker).get(), done, &done_resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  v1::HeartbeatRequest hb;
+  hb.set_worker_id(mine.worker_id());
+  hb.set_secret(other.secret());
+  v1::HeartbeatResponse hb_resp;
+  EXPECT_EQ(stub->Heartbeat(ctx(kWorker).get(), hb, &hb_resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Get(id).stages(0).tasks(0).state(), v1::TASK_ASSIGNED);
+  done.set_secret(mine.secret());
+  ASSERT_TRUE(stub->CompleteTask(ctx(kWorker).get(), done, &done_resp).ok());
+  EXPECT_EQ(WaitFor(id, Finished).state(), v1::JOB_SUCCEEDED);
+  // The task's keys went with it.
+  EXPECT_EQ(stub->RendezvousGet(ctx(kWorker).get(), get, &got).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
 }
 
 }  // namespace

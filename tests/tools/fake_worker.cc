@@ -70,6 +70,7 @@ class Worker {
     }
     std::lock_guard<std::mutex> lock(mu_);
     id_ = resp.worker_id();
+    secret_ = resp.secret();
     Say("registered " + id_);
     return true;
   }
@@ -77,12 +78,18 @@ class Worker {
     std::thread hb([this] {
       while (true) {
         v1::HeartbeatRequest req;
-        req.set_worker_id(Id());
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          req.set_worker_id(id_);
+          req.set_secret(secret_);
+          for (const v1::RankRef& r : running_) *req.add_running() = r;
+        }
         v1::HeartbeatResponse resp;
         grpc::Status st = stub_->Heartbeat(Ctx(2).get(), req, &resp);
         if (st.ok()) {
           std::lock_guard<std::mutex> lock(mu_);
           for (const std::string& t : resp.cancel_task_ids()) cancel_.insert(t);
+          for (const v1::RankRef& r : resp.stop()) cancel_.insert(r.task_id());
         } else if (getenv("FAKE_WORKER_DEBUG")) {
           Say("heartbeat: " + std::to_string(st.error_code()) + " " + st.error_message());
         }
@@ -98,6 +105,7 @@ class Worker {
     while (true) {
       v1::PollAssignmentsRequest req;
       req.set_worker_id(Id());
+      req.set_secret(Secret());
       req.set_wait_micros(1'000'000);
       v1::PollAssignmentsResponse resp;
       if (!stub_->PollAssignments(Ctx(5).get(), req, &resp).ok()) {
@@ -117,12 +125,25 @@ class Worker {
     std::lock_guard<std::mutex> lock(mu_);
     return id_;
   }
+  std::string Secret() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return secret_;
+  }
   void RunRank(const v1::Assignment& a) {
     const std::string who = a.task_id() + " rank " + std::to_string(a.rank());
     const std::string wid = Id();
     std::string inputs;
     for (const auto& [stage, result] : a.stage_results()) inputs += " " + stage + "=" + result;
     Say("start " + who + " attempt " + std::to_string(a.attempt()) + (inputs.empty() ? "" : " inputs" + inputs));
+    const std::string secret = Secret();
+    v1::RankRef me;
+    me.set_task_id(a.task_id());
+    me.set_rank(a.rank());
+    me.set_attempt(a.attempt());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running_.push_back(me);
+    }
     bool cancelled = false;
     for (int step = 1; step <= f_.steps && !cancelled; ++step) {
       std::this_thread::sleep_for(std::chrono::milliseconds(f_.step_ms));
@@ -130,6 +151,8 @@ class Worker {
       req.set_worker_id(wid);
       req.set_task_id(a.task_id());
       req.set_rank(a.rank());
+      req.set_secret(secret);
+      req.set_attempt(a.attempt());
       req.mutable_progress()->set_step(step);
       req.mutable_progress()->set_total_steps(f_.steps);
       req.mutable_progress()->set_tokens(step * 1000);
@@ -147,6 +170,8 @@ class Worker {
     done.set_worker_id(wid);
     done.set_task_id(a.task_id());
     done.set_rank(a.rank());
+    done.set_secret(secret);
+    done.set_attempt(a.attempt());
     const bool fail = !cancelled && a.attempt() <= f_.fail_attempts;
     done.set_ok(!cancelled && !fail);
     // A search probe reports its candidate's loss: 3.0 + 0.1 * ((index + 3) * 5 mod 7), lowest at index 4.
@@ -154,17 +179,29 @@ class Worker {
     if (cancelled) done.set_error("cancelled");
     if (fail) done.set_error("injected failure on attempt " + std::to_string(a.attempt()));
     v1::CompleteTaskResponse resp;
-    for (int i = 0; i < 50 && !stub_->CompleteTask(Ctx().get(), done, &resp).ok(); ++i) {
+    for (int i = 0; i < 50; ++i) {
+      grpc::Status st = stub_->CompleteTask(Ctx().get(), done, &resp);
+      if (st.ok() || st.error_code() == grpc::StatusCode::FAILED_PRECONDITION) break;  // taken, or stale
       std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the coordinator may be restarting
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto it = running_.begin(); it != running_.end(); ++it) {
+        if (it->task_id() == me.task_id() && it->rank() == me.rank() && it->attempt() == me.attempt()) {
+          running_.erase(it);
+          break;
+        }
+      }
     }
     Say((cancelled ? "cancelled " : fail ? "fail " : "done ") + who);
   }
 
   Flags f_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
-  std::string id_;
+  std::string id_, secret_;
   std::mutex mu_;
   std::set<std::string> cancel_;
+  std::vector<v1::RankRef> running_;
 };
 
 }  // namespace

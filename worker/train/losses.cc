@@ -79,7 +79,7 @@ at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& targets) {
 KdLoss DistillationLoss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
                         const at::Tensor& targets, const KdOptions& o) {
   const double tau = o.temperature;
-  const double kl_weight = o.scale_by_t2 ? tau * tau : 1.0;
+  const double kl_weight = o.kl_weight * (o.scale_by_t2 ? tau * tau : 1.0);
   variable_list r = ApplyLogitLoss(student_logits, teacher_logits, targets, tau, kl_weight, o.ce_weight);
   KdLoss out;
   out.loss = r[0];

@@ -19,6 +19,7 @@ struct KdOptions {
   double temperature = 1.0;  // τ
   bool scale_by_t2 = false;  // multiply the KL by τ² (Hinton et al.)
   double ce_weight = 0.0;    // α
+  double kl_weight = 1.0;    // weight of the KL term (before τ²)
 };
 
 struct KdLoss {

@@ -60,6 +60,7 @@ absl::StatusOr<std::unique_ptr<DistillationObjective>> DistillationObjective::Cr
   }
   if (!(kd.temperature > 0)) return absl::InvalidArgumentError("temperature: must be positive");
   if (kd.ce_weight < 0) return absl::InvalidArgumentError("ce_weight: must be non-negative");
+  if (!(kd.kl_weight >= 0)) return absl::InvalidArgumentError("kl_weight: must be non-negative");
   if (!hidden.pairs.empty() && !(hidden.weight > 0)) {
     return absl::InvalidArgumentError("hidden_weight: must be positive");
   }

@@ -70,6 +70,16 @@ absl::Status AverageOverRanks(dist::Communicator& comm, Objective::Parts* p) {
   return absl::OkStatus();
 }
 
+// The strongest stop request of any rank (0 without a stop flag).
+absl::StatusOr<int> AgreeOnStop(const std::atomic<int>* stop, dist::Communicator& comm) {
+  if (stop == nullptr) return kStopNone;
+  int local = stop->load();
+  if (comm.world_size() == 1) return local;
+  at::Tensor t = torch::tensor({static_cast<double>(local)}, at::kDouble);
+  RETURN_IF_ERROR(comm.AllReduce(t, dist::ReduceOp::kMax));
+  return static_cast<int>(t.item<double>());
+}
+
 }  // namespace
 
 absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainData& data, const TrainRecipe& r,
@@ -122,7 +132,7 @@ absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainDa
   }
   const int64_t per_rank = r.global_batch / W, accum = per_rank / r.micro_batch;
   const double flops_per_token = objective.FlopsPerToken(model.config, r.seq_len);
-  const int64_t tokens_at_start = state.tokens;
+  const int64_t tokens_at_start = state.tokens, resumed_from = state.step;
   auto t0 = std::chrono::steady_clock::now();
 
   for (int64_t step = state.step; step < r.steps; ++step) {
@@ -174,11 +184,21 @@ absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainDa
                        eval::EvaluateLoss(objective.Effective(model), data.eval_file ? *data.eval_file : *data.file, data.eval_range, eo));
       m.eval_loss = er.loss;
     }
-    if (!o.checkpoint_dir.empty() && (last || (o.checkpoint_every > 0 && m.step % o.checkpoint_every == 0))) {
+    m.resumed_from = resumed_from;
+    ASSIGN_OR_RETURN(const int stop, AgreeOnStop(o.stop, *comm));
+    if (!o.checkpoint_dir.empty() &&
+        (last || stop == kStopDrain || (o.checkpoint_every > 0 && m.step % o.checkpoint_every == 0))) {
       RETURN_IF_ERROR(WriteTrainCheckpoint(o.checkpoint_dir, state, model, *optimizer, *comm, o.keep_last));
+      m.checkpointed = true;
     }
     if (callback && (last || m.eval_loss >= 0 || r.log_every <= 0 || m.step % r.log_every == 0 || m.step == 1)) {
       callback(m);
+    }
+    if (o.every_step) o.every_step(m);
+    if (stop != kStopNone && !last) {
+      return absl::CancelledError(absl::StrCat("stopped after step ", m.step, " of ", r.steps,
+                                               stop == kStopDrain ? " (draining; checkpoint written)"
+                                                                  : " (cancelled; the last checkpoint is kept)"));
     }
   }
   for (at::Tensor* p : params) {

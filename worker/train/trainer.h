@@ -16,6 +16,7 @@
 // calls Train with the same recipe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -66,6 +67,8 @@ struct StepMetrics {
   double mfu = -1;          // achieved FLOP/s over RunOptions::peak_flops (when given)
   int64_t optimizer_state_bytes = 0;  // this rank's ZeRO-1 shard (falls as 1/ranks)
   double eval_loss = -1;    // set on evaluation steps
+  int64_t resumed_from = 0; // the step this run started from (> 0 after a resume)
+  bool checkpointed = false;  // a training checkpoint was written after this step
 };
 
 using StepCallback = std::function<void(const StepMetrics&)>;
@@ -93,7 +96,19 @@ struct RunOptions {
   int64_t train_last_blocks = 0;
   // When not empty, only these blocks train (LLM-Streamline's replacement).
   std::vector<int64_t> train_blocks;
+  // Stop requests, read at every step boundary (kStopCancel, kStopDrain).
+  // With several ranks they agree through one small all-reduce per step, so
+  // every rank stops after the same step: a drain writes a checkpoint
+  // first, a cancel keeps the last one. Train then returns CANCELLED. When
+  // set, every rank must set it (the all-reduce is collective).
+  const std::atomic<int>* stop = nullptr;
+  // Called after every step, whatever log_every says (progress reporting).
+  std::function<void(const StepMetrics&)> every_step;
 };
+
+inline constexpr int kStopNone = 0;
+inline constexpr int kStopCancel = 1;
+inline constexpr int kStopDrain = 2;
 
 // The model's parameter names trained under `options` (all when nothing
 // restricts). Objectives that freeze the model train none of them.

@@ -29,6 +29,7 @@ class JobManagerTest : public ::testing::Test {
     s.set_name(name);
     s.mutable_teacher()->set_path(root_ + "/teacher");
     s.add_stages()->mutable_evaluate()->set_perplexity(true);
+    s.mutable_data()->mutable_eval()->set_path(root_ + "/val.bin");
     return s;
   }
   std::string root_;

@@ -25,6 +25,7 @@ class SpecTest : public ::testing::Test {
            "data:\n"
            "  calibration: {path: " + root_ + "/data/c.bin, format: u16, samples: 64, seq_len: 256}\n"
            "  train: {path: " + root_ + "/data/t.bin, format: u16, seq_len: 256}\n"
+           "  eval: {path: " + root_ + "/data/v.bin, format: u16, seq_len: 256}\n"
            "stages:\n"
            "  - importance: {depth: [block_influence, lm_loss]}\n"
            "  - prune: {target: {hidden_size: 192, intermediate_size: 512}}\n"
@@ -78,10 +79,17 @@ TEST_F(SpecTest, ValidationNamesTheField) {
   EXPECT_EQ(msg("tokens: 100M", "tokens: lots").rfind("spec.stages[2].distill.tokens", 0), 0u);
   EXPECT_EQ(msg("global_batch: 16", "global_batch: 10"),
             "spec.stages[2].distill.global_batch: must be a multiple of micro_batch");
-  EXPECT_EQ(msg("priority: 5", "priority: 500"), "spec.priority: 500 outside [0, 100]");
+  EXPECT_EQ(msg("priority: 5", "priority: 500"), "spec.priority: 500 is outside [0, 100]");
   EXPECT_EQ(msg("name: test", "name: ''"), "spec.name: required");
-  EXPECT_EQ(msg("format: u16, samples", "format: u8, samples"),
-            "spec.data.calibration.format: 'u8' is not u16, u32, text or jsonl");
+  EXPECT_EQ(ParseJobSpec(Spec().replace(Spec().find("format: u16, samples"), 11, "format: u8,")).status().message(),
+            "spec.data.calibration.format: 'u8' is not one of auto, u16, u32, text, jsonl");
+  EXPECT_EQ(msg("lr: 1e-4", "lr: NaN"), "spec.stages[2].distill.lr: must be a finite number");
+  EXPECT_EQ(msg("lr: 1e-4", "lr: .inf"), "spec.stages[2].distill.lr: must be a finite number");
+  EXPECT_EQ(msg("lr: 1e-4", "lr: fast"), "spec.stages[2].distill.lr: 'fast' is not a number");
+  EXPECT_EQ(msg("priority: 5", "priority: 5.5"), "spec.priority: '5.5' is not an integer");
+  EXPECT_EQ(msg("lm_loss]", "lm_lost]"), "spec.stages[0].importance.depth[1]: unknown depth metric 'lm_lost'");
+  EXPECT_EQ(msg("ranks: 2", "ranks: 2, slots_per_rank: 100000"),
+            "spec.resources.slots_per_rank: 100000 is outside [0, 64]");
   EXPECT_NE(msg("  - importance: {depth: [block_influence, lm_loss]}\n", "").find("needs an importance stage"),
             std::string::npos);
   EXPECT_NE(Validate(Spec("  - {}\n")).message().find("spec.stages[3]: empty stage"), std::string::npos);
@@ -101,6 +109,59 @@ TEST_F(SpecTest, PathsMustStayUnderTheStorageRoots) {
   ASSERT_EQ(symlink("/etc", (root_ + "/escape").c_str()), 0);
   EXPECT_NE(path_error(root_ + "/escape/passwd").find("resolves to /etc/passwd"), std::string::npos);
   EXPECT_NE(CheckStoragePath(root_ + "/models/t", {}, "f").message().find("no storage root"), std::string::npos);
+}
+
+TEST_F(SpecTest, EnumsAreWrittenByTheirShortNames) {
+  auto s = ParseJobSpec(Spec("  - export: {dtype: bf16}\n"));
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->data().calibration().format(), v1::DATA_FORMAT_U16);
+  EXPECT_EQ(s->stages(3).export_().dtype(), v1::DTYPE_BFLOAT16);
+  auto agg = ParseJobSpec(Spec().replace(Spec().find("{depth:"), 7, "{width: {batch_agg: var, seq_agg: l2}, depth:"));
+  ASSERT_TRUE(agg.ok()) << agg.status();
+  EXPECT_EQ(agg->stages(0).importance().width().batch_agg(), v1::AGGREGATION_VAR);
+  EXPECT_EQ(agg->stages(0).importance().width().seq_agg(), v1::AGGREGATION_L2);
+  const std::string json = JobSpecToJson(*agg);
+  EXPECT_NE(json.find("\"batch_agg\":\"var\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"format\":\"u16\""), std::string::npos) << json;
+  auto back = ParseJobSpec(json);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->SerializeAsString(), agg->SerializeAsString());
+  EXPECT_EQ(ParseJobSpec(Spec("  - export: {dtype: int4}\n")).status().message(),
+            "spec.stages[3].export.dtype: 'int4' is not one of bfloat16, float16, float32");
+  // A value a gRPC client sends as a number outside the enum is refused by validation.
+  v1::JobSpec raw = *s;
+  raw.mutable_data()->mutable_calibration()->set_format(static_cast<v1::DataFormat>(42));
+  EXPECT_EQ(ValidateJobSpec(raw, {root_}).message(), "spec.data.calibration.format: unknown value 42");
+}
+
+TEST_F(SpecTest, EverySearchIsBounded) {
+  auto msg = [&](const std::string& search) {
+    std::string y = Spec();
+    const std::string target = "{target: {hidden_size: 192, intermediate_size: 512}}";
+    y.replace(y.find(target), target.size(), "{search: " + search + "}");
+    return std::string(Validate(y).message());
+  };
+  EXPECT_EQ(msg("{params: '0.5', candidates: 8, probe_tokens: 1M}"), "");
+  EXPECT_EQ(msg("{params: '0.5', candidates: 100000000}"),
+            "spec.stages[1].prune.search.candidates: 100000000 is outside [0, 64]");
+  EXPECT_EQ(msg("{params: '0.5', tolerance: .nan}"), "spec.stages[1].prune.search.tolerance: must be a finite number");
+  EXPECT_EQ(msg("{params: '0.5', min_width: -.inf}"),
+            "spec.stages[1].prune.search.min_width: must be a finite number");
+}
+
+TEST_F(SpecTest, ADanglingSymlinkIsJudgedByWhereItPoints) {
+  ASSERT_EQ(symlink("/nonexistent-topiary-target/x", (root_ + "/dangling").c_str()), 0);
+  EXPECT_NE(CheckStoragePath(root_ + "/dangling", {root_}, "f").message().find("outside the storage roots"),
+            std::string::npos);
+  EXPECT_NE(CheckStoragePath(root_ + "/dangling/deeper/file", {root_}, "f").message().find("outside"),
+            std::string::npos);
+  ASSERT_EQ(symlink("loop", (root_ + "/loop").c_str()), 0);
+  EXPECT_NE(CheckStoragePath(root_ + "/loop/x", {root_}, "f").message().find("too many levels"), std::string::npos);
+  EXPECT_NE(CheckStoragePath("/" + std::string(5000, 'a'), {root_}, "f").message().find("longer than"),
+            std::string::npos);
+  // A relative symlink that stays inside is fine.
+  ASSERT_EQ(symlink("models/t", (root_ + "/teacher-link").c_str()), 0);
+  EXPECT_TRUE(CheckStoragePath(root_ + "/teacher-link", {root_}, "f").ok());
 }
 
 TEST(Examples, EveryExampleSpecParsesAndValidates) {

@@ -16,7 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "worker/compress/importance/activation_stats.h"
-#include "worker/compress/prune/plan.h"
+#include "worker/compress/importance/scores.h"
 #include "worker/data/sampler.h"
 #include "worker/data/token_file.h"
 #include "worker/dist/communicator.h"

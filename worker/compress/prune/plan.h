@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/compress/importance/scores.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/llama.h"
 
@@ -37,15 +38,6 @@ struct PruneTarget {
   // i-th kept head (1-based, i in (K-(R-K), K]) becomes
   // head_i + (head_i - head_{2K-i+1}), on its q_proj rows (and bias).
   bool redistribute_heads = false;
-};
-
-// Importance scores as saved in scores.json (higher = more important).
-struct Scores {
-  at::Tensor heads;      // (L, NH)
-  at::Tensor kv_groups;  // (L, G)
-  at::Tensor neurons;    // (L, FF)
-  at::Tensor channels;   // (C)
-  std::map<std::string, std::vector<double>> depth;  // metric -> per layer
 };
 
 struct LayerPlan {
