@@ -1,5 +1,5 @@
 // Shared benchmark helpers: the GEMM peak that every benchmark reports its
-// achieved FLOP/s against (shared/DESIGN.md §11), timing, and thread setup.
+// achieved FLOP/s against (docs/design.md, "How speed is judged"), timing, and thread setup.
 // Not thread-safe; for benchmark mains only.
 #pragma once
 

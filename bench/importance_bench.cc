@@ -5,7 +5,7 @@
 //
 //   importance_bench [--shape teacher|100m] [--dtype fp32|bf16] [--batch B] [--seq T] [--iters N]
 //
-// FLOPs per token (shared/DESIGN.md §11): 2N + 4·L·T·C with N the block
+// FLOPs per token (docs/design.md, "How speed is judged"): 2N + 4·L·T·C with N the block
 // parameters (the pass stops at the final norm: no lm_head). Targets: FLOP/s
 // over peak >= 0.5; hook overhead <= 15%. Prints one SUMMARY line.
 #include <algorithm>

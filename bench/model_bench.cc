@@ -7,7 +7,7 @@
 // kd: a distillation step, the given shape as teacher (forward, no autograd)
 // and a student with 3/4 of its layers and 8/11 of its MLP width.
 //
-// FLOPs per token (shared/DESIGN.md §11): forward 2N + 4·L·T·C with N the
+// FLOPs per token (docs/design.md, "How speed is judged"): forward 2N + 4·L·T·C with N the
 // parameters that multiply (all but the embedding lookup); training 3x; KD
 // step: teacher forward + student training. kd also times saving and loading
 // the student's training checkpoint (model + ZeRO-1 optimizer state).

@@ -1,7 +1,7 @@
 // Pruning I/O: PruneCheckpoint (dropping 2 of 12 layers) on a ~1.3 GB bf16
 // checkpoint, like for like: without fsync (`--no-sync`) against `cp` of the
 // same file, and durable (the default: every file fsynced before it is
-// renamed into place) against `cp` + `sync`. shared/DESIGN.md §11: I/O work against cp. Also
+// renamed into place) against `cp` + `sync`. docs/design.md, "How speed is judged": I/O work against cp. Also
 // the whole `topiary prune` command (process start included) and its peak
 // resident set as it reports it, next to the same command's on the tiny
 // bundled model (the process baseline). All warm, best of --iters.

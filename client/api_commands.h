@@ -1,5 +1,5 @@
 // The API half of `topiary`: submit, get, list, watch, cancel, delete and
-// report jobs on a coordinator over gRPC (shared/DESIGN.md §10).
+// report jobs on a coordinator over gRPC (docs/design.md, "The coordinator").
 //
 // Flags common to all: --server HOST:PORT (env TOPIARY_SERVER, default
 // 127.0.0.1:7070), --token (env TOPIARY_TOKEN), --tls-ca / --tls-cert /

@@ -1,4 +1,4 @@
-// Job specs as people write them (YAML or JSON, shared/DESIGN.md §4) and as
+// Job specs as people write them (YAML or JSON, docs/design.md, "Jobs") and as
 // the API carries them (topiary.v1.JobSpec). Parsing is guided by the proto
 // descriptor, so `tokens: 100M` and `params: 4.5e9` land in their string
 // fields, and an unknown or misspelt key is an error naming its path.

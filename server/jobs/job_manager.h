@@ -1,4 +1,4 @@
-// The job state machine of the coordinator (shared/DESIGN.md §4, §10), with
+// The job state machine of the coordinator (docs/design.md, "Jobs" and "The coordinator"), with
 // no knowledge of gRPC: create (validated, idempotent), read, list, cancel,
 // delete, watch events and the final report. Every transition writes the
 // job and its events in one store batch before it returns; watchers wake on

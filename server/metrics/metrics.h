@@ -1,4 +1,4 @@
-// The coordinator's Prometheus metrics (shared/DESIGN.md §10), exposed by
+// The coordinator's Prometheus metrics (docs/design.md, "The coordinator"), exposed by
 // prometheus-cpp on --metrics-address. Job gauges are computed at scrape
 // time from JobManager, so they are never stale:
 //   topiary_jobs{state}               jobs per state (every state, 0 included)

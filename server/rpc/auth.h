@@ -1,4 +1,4 @@
-// Bearer-token authentication (shared/DESIGN.md §10). The tokens file has
+// Bearer-token authentication (docs/design.md, "The coordinator"). The tokens file has
 // one entry per line, `TOKEN PRINCIPAL ROLE`, ROLE one of user, admin,
 // worker; blank lines and lines starting with '#' are ignored. Clients send
 // `authorization: Bearer TOKEN`. Without a tokens file authentication is off

@@ -359,7 +359,7 @@ void Scheduler::PlaceJobs(int64_t now) {
   });
   std::map<std::string, int> free;
   for (const auto& [id, w] : workers_) {
-    if (w.live) free[id] = std::max(0, w.info.slots() - w.used);
+    if (w.live && !w.draining) free[id] = std::max(0, w.info.slots() - w.used);
   }
   int reserved = 0;
   for (const v1::Job& job : candidates) PlaceJob(job, now, free, reserved);

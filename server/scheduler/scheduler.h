@@ -122,6 +122,7 @@ class Scheduler {
     int64_t lease_until = 0;
     int used = 0;
     bool live = true;
+    bool draining = false;  // says it is shutting down: nothing new goes there
     std::map<std::string, Unacked> unacked;  // "task#rank" -> assignment not yet acknowledged
   };
   struct Rank {

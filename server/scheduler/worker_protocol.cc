@@ -146,6 +146,10 @@ absl::StatusOr<v1::HeartbeatResponse> Scheduler::Heartbeat(const WorkerCall& who
     return absl::NotFoundError(absl::StrCat("worker ", who.worker_id, " lost its lease; register again"));
   }
   w->lease_until = clock_->NowMicros() + options_.lease_micros;
+  if (req.draining() && !w->draining) {
+    w->draining = true;
+    log::Info(absl::StrCat("scheduler: worker ", who.worker_id, " (", w->info.name(), ") is draining"));
+  }
   v1::HeartbeatResponse r;
   r.set_lease_micros(options_.lease_micros);
   for (const v1::RankRef& ref : req.running()) {

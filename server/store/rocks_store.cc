@@ -2,7 +2,7 @@
 //   jobs         job id -> Job
 //   events       job id + '/' + seq (16 hex digits) -> Event
 //   idempotency  principal + '\0' + request id -> job id
-//   workers      worker id -> RegisterWorkerRequest (used by the scheduler)
+//   workers      worker id -> WorkerRecord (registration, principal, secret hash)
 //   meta         "schema_version" -> "1"
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>

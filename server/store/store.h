@@ -1,4 +1,4 @@
-// The coordinator's durable state (shared/DESIGN.md §10): jobs (with their
+// The coordinator's durable state (docs/design.md, "The coordinator"): jobs (with their
 // stages and tasks), per-job events, idempotency keys and workers. Every
 // mutation is one atomic batch; with sync on it is on disk before it
 // returns, so nothing acknowledged is lost to a crash.

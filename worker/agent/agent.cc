@@ -146,8 +146,18 @@ absl::Status Agent::Run() {
     std::unique_lock<std::mutex> lock(mu_);
     changed_.wait(lock, [this] { return draining_.load(); });
   }
-  // Drain: every rank writes a checkpoint at its next step boundary and stops; completions go out.
+  // Drain: the coordinator hears first (it places nothing more here), then every rank writes a
+  // checkpoint at its next step boundary and stops, and the completions go out.
   log::Info(absl::StrCat("topiary-worker: draining for up to ", options_.drain_seconds, "s"));
+  {
+    v1::HeartbeatRequest req;
+    req.set_worker_id(Id());
+    req.set_secret(Secret());
+    req.set_draining(true);
+    v1::HeartbeatResponse resp;
+    grpc::Status st = stub_->Heartbeat(Ctx(2).get(), req, &resp);
+    if (!st.ok()) log::Warn(absl::StrCat("topiary-worker: could not announce the drain: ", st.error_message()));
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [key, r] : ranks_) {
@@ -189,6 +199,7 @@ void Agent::HeartbeatLoop() {
       std::lock_guard<std::mutex> lock(mu_);
       req.set_worker_id(worker_id_);
       req.set_secret(secret_);
+      req.set_draining(draining_.load());
       for (const auto& [key, r] : ranks_) {
         if (r.done || r.stale) continue;
         v1::RankRef* ref = req.add_running();

@@ -1,5 +1,5 @@
-// Communicator: collectives across the ranks of one task (shared/DESIGN.md
-// §9), kept out of model code: callers hand it tensors, it never sees the
+// Communicator: collectives across the ranks of one task (docs/design.md,
+// "Distributed execution"), kept out of model code: callers hand it tensors, it never sees the
 // model.
 //
 // Ordering contract: every rank calls the same collectives in the same order

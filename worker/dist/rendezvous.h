@@ -1,5 +1,5 @@
 // Rendezvous: the small key/value store that ranks of one task use to find
-// each other before they can talk (shared/DESIGN.md §9). Rank 0 publishes (a
+// each other before they can talk (docs/design.md, "Distributed execution"). Rank 0 publishes (a
 // Gloo address, an NCCL unique id) and the others read. Keys are scoped by the
 // caller (the coordinator uses rdzv/<job>/<task>/<attempt>/), so a retried
 // task never reads a stale value. Values are opaque bytes.

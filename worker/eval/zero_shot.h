@@ -1,4 +1,4 @@
-// Zero-shot multiple choice (shared/DESIGN.md §8), as lm-evaluation-harness
+// Zero-shot multiple choice (docs/design.md, "The algorithms"), as lm-evaluation-harness
 // scores it: each example is {"context": str, "choices": [str, ...],
 // "label": int} on one JSONL line; a choice's score is the log-likelihood of
 // its tokens following the context; `acc` takes the best score, `acc_norm`

@@ -429,6 +429,10 @@ class Runner {
 }  // namespace
 
 absl::StatusOr<json> RunAssignment(const v1::Assignment& a, const RankEnv& env, const stages::StageContext& ctx) {
+  if (env.device != "cpu") {
+    return absl::FailedPreconditionError(absl::StrCat("device '", env.device,
+                                                      "': this build runs stages on the CPU only (no CUDA libtorch)"));
+  }
   ASSIGN_OR_RETURN(JobLayout layout, LayoutOf(a));
   ASSIGN_OR_RETURN(Lineage lineage, LineageOf(a, layout));
   Runner runner(a, env, ctx, std::move(layout), std::move(lineage));

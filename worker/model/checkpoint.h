@@ -1,4 +1,4 @@
-// Hugging Face checkpoint directories (shared/DESIGN.md §5):
+// Hugging Face checkpoint directories (docs/design.md, "Models and checkpoints"):
 //   config.json
 //   model.safetensors, or shards model-0000k-of-0000n.safetensors with
 //   model.safetensors.index.json ({"metadata": {...}, "weight_map": {name: file}})

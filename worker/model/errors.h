@@ -1,5 +1,5 @@
 // Maps libtorch exceptions to absl::Status at the boundary of each public
-// worker operation (shared/STYLE.md §2): out of memory -> RESOURCE_EXHAUSTED,
+// worker operation (docs/design.md, "Stages"): out of memory -> RESOURCE_EXHAUSTED,
 // bad shapes/values/indices -> INVALID_ARGUMENT, anything else -> INTERNAL
 // with the original text. No exception escapes a function wrapped this way.
 #pragma once

@@ -1,4 +1,4 @@
-// Training losses (shared/DESIGN.md §8), on logits of shape (B, T, V):
+// Training losses (docs/design.md, "The algorithms"), on logits of shape (B, T, V):
 //   CE:  mean over tokens of −log softmax(s)[target].
 //   KD:  forward KL from the teacher, Minitron's best: (1/N) Σ_t
 //        KL(softmax(t/τ) ‖ softmax(s/τ)), times τ² when `scale_by_t2`,

@@ -1,4 +1,4 @@
-// What a training run minimises (shared/DESIGN.md §8). An Objective turns one
+// What a training run minimises (docs/design.md, "The algorithms"). An Objective turns one
 // micro batch into a loss, runs backward, and reports the loss parts; it may
 // own trainable tensors of its own (a hidden-state map, LoRA factors) that
 // the optimizer trains next to the model's.
@@ -85,7 +85,7 @@ class DistillationObjective : public Objective {
   std::vector<std::string> map_names_;
 };
 
-// Forward FLOPs per token of a model (shared/DESIGN.md §11): 2N + 4·L·T·C,
+// Forward FLOPs per token of a model (docs/design.md, "How speed is judged"): 2N + 4·L·T·C,
 // N the parameters that multiply (all but the embedding lookup).
 double ForwardFlopsPerToken(const model::ModelConfig& config, int64_t seq_len);
 

@@ -1,4 +1,4 @@
-// The machine's GEMM peak in FLOP/s, measured (shared/DESIGN.md §11): the
+// The machine's GEMM peak in FLOP/s, measured (docs/design.md, "How speed is judged"): the
 // denominator of MFU in training logs and of every "of peak" figure in bench/.
 #pragma once
 

@@ -1,4 +1,4 @@
-// ZeRO-1 AdamW (shared/DESIGN.md §8): optimizer state sharded across the
+// ZeRO-1 AdamW (docs/design.md, "The algorithms"): optimizer state sharded across the
 // ranks of a Communicator. The parameters are laid end to end in one flat
 // fp32 space of N elements (padded to a multiple of the world size W); rank r
 // owns elements [r·N/W, (r+1)·N/W) and keeps the fp32 master copy and both

@@ -1,4 +1,4 @@
-// Training checkpoints for exact resume (shared/DESIGN.md §8). Layout:
+// Training checkpoints for exact resume (docs/design.md, "The algorithms"). Layout:
 //   <dir>/step-00000042/
 //     model/                                   Hugging Face directory, the model's own dtype
 //     optimizer-rank-00000-of-00002.safetensors  this rank's ZeRO-1 shard: master, m, v (fp32)

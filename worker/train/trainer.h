@@ -1,4 +1,4 @@
-// Training loop for causal LMs (the recipe of shared/DESIGN.md §8): AdamW
+// Training loop for causal LMs (the recipe of docs/design.md, "The algorithms"): AdamW
 // with fp32 master weights sharded across ranks (ShardedAdamW, ZeRO-1),
 // linear warm-up then cosine decay, global gradient-norm clipping, gradient
 // accumulation over micro batches, compute in the model's dtype, seeded and

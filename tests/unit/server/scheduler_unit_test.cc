@@ -251,6 +251,21 @@ TEST_F(SchedulerUnitTest, RendezvousKeysAreScopedToTheTasksWorkers) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// A worker that says it is draining gets nothing new.
+TEST_F(SchedulerUnitTest, NothingIsPlacedOnADrainingWorker) {
+  const std::string id = Submit();
+  const WorkerCall w = Register("a");
+  v1::HeartbeatRequest draining;
+  draining.set_draining(true);
+  ASSERT_TRUE(sched_->Heartbeat(w, draining).ok());
+  sched_->RunOnce();
+  EXPECT_EQ(sched_->Poll(w, 0)->size(), 0u);
+  EXPECT_EQ(Get(id).state(), v1::JOB_QUEUED);
+  const WorkerCall fresh = Register("b");
+  sched_->RunOnce();
+  EXPECT_EQ(sched_->Poll(fresh, 0)->size(), 1u);
+}
+
 // A worker's result is bounded before it is parsed or stored.
 TEST_F(SchedulerUnitTest, ADeeplyNestedResultIsRefused) {
   const std::string id = Submit();

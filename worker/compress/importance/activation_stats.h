@@ -1,5 +1,5 @@
 // One forward pass over the calibration set collects every activation-based
-// importance statistic (shared/DESIGN.md §6):
+// importance statistic (docs/design.md, "The algorithms"):
 //   width: attention heads (‖A_h‖₂ over HS), MLP neurons (|silu(gate)·up| or
 //          |gate|), embedding channels (|RMSNorm output|, every norm);
 //   depth: block influence, relative L1/L2 change, angular distance of every

@@ -5,7 +5,7 @@
 // The sequence aggregation runs inside each sequence; the batch aggregation
 // keeps sufficient statistics (sum, sum of squares, count) so that memory does
 // not grow with the number of calibration samples and ranks can combine their
-// statistics with one all-reduce (shared/DESIGN.md §6). Thread-compatible.
+// statistics with one all-reduce (docs/design.md, "The algorithms"). Thread-compatible.
 #pragma once
 
 #include <ATen/core/Tensor.h>

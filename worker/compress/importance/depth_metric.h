@@ -1,4 +1,4 @@
-// The registry of depth metrics (shared/DESIGN.md §6): one file per metric
+// The registry of depth metrics (docs/design.md, "The algorithms"): one file per metric
 // under metrics/, listed explicitly in depth_metric.cc (no static
 // self-registration). Each maps the calibration context to one score per
 // layer, higher = more important.

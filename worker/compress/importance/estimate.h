@@ -1,4 +1,4 @@
-// Importance estimation over a calibration set (shared/DESIGN.md §6): one
+// Importance estimation over a calibration set (docs/design.md, "The algorithms"): one
 // forward pass collects every activation-based statistic (ActivationStats);
 // model-based depth metrics (depth_metric.h: lm_loss, taylor, magnitude, ...)
 // run after it. The result is saved as a versioned scores.json (schema in

@@ -1,4 +1,4 @@
-// scores.json, the versioned importance artifact (shared/DESIGN.md §6).
+// scores.json, the versioned importance artifact (docs/design.md, "The algorithms").
 //
 // Schema, version 1 (every score: higher = more important):
 // {

@@ -1,5 +1,5 @@
-// Applying a PrunePlan: slicing every tensor consistently (shared/DESIGN.md
-// §7), in memory (ApplyPlan) or streaming checkpoint to checkpoint.
+// Applying a PrunePlan: slicing every tensor consistently (docs/design.md,
+// "The algorithms"), in memory (ApplyPlan) or streaming checkpoint to checkpoint.
 #include <torch/torch.h>
 
 #include "absl/strings/numbers.h"

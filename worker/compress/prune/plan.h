@@ -1,7 +1,7 @@
 // Pruning to an isomorphic (or explicitly marked non-isomorphic) smaller
 // model, in ModelOpt's lifecycle: validate the target -> plan which units to
 // keep from importance scores -> apply by slicing every tensor consistently
-// (shared/DESIGN.md §7). Width is uniform across layers; each layer keeps its
+// (docs/design.md, "The algorithms"). Width is uniform across layers; each layer keeps its
 // own top-scoring heads and neurons; embedding channels are kept globally.
 // Kept units stay in their original order. Pure functions; thread-compatible.
 #pragma once

@@ -1,4 +1,4 @@
-// Shape search under a parameter budget (shared/DESIGN.md §7; Minitron §3):
+// Shape search under a parameter budget (docs/design.md, "The algorithms"; Minitron §3):
 // enumerate isomorphic shapes on a grid (depth >= min_depth of the layers,
 // each width >= min_width of the original, widths multiples of a divisor),
 // keep those whose parameter count (analytic, CountParams) lies within
