@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
+#include <signal.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -14,12 +15,16 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/cli_util.h"
+#include "client/job_view.h"
+#include "client/local_state.h"
+#include "common/report/job_report.h"
 #include "common/file_util.h"
 #include "common/spec/spec_io.h"
 #include "common/status_macros.h"
@@ -35,7 +40,7 @@ inline constexpr int kExitJobFailed = 5;
 inline constexpr int kExitJobCancelled = 6;
 
 struct ApiFlags {
-  std::string server, token, tls_ca, tls_cert, tls_key, output = "table";
+  std::string server, token, tls_ca, tls_cert, tls_key, output = "table", state_dir;
   double timeout = 30;
   // per command
   std::string id, file, request_id, page_token;
@@ -165,83 +170,27 @@ std::string RandomRequestId() {
   return absl::StrFormat("cli-%08x%08x%08x", rd(), rd(), rd());
 }
 
-std::string EventLine(const v1::Event& e) {
-  std::string what;
-  if (e.kind() == v1::EVENT_KIND_JOB_STATE) {
-    what = absl::StrCat("job ", JobState(e.job_state()));
-  } else if (e.kind() == v1::EVENT_KIND_STAGE_STATE) {
-    what = absl::StrCat("stage ", e.stage(), " ", StageState(e.stage_state()));
-  } else if (e.kind() == v1::EVENT_KIND_TASK_STATE) {
-    what = absl::StrCat("task ", e.task_id(), " ", Short(v1::TaskState_Name(e.task_state()), "TASK_"));
-  } else if (e.kind() == v1::EVENT_KIND_PROGRESS) {
-    const v1::Progress& p = e.progress();
-    if (p.total_steps() <= 0) {
-      what = absl::StrCat(e.stage(), ": ", p.phase().empty() ? "running" : p.phase());
-    } else {
-      what = absl::StrFormat("%s step %d/%d  %s tokens  loss %.4f  %s tok/s%s  ETA %s", e.stage(), p.step(),
-                             p.total_steps(), FormatCount(static_cast<double>(p.tokens())), p.loss(),
-                             FormatCount(p.tokens_per_second()),
-                             p.mfu() > 0 ? absl::StrFormat("  MFU %.2f", p.mfu()) : "",
-                             p.eta_seconds() > 0 ? absl::StrFormat("%.0fs", p.eta_seconds()) : "-");
-    }
-  } else {
-    what = v1::EventKind_Name(e.kind());
-  }
-  return absl::StrFormat("[%s] #%d %s%s", Time(e.time_micros()), e.seq(), what,
-                         e.message().empty() ? "" : absl::StrCat("  (", e.message(), ")"));
-}
-
 int ExitFor(v1::JobState s) {
   if (s == v1::JOB_SUCCEEDED) return kExitOk;
   if (s == v1::JOB_CANCELLED) return kExitJobCancelled;
   return kExitJobFailed;
 }
 
-// Streams the job's events until it finishes, reconnecting with the last
-// sequence number when the stream breaks (nothing is missed or repeated).
+// Streams the job's events until it finishes (reconnecting with the last
+// sequence number when the stream breaks); exits with the job's outcome.
 absl::StatusOr<int> Watch(Client& c, const std::string& id, int64_t from_seq) {
-  int64_t after = from_seq;
-  int failures = 0;
-  const bool tty = isatty(STDOUT_FILENO) && c.flags().output == "table";
-  for (;;) {
-    v1::WatchJobRequest req;
-    req.set_id(id);
-    req.set_from_seq(after);
-    auto ctx = c.Ctx(true);
-    auto reader = c.api().WatchJob(ctx.get(), req);
-    v1::WatchJobResponse r;
-    v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
-    bool progress_line = false;
-    while (reader->Read(&r)) {
-      failures = 0;
-      if (r.has_job()) {
-        state = r.job().state();
-        if (after == from_seq && c.flags().output == "table") {
-          std::printf("job %s (%s): %s\n", r.job().id().c_str(), r.job().spec().name().c_str(), JobState(state).c_str());
-        }
-        continue;
-      }
-      const v1::Event& e = r.event();
-      after = e.seq();
-      if (e.kind() == v1::EVENT_KIND_JOB_STATE) state = e.job_state();
-      if (c.flags().output != "table") {
-        std::string j = ToJson(e);
-        std::printf("%s", c.flags().output == "json" ? (j + "\n").c_str() : ("---\n" + ToYaml(j)).c_str());
-      } else if (e.kind() == v1::EVENT_KIND_PROGRESS && tty) {
-        std::printf("\r\033[K%s", EventLine(e).c_str());  // one live line while a stage runs
-        progress_line = true;
-      } else {
-        std::printf("%s%s\n", progress_line ? "\n" : "", EventLine(e).c_str());
-        progress_line = false;
-      }
-      std::fflush(stdout);
-    }
-    grpc::Status st = reader->Finish();
-    if (progress_line) std::printf("\n");
-    if (st.ok()) return ExitFor(state);
-    if (st.error_code() != grpc::StatusCode::UNAVAILABLE || ++failures > 20) return FromGrpc(st);
-    std::this_thread::sleep_for(std::chrono::milliseconds(250 * std::min(failures, 8)));
-  }
+  const bool table = c.flags().output == "table";
+  JobView view(stdout, isatty(STDOUT_FILENO) && table);
+  ASSIGN_OR_RETURN(v1::JobState state,
+                   StreamJob(c.api(), [&] { return c.Ctx(true); }, id, from_seq, [&](const v1::WatchJobResponse& r) {
+                     if (table) return view.Show(r);
+                     if (!r.has_event()) return;
+                     std::string j = ToJson(r.event());
+                     std::printf("%s", c.flags().output == "json" ? (j + "\n").c_str() : ("---\n" + ToYaml(j)).c_str());
+                     std::fflush(stdout);
+                   }));
+  view.Close();
+  return ExitFor(state);
 }
 
 int Report(const char* command, const absl::Status& s) {
@@ -269,17 +218,35 @@ void AddCommon(CLI::App* cmd, ApiFlags* f) {
   cmd->add_option("--tls-key", f->tls_key, "client key (mutual TLS)");
   cmd->add_option("--output,-o", f->output, "table | json | yaml")->capture_default_str();
   cmd->add_option("--timeout", f->timeout, "seconds per call")->capture_default_str();
+  cmd->add_option("--state-dir", f->state_dir,
+                  "the state of a `topiary run` (its coordinator, or one started for this command)");
 }
 
 using Runner = std::function<absl::StatusOr<int>(Client&, const ApiFlags&)>;
 
 void AddApi(CommandRegistry& registry, CLI::App* cmd, std::shared_ptr<ApiFlags> f, const char* name, Runner run) {
   registry.Add(cmd, [f, name, run]() -> int {
-    absl::StatusOr<Client> c = Client::Connect(*f);
-    if (!c.ok()) return Report(name, c.status());
-    absl::StatusOr<int> code = run(*c, *f);
-    if (!code.ok()) return Report(name, code.status());
-    return *code;
+    ApiFlags flags = *f;
+    LocalCoordinator local;
+    if (!flags.state_dir.empty()) {  // a topiary run's state: its coordinator, or one for this command
+      absl::StatusOr<LocalState> state = OpenLocalState(flags.state_dir, false, "");
+      if (!state.ok()) return Report(name, state.status());
+      absl::StatusOr<LocalCoordinator> c = AttachOrStartCoordinator(*state, 3600, 86400, SIGTERM);
+      if (!c.ok()) return Report(name, c.status());
+      local = *c;
+      flags.server = local.address;
+      flags.token = local.token;
+    }
+    absl::StatusOr<Client> c = Client::Connect(flags);
+    int code = 0;
+    if (!c.ok()) {
+      code = Report(name, c.status());
+    } else {
+      absl::StatusOr<int> r = run(*c, flags);
+      code = r.ok() ? *r : Report(name, r.status());
+    }
+    StopCoordinator(local, 5);
+    return code;
   });
 }
 
@@ -417,7 +384,13 @@ void RegisterApiCommands(CLI::App& app, CommandRegistry& registry) {
       req.set_id(f.id);
       v1::JobReport r;
       RETURN_IF_ERROR(FromGrpc(c.api().GetJobReport(c.Ctx().get(), req, &r)));
-      std::printf("%s", f.output == "yaml" ? ToYaml(r.report_json()).c_str() : (r.report_json() + "\n").c_str());
+      if (f.output == "table") {
+        nlohmann::json j = nlohmann::json::parse(r.report_json(), nullptr, false);
+        if (j.is_discarded()) return absl::InternalError("the coordinator sent a report that is not JSON");
+        std::printf("%s", report::RenderSummary(j, r.report_dir()).c_str());
+      } else {
+        std::printf("%s", f.output == "yaml" ? ToYaml(r.report_json()).c_str() : (r.report_json() + "\n").c_str());
+      }
       return kExitOk;
     });
   }

@@ -7,6 +7,7 @@
 #include "client/api_commands.h"
 #include "client/compress_commands.h"
 #include "client/local_commands.h"
+#include "client/run_command.h"
 #include "client/train_commands.h"
 
 namespace topiary::cli {
@@ -29,6 +30,7 @@ void RegisterAll(CLI::App& app, CommandRegistry& registry) {
   RegisterCompressCommands(app, registry);
   RegisterTrainCommands(app, registry);
   RegisterApiCommands(app, registry);
+  RegisterRunCommand(app, registry);
 }
 
 }  // namespace topiary::cli

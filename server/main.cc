@@ -24,6 +24,7 @@
 #include <prometheus/exposer.h>
 
 #include "server/jobs/job_manager.h"
+#include "server/jobs/report_writer.h"
 #include "server/metrics/metrics.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/job_service.h"
@@ -107,6 +108,7 @@ int Run(const CoordinatorConfig& c) {
   std::unique_ptr<Store> store = WithWriteTiming(std::move(*opened), &metrics);
   JobManagerOptions jo;
   jo.storage_roots = c.storage_roots;
+  jo.jobs_root = (c.storage_roots.empty() ? c.state_dir : c.storage_roots[0]) + "/jobs";
   jo.max_queued = c.max_queued;
   JobManager jobs(store.get(), Clock::Real(), jo);
   if (absl::Status st = jobs.Recover(); !st.ok()) {
@@ -129,6 +131,8 @@ int Run(const CoordinatorConfig& c) {
     return 1;
   }
   jobs.SetListener([&](const std::string& id) { scheduler.Notify(id); });
+  ReportWriter reports(&jobs);
+  scheduler.SetJobEndedListener([&](const std::string& id) { reports.Enqueue(id); });
   scheduler.Start();
   metrics.WatchJobs(&jobs);
   metrics.WatchScheduler(&scheduler);

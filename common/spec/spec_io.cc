@@ -4,6 +4,8 @@
 #include <google/protobuf/util/json_util.h>
 #include <yaml-cpp/yaml.h>
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
@@ -194,5 +196,28 @@ std::string MessageToSpecJson(const google::protobuf::Message& m) {
 }
 
 std::string JobSpecToJson(const v1::JobSpec& spec) { return MessageToSpecJson(spec); }
+
+namespace {
+void Resolve(std::string* path, const std::filesystem::path& base) {
+  if (path->empty() || (*path)[0] == '/') return;
+  *path = (base / *path).lexically_normal().string();
+}
+}  // namespace
+
+void ResolveRelativePaths(v1::JobSpec* spec, const std::string& base_dir) {
+  const std::filesystem::path base = std::filesystem::absolute(base_dir);
+  Resolve(spec->mutable_teacher()->mutable_path(), base);
+  for (v1::DataSource* d : {spec->mutable_data()->mutable_calibration(), spec->mutable_data()->mutable_train(),
+                            spec->mutable_data()->mutable_eval()}) {
+    Resolve(d->mutable_path(), base);
+    Resolve(d->mutable_tokenizer(), base);
+  }
+  for (v1::StageSpec& s : *spec->mutable_stages()) {
+    if (s.has_evaluate()) {
+      for (std::string& t : *s.mutable_evaluate()->mutable_tasks()) Resolve(&t, base);
+    }
+    if (s.has_export_()) Resolve(s.mutable_export_()->mutable_path(), base);
+  }
+}
 
 }  // namespace topiary::spec

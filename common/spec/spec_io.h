@@ -35,6 +35,10 @@ std::string MessageToSpecJson(const google::protobuf::Message& message);
 // e.g. "spec.stages[1].prune.target.hiden_size: unknown field".
 absl::StatusOr<v1::JobSpec> ParseJobSpec(absl::string_view text);
 
+// Makes every relative path of the spec (teacher, data, tokenizers, task
+// files, export) absolute against `base_dir` (a spec file's directory).
+void ResolveRelativePaths(v1::JobSpec* spec, const std::string& base_dir);
+
 // The spec as JSON (field names and enum names as in the YAML, defaults omitted).
 std::string JobSpecToJson(const v1::JobSpec& spec);
 

@@ -9,6 +9,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/file_util.h"
+#include "common/report/job_report.h"
 #include "common/spec/stages.h"
 #include "common/status_macros.h"
 
@@ -49,7 +51,8 @@ absl::Status JobManager::Recover() {
 
 std::string JobManager::NextId() {
   last_id_micros_ = std::max(last_id_micros_ + 1, clock_->WallMicros());
-  return absl::StrFormat("job-%016x", last_id_micros_);
+  // Time-ordered, and distinct across coordinators that share a storage root.
+  return absl::StrFormat("job-%016x-%04x", last_id_micros_, id_suffix_(rng_));
 }
 
 absl::Status JobManager::Commit(v1::Job& job, v1::JobState before, std::vector<v1::Event> events, StoreBatch batch) {
@@ -270,21 +273,24 @@ absl::StatusOr<v1::JobReport> JobManager::Report(const Principal& who, const std
     return absl::FailedPreconditionError(absl::StrCat("job ", id, " is ", v1::JobState_Name(job.state()),
                                                       "; the report is written when it finishes"));
   }
-  nlohmann::json stages = nlohmann::json::array();
-  for (const v1::Stage& s : job.stages()) {
-    nlohmann::json js = {{"name", s.name()}, {"state", v1::StageState_Name(s.state())}};
-    if (s.end_time_micros() > 0) js["seconds"] = (s.end_time_micros() - s.start_time_micros()) / 1e6;
-    if (!s.result_json().empty()) js["result"] = nlohmann::json::parse(s.result_json(), nullptr, false);
-    stages.push_back(js);
-  }
-  nlohmann::json r = {{"job_id", job.id()},  {"name", job.spec().name()}, {"owner", job.owner()},
-                      {"state", v1::JobState_Name(job.state())}, {"error", job.error()}, {"stages", stages},
-                      {"seconds", (job.update_time_micros() - job.create_time_micros()) / 1e6}};
+  const std::string dir = absl::StrCat(options_.jobs_root, "/", job.id());
   v1::JobReport out;
   out.set_job_id(job.id());
-  out.set_report_json(r.dump(2));
+  out.set_report_json(report::BuildReport(job, dir).dump(2));
   out.set_output_path(job.output_path());
+  out.set_report_dir(dir);
   return out;
+}
+
+absl::Status JobManager::WriteReportFiles(const std::string& id) {
+  ASSIGN_OR_RETURN(std::optional<v1::Job> job, store_->GetJob(id));
+  if (!job.has_value() || !IsTerminal(job->state()) || options_.jobs_root.empty()) return absl::OkStatus();
+  const std::string dir = absl::StrCat(options_.jobs_root, "/", id);
+  const nlohmann::json r = report::BuildReport(*job, dir);
+  RETURN_IF_ERROR(MakeDirs(dir));
+  RETURN_IF_ERROR(WriteFileAtomically(dir + "/report.json", r.dump(2)));
+  RETURN_IF_ERROR(WriteFileAtomically(dir + "/report.md", report::RenderMarkdown(r)));
+  return WriteFileAtomically(dir + "/report.html", report::RenderHtml(r));
 }
 
 std::map<v1::JobState, int64_t> JobManager::CountByState() {

@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -33,6 +34,7 @@ struct Principal {
 
 struct JobManagerOptions {
   std::vector<std::string> storage_roots;
+  std::string jobs_root;       // <storage root>/jobs: where a job's stages and report live
   spec::Limits limits;
   int64_t max_queued = 10000;  // CreateJob answers RESOURCE_EXHAUSTED beyond it
 };
@@ -74,6 +76,9 @@ class JobManager {
                                                     int64_t wait_ms);
 
   absl::StatusOr<v1::JobReport> Report(const Principal& who, const std::string& id);
+  // Writes report.json, report.md and report.html into a finished job's
+  // directory (common/report). Not for callers holding the scheduler's lock.
+  absl::Status WriteReportFiles(const std::string& id);
 
   // A transition by the scheduler: `fn` changes the job and returns the
   // events it makes (seq and time are filled in); the job and its events are
@@ -105,6 +110,8 @@ class JobManager {
   std::mutex mu_;
   std::condition_variable changed_;
   int64_t last_id_micros_ = 0;
+  std::mt19937 rng_{std::random_device{}()};
+  std::uniform_int_distribution<int> id_suffix_{0, 0xffff};
   std::map<v1::JobState, int64_t> counts_;
   bool shutdown_ = false;
   std::atomic<int64_t> created_{0};

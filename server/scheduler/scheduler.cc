@@ -49,6 +49,7 @@ Scheduler::Scheduler(JobManager* jobs, Store* store, const Clock* clock, Schedul
 Scheduler::~Scheduler() { Stop(); }
 
 void Scheduler::Forget(const std::string& job_id) {
+  if (ended_ && active_.count(job_id)) ended_(job_id);
   active_.erase(job_id);
   job_metrics_.erase(job_id);
   const std::string prefix = job_id + "/";

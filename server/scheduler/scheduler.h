@@ -33,6 +33,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -89,6 +90,9 @@ class Scheduler {
   void RunOnce();
   // Wakes the background pass (JobManager's listener).
   void Notify(const std::string& job_id);
+  // Called (on the scheduler's thread, under its lock: it must only enqueue)
+  // with the id of every job that has ended.
+  void SetJobEndedListener(std::function<void(const std::string&)> listener) { ended_ = std::move(listener); }
 
   absl::StatusOr<v1::RegisterWorkerResponse> Register(const std::string& principal,
                                                       const v1::RegisterWorkerRequest& request);
@@ -167,6 +171,7 @@ class Scheduler {
   const Clock* clock_;
   SchedulerOptions options_;
   RendezvousStore* rendezvous_;
+  std::function<void(const std::string&)> ended_;
   std::mutex mu_;
   std::condition_variable assigned_;  // a worker's outbox got work
   std::map<std::string, Worker> workers_;

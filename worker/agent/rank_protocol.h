@@ -5,7 +5,7 @@
 //                [--memory-budget BYTES] [--storage-root DIR ...]
 // with the read end of a pipe as the rank's stdin and the write end of
 // another as its fd 3. On stdin the agent writes one word per line: "cancel"
-// (stop at the next step boundary, keep the last checkpoint) or "drain"
+// (checkpoint at the next step boundary and stop: the job is cancelled) or "drain"
 // (write a checkpoint at the next step boundary, then stop); end of file
 // means the agent is gone (the rank also dies with it: PR_SET_PDEATHSIG).
 // On fd 3 the rank writes JSON lines:

@@ -78,9 +78,9 @@ at::ScalarType DtypeOf(v1::Dtype d, at::ScalarType fallback) {
 }
 
 std::string DtypeName(at::ScalarType d) {
-  if (d == at::kFloat) return "fp32";
-  if (d == at::kHalf) return "fp16";
-  return "bf16";
+  if (d == at::kFloat) return "float32";
+  if (d == at::kHalf) return "float16";
+  return "bfloat16";
 }
 
 at::ScalarType DtypeOfConfig(const std::string& torch_dtype) {

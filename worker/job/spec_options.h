@@ -23,7 +23,7 @@ namespace topiary::job {
 stages::DataOptions DataOf(const v1::DataSource& source);
 
 at::ScalarType DtypeOf(v1::Dtype dtype, at::ScalarType fallback);
-std::string DtypeName(at::ScalarType dtype);  // "bf16" | "fp16" | "fp32"
+std::string DtypeName(at::ScalarType dtype);  // "bfloat16" | "float16" | "float32" (config.json's names)
 // A config.json torch_dtype ("bfloat16") as a ScalarType (bf16 when unknown).
 at::ScalarType DtypeOfConfig(const std::string& torch_dtype);
 

@@ -36,8 +36,8 @@ using ProgressSink = std::function<void(const Progress&)>;
 
 // Values of StageContext::stop (the trainer's kStop* constants).
 inline constexpr int kRun = 0;
-inline constexpr int kCancel = 1;  // stop at the next step boundary, keep the last checkpoint
-inline constexpr int kDrain = 2;   // write a checkpoint at the next step boundary, then stop
+inline constexpr int kCancel = 1;  // the job is cancelled: checkpoint at the next step boundary and stop
+inline constexpr int kDrain = 2;   // the worker is draining: the same, and the task is retried elsewhere
 
 struct StageContext {
   int rank = 0;

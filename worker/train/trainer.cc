@@ -187,7 +187,7 @@ absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainDa
     m.resumed_from = resumed_from;
     ASSIGN_OR_RETURN(const int stop, AgreeOnStop(o.stop, *comm));
     if (!o.checkpoint_dir.empty() &&
-        (last || stop == kStopDrain || (o.checkpoint_every > 0 && m.step % o.checkpoint_every == 0))) {
+        (last || stop != kStopNone || (o.checkpoint_every > 0 && m.step % o.checkpoint_every == 0))) {
       RETURN_IF_ERROR(WriteTrainCheckpoint(o.checkpoint_dir, state, model, *optimizer, *comm, o.keep_last));
       m.checkpointed = true;
     }
@@ -197,8 +197,8 @@ absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainDa
     if (o.every_step) o.every_step(m);
     if (stop != kStopNone && !last) {
       return absl::CancelledError(absl::StrCat("stopped after step ", m.step, " of ", r.steps,
-                                               stop == kStopDrain ? " (draining; checkpoint written)"
-                                                                  : " (cancelled; the last checkpoint is kept)"));
+                                               stop == kStopDrain ? " (draining)" : " (cancelled)",
+                                               o.checkpoint_dir.empty() ? "" : "; checkpoint written"));
     }
   }
   for (at::Tensor* p : params) {

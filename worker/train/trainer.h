@@ -98,9 +98,9 @@ struct RunOptions {
   std::vector<int64_t> train_blocks;
   // Stop requests, read at every step boundary (kStopCancel, kStopDrain).
   // With several ranks they agree through one small all-reduce per step, so
-  // every rank stops after the same step: a drain writes a checkpoint
-  // first, a cancel keeps the last one. Train then returns CANCELLED. When
-  // set, every rank must set it (the all-reduce is collective).
+  // every rank stops after the same step, writes a checkpoint there (when
+  // checkpoint_dir is set) and Train returns CANCELLED. When set, every rank
+  // must set it (the all-reduce is collective).
   const std::atomic<int>* stop = nullptr;
   // Called after every step, whatever log_every says (progress reporting).
   std::function<void(const StepMetrics&)> every_step;

@@ -17,6 +17,9 @@ struct Scores {
   at::Tensor neurons;    // (L, FF)
   at::Tensor channels;   // (C)
   std::map<std::string, std::vector<double>> depth;  // metric -> per layer
+  // Angular distance (Gromov et al.) of the window of n blocks starting at
+  // each layer: n -> (L - n + 1) distances, lower = more removable.
+  std::map<int64_t, std::vector<double>> angular_windows;
 };
 
 }  // namespace topiary::compress

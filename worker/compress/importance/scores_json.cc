@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace topiary::compress {
@@ -94,6 +95,17 @@ absl::StatusOr<Scores> ScoresFromJson(const std::string& text, const model::Mode
   if (auto st = read("neurons", {L, c.intermediate_size}, &s.neurons); !st.ok()) return st;
   if (auto st = read("channels", {c.hidden_size}, &s.channels); !st.ok()) return st;
   if (j.contains("depth") && j["depth"].is_object()) {
+    const json& windows = j["depth"].contains("angular_distance_windows") ? j["depth"]["angular_distance_windows"]
+                                                                            : json();
+    if (windows.is_object()) {  // {"n": [distance of the window of n blocks starting at each layer]}
+      for (auto it = windows.begin(); it != windows.end(); ++it) {
+        int64_t n = 0;
+        if (!absl::SimpleAtoi(it.key(), &n) || n < 1 || n > L || !it.value().is_array()) continue;
+        auto m = ReadMatrix(it.value(), "depth.angular_distance_windows", {L - n + 1});
+        if (!m.ok()) return m.status();
+        s.angular_windows[n] = std::vector<double>(m->data_ptr<double>(), m->data_ptr<double>() + (L - n + 1));
+      }
+    }
     for (auto it = j["depth"].begin(); it != j["depth"].end(); ++it) {
       if (!it.value().is_array()) continue;  // angular_distance_windows is an object
       auto m = ReadMatrix(it.value(), ("depth." + it.key()).c_str(), {L});

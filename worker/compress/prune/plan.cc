@@ -51,6 +51,19 @@ absl::StatusOr<std::set<int64_t>> LayersToDrop(const model::ModelConfig& c, cons
     return Bad("depth_metric", absl::StrCat("no per-layer scores for '", t.depth_metric, "' in the scores file"));
   }
   const std::vector<double>& score = it->second;
+  auto window = t.depth_metric == "angular_distance" ? s.angular_windows.find(n) : s.angular_windows.end();
+  if (t.contiguous && window != s.angular_windows.end()) {
+    // Gromov et al.: the window whose input and output are closest, by the window's own distance.
+    int64_t best = -1;
+    for (int64_t start = 0; start + n <= L; ++start) {
+      bool clash = false;
+      for (int64_t i = start; i < start + n; ++i) clash |= drop.count(i) > 0;
+      if (!clash && (best < 0 || window->second[start] < window->second[best])) best = start;
+    }
+    if (best < 0) return Bad("contiguous", "no window of that many layers avoids drop_layers");
+    for (int64_t i = best; i < best + n; ++i) drop.insert(i);
+    return drop;
+  }
   if (t.contiguous) {
     int64_t best = -1;
     double best_sum = 0;
