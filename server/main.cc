@@ -6,7 +6,11 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 
+#include <atomic>
 #include <chrono>
+#include <thread>
+#include <mutex>
+#include <condition_variable>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -14,6 +18,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/clock.h"
@@ -28,6 +33,7 @@
 #include "server/metrics/metrics.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/job_service.h"
+#include "server/rpc/parse_errors.h"
 #include "server/rpc/worker_service.h"
 #include "server/scheduler/rendezvous.h"
 #include "server/scheduler/scheduler.h"
@@ -45,24 +51,53 @@ struct CoordinatorConfig {
   bool sync = true;
   std::vector<std::string> storage_roots;
   std::string tokens, tls_cert, tls_key, tls_client_ca;
+  bool allow_anonymous = false;
+  int max_priority = 100;
   std::string port_file;
   std::string log_level = "info";
   int drain_seconds = 10;
   int64_t max_queued = 10000;
+  int64_t max_queued_per_user = 1000;
+  std::string retention = "30d";
   double lease_seconds = 10;
   double backoff_seconds = 1;
   double recovery_grace_seconds = 0;
+  double forget_workers_after_seconds = 3600;
 };
 
 // Exit codes: 0 after a drain on SIGTERM/SIGINT; 2 for bad flags or files;
 // 1 when the store cannot be opened or the address cannot be bound.
+// "30d", "12h", "90m", "3600s" (a plain number is seconds); -1 when unreadable.
+int64_t RetentionMicros(const std::string& text) {
+  if (text.empty()) return -1;
+  double unit = 1;
+  std::string number = text;
+  switch (text.back()) {
+    case 'd': unit = 86400, number.pop_back(); break;
+    case 'h': unit = 3600, number.pop_back(); break;
+    case 'm': unit = 60, number.pop_back(); break;
+    case 's': number.pop_back(); break;
+    default: break;
+  }
+  double v = 0;
+  if (!absl::SimpleAtod(number, &v) || !(v > 0) || v * unit > 1e10) return -1;
+  return static_cast<int64_t>(v * unit * 1e6);
+}
+
+// Whether HOST:PORT listens on loopback only (127.0.0.0/8, ::1, localhost).
+bool IsLoopback(const std::string& listen) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
 int Run(const CoordinatorConfig& c) {
   log::Info(absl::StrCat("topiary-coordinator: listen=", c.listen, " metrics_address=",
                          c.metrics_address.empty() ? "(off)" : c.metrics_address, " state_dir=", c.state_dir,
                          " sync=", c.sync ? "true" : "false", " storage_roots=[", absl::StrJoin(c.storage_roots, ","),
                          "] tokens=", c.tokens.empty() ? "(none: authentication off)" : c.tokens,
                          " tls=", c.tls_cert.empty() ? "off" : (c.tls_client_ca.empty() ? "on" : "mutual"),
-                         " drain_seconds=", c.drain_seconds, " max_queued=", c.max_queued,
+                         " drain_seconds=", c.drain_seconds, " max_queued=", c.max_queued, " max_priority=", c.max_priority,
                          " lease_seconds=", c.lease_seconds, " backoff_seconds=", c.backoff_seconds));
   Authenticator auth;
   if (!c.tokens.empty()) {
@@ -73,7 +108,8 @@ int Run(const CoordinatorConfig& c) {
     }
     auth = std::move(*a);
   } else {
-    log::Warn("no --tokens: every caller is an anonymous admin; use only on a trusted machine");
+    log::Warn(absl::StrCat("no --tokens: every caller of ", c.listen,
+                           " is an anonymous admin; use this only on a trusted machine"));
   }
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
   if (!c.tls_cert.empty() || !c.tls_key.empty()) {
@@ -105,11 +141,22 @@ int Run(const CoordinatorConfig& c) {
     return 1;
   }
   CoordinatorMetrics metrics;
-  std::unique_ptr<Store> store = WithWriteTiming(std::move(*opened), &metrics);
+  // Health follows the store: NOT_SERVING while writes fail, SERVING again once they work.
+  std::atomic<grpc::Server*> serving{nullptr};
+  std::atomic<bool> store_healthy{true};
+  auto set_health = [&](bool healthy) {
+    store_healthy.store(healthy);
+    metrics.SetStoreHealthy(healthy);
+    if (grpc::Server* s = serving.load()) s->GetHealthCheckService()->SetServingStatus(healthy);
+  };
+  std::unique_ptr<Store> store = WithWriteTiming(WithHealth(std::move(*opened), set_health), &metrics);
   JobManagerOptions jo;
   jo.storage_roots = c.storage_roots;
   jo.jobs_root = (c.storage_roots.empty() ? c.state_dir : c.storage_roots[0]) + "/jobs";
   jo.max_queued = c.max_queued;
+  jo.max_queued_per_user = c.max_queued_per_user;
+  jo.retention_micros = RetentionMicros(c.retention);
+  jo.limits.max_priority = c.max_priority;
   JobManager jobs(store.get(), Clock::Real(), jo);
   if (absl::Status st = jobs.Recover(); !st.ok()) {
     log::Error(absl::StrCat("recovery: ", st.message()));
@@ -122,6 +169,7 @@ int Run(const CoordinatorConfig& c) {
   sched_options.lease_micros = static_cast<int64_t>(c.lease_seconds * 1e6);
   sched_options.backoff_micros = static_cast<int64_t>(c.backoff_seconds * 1e6);
   sched_options.recovery_grace_micros = static_cast<int64_t>(c.recovery_grace_seconds * 1e6);
+  sched_options.forget_lost_micros = static_cast<int64_t>(c.forget_workers_after_seconds * 1e6);
   sched_options.storage_root = c.storage_roots.empty() ? c.state_dir : c.storage_roots[0];
   sched_options.storage_roots = c.storage_roots;
   RendezvousStore rendezvous;
@@ -131,6 +179,18 @@ int Run(const CoordinatorConfig& c) {
     return 1;
   }
   jobs.SetListener([&](const std::string& id) { scheduler.Notify(id); });
+  // Retention: finished jobs older than --retention go, with their events, once a minute.
+  std::mutex sweep_mu;
+  std::condition_variable sweep_cv;
+  bool sweep_stop = false;
+  std::thread sweeper([&] {
+    std::unique_lock<std::mutex> lock(sweep_mu);
+    while (!sweep_cv.wait_for(lock, std::chrono::seconds(60), [&] { return sweep_stop; })) {
+      absl::StatusOr<int> n = jobs.DeleteExpired();
+      if (!n.ok()) log::Warn(absl::StrCat("retention: ", n.status().message()));
+      else if (*n > 0) log::Info(absl::StrCat("retention: deleted ", *n, " finished jobs older than ", c.retention));
+    }
+  });
   ReportWriter reports(&jobs);
   scheduler.SetJobEndedListener([&](const std::string& id) { reports.Enqueue(id); });
   scheduler.Start();
@@ -161,6 +221,7 @@ int Run(const CoordinatorConfig& c) {
   WorkerServiceImpl worker_service(&scheduler, &rendezvous, &auth,
                                    [&](const char* method, int code) { metrics.CountRequest(method, code); });
   builder.RegisterService(&worker_service);
+  builder.experimental().SetInterceptorCreators(ParseErrorInterceptors());
   int port = 0;
   builder.AddListeningPort(c.listen, creds, &port);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -174,11 +235,20 @@ int Run(const CoordinatorConfig& c) {
       return 1;
     }
   }
+  serving.store(server.get());
+  server->GetHealthCheckService()->SetServingStatus(store_healthy.load());
   log::Info(absl::StrCat("serving on port ", port));
   const int sig = WaitForTerminationSignal();
   log::Info(absl::StrCat("signal ", sig, ": draining for up to ", c.drain_seconds, "s"));
+  serving.store(nullptr);
   jobs.Shutdown();  // open watches end with UNAVAILABLE; clients reconnect with their last seq
   scheduler.Stop();
+  {
+    std::lock_guard<std::mutex> lock(sweep_mu);
+    sweep_stop = true;
+  }
+  sweep_cv.notify_all();
+  sweeper.join();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(c.drain_seconds));
   log::Info("stopped");
   return 0;
@@ -203,14 +273,25 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--port-file", c.port_file, "write the bound gRPC and metrics ports here (one per line) once serving");
   app.add_option("--max-queued", c.max_queued, "queued jobs beyond which CreateJob is refused")->capture_default_str();
+  app.add_option("--max-queued-per-user", c.max_queued_per_user, "queued jobs one principal may have")
+      ->capture_default_str();
+  app.add_option("--retention", c.retention, "finished jobs are deleted after this long (30d, 12h, 90m, 3600s)")
+      ->capture_default_str();
   app.add_option("--lease-seconds", c.lease_seconds, "a worker silent this long is lost")->capture_default_str();
   app.add_option("--recovery-grace-seconds", c.recovery_grace_seconds,
                  "after a restart, how long registered workers have to come back (0: three leases)")
+      ->capture_default_str();
+  app.add_option("--forget-workers-after-seconds", c.forget_workers_after_seconds,
+                 "a lost worker is deleted this long after it missed its lease")
       ->capture_default_str();
   app.add_option("--backoff-seconds", c.backoff_seconds, "first retry delay (doubles per retry, at most 60s)")
       ->capture_default_str();
   app.add_option("--log-level", c.log_level, "debug|info|warn|error")->capture_default_str();
   app.add_option("--drain-seconds", c.drain_seconds, "grace period on SIGTERM")->capture_default_str();
+  app.add_flag("--allow-anonymous", c.allow_anonymous,
+               "without --tokens, serve a non-loopback address anyway (every caller is an admin)");
+  app.add_option("--max-priority", c.max_priority, "the highest priority a spec may ask for (0-100)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   topiary::log::Level level;
   if (!topiary::log::ParseLevel(c.log_level, &level)) {
@@ -219,6 +300,26 @@ int main(int argc, char** argv) {
   }
   if ((c.tls_cert.empty()) != (c.tls_key.empty())) {
     std::fprintf(stderr, "topiary-coordinator: --tls-cert and --tls-key go together\n");
+    return 2;
+  }
+  if (!c.tls_client_ca.empty() && c.tls_cert.empty()) {
+    std::fprintf(stderr, "topiary-coordinator: --tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)\n");
+    return 2;
+  }
+  if (c.tokens.empty() && !c.allow_anonymous && !IsLoopback(c.listen)) {
+    std::fprintf(stderr,
+                 "topiary-coordinator: --listen %s is not a loopback address and there is no --tokens: give a tokens "
+                 "file, or --allow-anonymous to let anyone who reaches it act as an admin\n",
+                 c.listen.c_str());
+    return 2;
+  }
+  if (RetentionMicros(c.retention) < 0) {
+    std::fprintf(stderr, "topiary-coordinator: --retention: '%s' is not a duration like 30d, 12h, 90m or 3600s\n",
+                 c.retention.c_str());
+    return 2;
+  }
+  if (c.max_priority < 0 || c.max_priority > 100) {
+    std::fprintf(stderr, "topiary-coordinator: --max-priority: must be in [0, 100]\n");
     return 2;
   }
   topiary::log::SetLevel(level);

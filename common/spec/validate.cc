@@ -272,6 +272,9 @@ absl::Status CheckOrder(const v1::JobSpec& spec, const std::vector<std::string>&
 }  // namespace
 
 absl::Status ValidateJobSpec(const v1::JobSpec& spec, const std::vector<std::string>& roots, const Limits& limits) {
+  if (spec.ByteSizeLong() > limits.max_spec_bytes) {
+    return Bad("spec", absl::StrCat(spec.ByteSizeLong(), " bytes; at most ", limits.max_spec_bytes));
+  }
   if (spec.name().empty()) return Bad("spec.name", "required");
   if (spec.name().size() > 128) return Bad("spec.name", "longer than 128 characters");
   RETURN_IF_BAD(CheckStoragePath(spec.teacher().path(), roots, "spec.teacher.path"));

@@ -24,6 +24,7 @@ struct Limits {
   int max_stages = 32;
   int max_labels = 64;
   int max_list = 64;  // entries of any list (depth metrics, tasks, drop lists, LoRA targets, hidden pairs)
+  size_t max_spec_bytes = 1 << 20;  // the whole spec, serialized
 };
 
 absl::Status ValidateJobSpec(const v1::JobSpec& spec, const std::vector<std::string>& storage_roots,

@@ -37,6 +37,7 @@ JobManager::JobManager(Store* store, const Clock* clock, JobManagerOptions optio
 absl::Status JobManager::Recover() {
   std::lock_guard<std::mutex> lock(mu_);
   counts_.clear();
+  queued_by_owner_.clear();
   bool first = true;
   return store_->ScanJobs("", [&](const v1::Job& j) {
     if (first) {
@@ -45,6 +46,7 @@ absl::Status JobManager::Recover() {
       first = false;
     }
     ++counts_[j.state()];
+    if (j.state() == v1::JOB_QUEUED) ++queued_by_owner_[j.owner()];
     return true;
   });
 }
@@ -69,7 +71,10 @@ absl::Status JobManager::Commit(v1::Job& job, v1::JobState before, std::vector<v
   RETURN_IF_ERROR(store_->Write(batch));
   if (before != v1::JOB_STATE_UNSPECIFIED) --counts_[before];
   ++counts_[job.state()];
-  changed_.notify_all();
+  if (before == v1::JOB_QUEUED && job.state() != v1::JOB_QUEUED && --queued_by_owner_[job.owner()] <= 0) {
+    queued_by_owner_.erase(job.owner());
+  }
+  if (auto w = waiters_.find(job.id()); w != waiters_.end()) w->second.cv.notify_all();  // its watchers only
   return absl::OkStatus();
 }
 
@@ -120,6 +125,12 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(const Principal& who, const v1::Jo
       return absl::ResourceExhaustedError(absl::StrCat("queue full: ", queued, " jobs queued (limit ",
                                                        options_.max_queued, ")"));
     }
+    if (queued_by_owner_[who.name] >= options_.max_queued_per_user) {
+      return absl::ResourceExhaustedError(absl::StrCat(who.name, " has ", queued_by_owner_[who.name],
+                                                       " jobs queued (the limit per user is ",
+                                                       options_.max_queued_per_user, ")"));
+    }
+    ++queued_by_owner_[who.name];
     job.set_id(NextId());
     if (!key.empty()) creating_.insert(key);
     ++creating_count_;
@@ -157,6 +168,7 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(const Principal& who, const v1::Jo
     if (!key.empty()) creating_.erase(key);
     --creating_count_;
     if (written.ok()) ++counts_[v1::JOB_QUEUED], created_.fetch_add(1);
+    if (!written.ok() && --queued_by_owner_[who.name] <= 0) queued_by_owner_.erase(who.name);
     changed_.notify_all();
   }
   if (!written.ok()) return written;
@@ -184,21 +196,31 @@ absl::StatusOr<JobManager::ListResponse> JobManager::List(const Principal& who, 
   ListResponse out;
   std::string last;
   bool more = false;
-  RETURN_IF_ERROR(store_->ScanJobs(after, [&](const v1::Job& j) {
+  size_t bytes = 0;
+  auto visit = [&](const v1::Job& j) {
+    ++out.scanned;
     if (!Owns(who, j)) return true;
     if (!r.states.empty() && std::find(r.states.begin(), r.states.end(), j.state()) == r.states.end()) return true;
     for (const auto& [k, v] : r.labels) {
       auto it = j.spec().labels().find(k);
       if (it == j.spec().labels().end() || it->second != v) return true;
     }
-    if (static_cast<int>(out.jobs.size()) == size) {
+    if (static_cast<int>(out.jobs.size()) == size || (!out.jobs.empty() && bytes + j.ByteSizeLong() > options_.max_list_bytes)) {
       more = true;
       return false;
     }
+    bytes += j.ByteSizeLong();
     out.jobs.push_back(j);
     last = j.id();
     return true;
-  }));
+  };
+  if (who.role != Principal::Role::kAdmin) {
+    RETURN_IF_ERROR(store_->ScanJobsOf(who.name, after, visit));  // only this owner's jobs are read
+  } else if (r.states.size() == 1) {
+    RETURN_IF_ERROR(store_->ScanJobsIn(r.states[0], after, visit));
+  } else {
+    RETURN_IF_ERROR(store_->ScanJobs(after, visit));
+  }
   if (more) out.next_page_token = absl::WebSafeBase64Escape(last);
   return out;
 }
@@ -249,7 +271,7 @@ absl::Status JobManager::Delete(const Principal& who, const std::string& id) {
   if (!job.request_id().empty()) b.delete_keys.push_back(IdempotencyKey(job.owner(), job.request_id()));
   RETURN_IF_ERROR(store_->Write(b));
   --counts_[job.state()];
-  changed_.notify_all();
+  if (auto w = waiters_.find(id); w != waiters_.end()) w->second.cv.notify_all();  // they see NOT_FOUND
   return absl::OkStatus();
 }
 
@@ -258,13 +280,62 @@ absl::StatusOr<std::vector<v1::Event>> JobManager::WaitEvents(const Principal& w
   if (after < 0) return absl::InvalidArgumentError("from_seq: must not be negative");
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
   std::unique_lock<std::mutex> lock(mu_);
+  Waiters& w = waiters_[id];
+  ++w.count;
+  struct Leave {
+    JobManager* m;
+    const std::string& id;
+    ~Leave() {
+      auto it = m->waiters_.find(id);
+      if (it != m->waiters_.end() && --it->second.count == 0) m->waiters_.erase(it);
+    }
+  } leave{this, id};
   for (;;) {
     if (shutdown_) return absl::UnavailableError("the coordinator is shutting down; reconnect with from_seq");
     ASSIGN_OR_RETURN(v1::Job job, Visible(who, id));
     if (job.last_event_seq() > after) return store_->Events(id, after, 1000);
     if (IsTerminal(job.state())) return std::vector<v1::Event>();
-    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout) return std::vector<v1::Event>();
+    if (w.cv.wait_until(lock, deadline) == std::cv_status::timeout) return std::vector<v1::Event>();
   }
+}
+
+absl::StatusOr<int> JobManager::DeleteExpired() {
+  const int64_t cutoff = clock_->WallMicros() - options_.retention_micros;
+  std::vector<std::string> expired;
+  for (v1::JobState s : {v1::JOB_SUCCEEDED, v1::JOB_FAILED, v1::JOB_CANCELLED}) {
+    RETURN_IF_ERROR(store_->ScanJobsIn(s, "", [&](const v1::Job& j) {
+      if (j.update_time_micros() < cutoff) expired.push_back(j.id());
+      return expired.size() < 10000;  // a bounded sweep; the next one takes the rest
+    }));
+  }
+  int deleted = 0;
+  for (const std::string& id : expired) {
+    absl::Status st = Delete(Principal{"retention", Principal::Role::kAdmin}, id);
+    if (st.ok()) ++deleted;
+  }
+  return deleted;
+}
+
+absl::StatusOr<JobManager::WatchSlot> JobManager::OpenWatch(const Principal& who) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (shutdown_) return absl::UnavailableError("the coordinator is shutting down");
+  if (watches_total_ >= options_.max_watches) {
+    return absl::ResourceExhaustedError(absl::StrCat(watches_total_, " watch streams are open (the limit)"));
+  }
+  if (watches_[who.name] >= options_.max_watches_per_user) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(who.name, " has ", watches_[who.name], " watch streams open (the limit per user)"));
+  }
+  ++watches_[who.name];
+  ++watches_total_;
+  return WatchSlot(this, who.name);
+}
+
+JobManager::WatchSlot::~WatchSlot() {
+  if (jobs_ == nullptr) return;
+  std::lock_guard<std::mutex> lock(jobs_->mu_);
+  if (--jobs_->watches_[who_] == 0) jobs_->watches_.erase(who_);
+  --jobs_->watches_total_;
 }
 
 absl::StatusOr<v1::JobReport> JobManager::Report(const Principal& who, const std::string& id) {
@@ -302,6 +373,7 @@ void JobManager::Shutdown() {
   std::lock_guard<std::mutex> lock(mu_);
   shutdown_ = true;
   changed_.notify_all();
+  for (auto& [id, w] : waiters_) w.cv.notify_all();
 }
 
 }  // namespace topiary::server

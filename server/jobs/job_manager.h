@@ -37,6 +37,11 @@ struct JobManagerOptions {
   std::string jobs_root;       // <storage root>/jobs: where a job's stages and report live
   spec::Limits limits;
   int64_t max_queued = 10000;  // CreateJob answers RESOURCE_EXHAUSTED beyond it
+  int max_watches_per_user = 64;   // open WatchJob streams per principal
+  int max_watches = 1024;          // open WatchJob streams in all
+  size_t max_list_bytes = 4 << 20; // a ListJobs page stops here (with a page token for the rest)
+  int64_t max_queued_per_user = 1000;  // CreateJob answers RESOURCE_EXHAUSTED beyond it for that owner
+  int64_t retention_micros = int64_t{30} * 24 * 3600 * 1000000;  // finished jobs are deleted after this
 };
 
 bool IsTerminal(v1::JobState state);
@@ -61,6 +66,7 @@ class JobManager {
   struct ListResponse {
     std::vector<v1::Job> jobs;  // newest first
     std::string next_page_token;
+    int64_t scanned = 0;  // job records read to answer (an owner's list reads only their jobs)
   };
   absl::StatusOr<ListResponse> List(const Principal& who, const ListRequest& request);
 
@@ -70,8 +76,24 @@ class JobManager {
   // Finished jobs only: the job, its events and its idempotency key.
   absl::Status Delete(const Principal& who, const std::string& id);
 
-  // Events with seq > after, waiting up to `wait_ms` for the first one.
-  // Empty when none came; UNAVAILABLE once shutting down.
+  // A WatchJob stream's place: RESOURCE_EXHAUSTED beyond the per-user or the
+  // total cap; the place is given back when the returned handle goes.
+  class WatchSlot {
+   public:
+    WatchSlot(JobManager* jobs, std::string who) : jobs_(jobs), who_(std::move(who)) {}
+    WatchSlot(WatchSlot&& o) noexcept : jobs_(o.jobs_), who_(std::move(o.who_)) { o.jobs_ = nullptr; }
+    WatchSlot(const WatchSlot&) = delete;
+    ~WatchSlot();
+
+   private:
+    JobManager* jobs_;
+    std::string who_;
+  };
+  absl::StatusOr<WatchSlot> OpenWatch(const Principal& who);
+
+  // Events with seq > after, waiting up to `wait_ms` for the first one (a
+  // waiter wakes only for its own job's changes). Empty when none came;
+  // UNAVAILABLE once shutting down.
   absl::StatusOr<std::vector<v1::Event>> WaitEvents(const Principal& who, const std::string& id, int64_t after,
                                                     int64_t wait_ms);
 
@@ -89,6 +111,10 @@ class JobManager {
   // Called (outside JobManager's lock) with the id of every job created or
   // cancelled through this API, so the scheduler can react.
   void SetListener(std::function<void(const std::string& job_id)> listener) { listener_ = std::move(listener); }
+
+  // Deletes finished jobs (with their events and idempotency keys) that
+  // ended longer than retention ago; returns how many went.
+  absl::StatusOr<int> DeleteExpired();
 
   // Jobs per state, and jobs created since start, for metrics.
   std::map<v1::JobState, int64_t> CountByState();
@@ -113,9 +139,17 @@ class JobManager {
   std::mt19937 rng_{std::random_device{}()};
   std::uniform_int_distribution<int> id_suffix_{0, 0xffff};
   std::map<v1::JobState, int64_t> counts_;
+  std::map<std::string, int64_t> queued_by_owner_;  // QUEUED jobs per owner, creates in flight included
   bool shutdown_ = false;
   std::atomic<int64_t> created_{0};
   std::set<std::string> creating_;  // idempotency keys of creates in flight
+  struct Waiters {
+    std::condition_variable cv;
+    int count = 0;
+  };
+  std::map<std::string, Waiters> waiters_;  // job id -> its watchers (mu_)
+  std::map<std::string, int> watches_;     // principal -> open streams (mu_)
+  int watches_total_ = 0;
   int64_t creating_count_ = 0;
   std::function<void(const std::string&)> listener_;
 };

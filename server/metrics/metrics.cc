@@ -1,5 +1,7 @@
 #include "server/metrics/metrics.h"
 
+#include <prometheus/gauge.h>
+
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -129,6 +131,14 @@ class TimedStore : public Store {
   absl::Status ScanJobs(const std::string& after, const std::function<bool(const v1::Job&)>& fn) override {
     return inner_->ScanJobs(after, fn);
   }
+  absl::Status ScanJobsOf(const std::string& owner, const std::string& after,
+                          const std::function<bool(const v1::Job&)>& fn) override {
+    return inner_->ScanJobsOf(owner, after, fn);
+  }
+  absl::Status ScanJobsIn(v1::JobState state, const std::string& after,
+                          const std::function<bool(const v1::Job&)>& fn) override {
+    return inner_->ScanJobsIn(state, after, fn);
+  }
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Workers() override { return inner_->Workers(); }
 
  private:
@@ -149,7 +159,15 @@ CoordinatorMetrics::CoordinatorMetrics() : registry_(std::make_shared<prometheus
                       .Register(*registry_)
                       .Add({}, prometheus::Histogram::BucketBoundaries{0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1,
                                                                        0.3, 1});
+  store_healthy_ = &prometheus::BuildGauge()
+                        .Name("topiary_store_healthy")
+                        .Help("1 while store writes work; 0 while they fail (the coordinator is NOT_SERVING).")
+                        .Register(*registry_)
+                        .Add({});
+  store_healthy_->Set(1);
 }
+
+void CoordinatorMetrics::SetStoreHealthy(bool healthy) { store_healthy_->Set(healthy ? 1 : 0); }
 
 void CoordinatorMetrics::WatchJobs(JobManager* jobs) { jobs_ = std::make_shared<JobGauges>(jobs); }
 

@@ -42,6 +42,8 @@ class CoordinatorMetrics {
   void WatchScheduler(Scheduler* scheduler);
   void CountRequest(const std::string& method, int grpc_code);
   void ObserveStoreWrite(double seconds);
+  // topiary_store_healthy: 1 while store writes work, 0 while they fail.
+  void SetStoreHealthy(bool healthy);
 
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
   std::shared_ptr<prometheus::Collectable> job_gauges() const { return jobs_; }
@@ -51,6 +53,7 @@ class CoordinatorMetrics {
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Histogram* store_write_;
+  prometheus::Gauge* store_healthy_;
   std::shared_ptr<prometheus::Collectable> jobs_;
   std::shared_ptr<prometheus::Collectable> scheduler_;
 };

@@ -1,5 +1,7 @@
 #include "server/rpc/auth.h"
 
+#include <openssl/sha.h>
+
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -9,6 +11,15 @@
 #include "common/file_util.h"
 
 namespace topiary::server {
+namespace {
+
+std::string Digest(absl::string_view token) {
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), d);
+  return std::string(reinterpret_cast<const char*>(d), sizeof(d));
+}
+
+}  // namespace
 
 absl::StatusOr<Authenticator> Authenticator::FromFile(const std::string& path) {
   absl::StatusOr<std::string> text = ReadFileToString(path, 1 << 20);
@@ -32,7 +43,7 @@ absl::StatusOr<Authenticator> Authenticator::FromFile(const std::string& path) {
     else if (f[2] == "worker") p.role = Principal::Role::kWorker;
     else return bad(absl::StrCat("role '", f[2], "' is not user, admin or worker"));
     if (f[0].size() < 16) return bad("token shorter than 16 characters");
-    if (!a.tokens_.emplace(f[0], p).second) return bad("token given twice");
+    if (!a.tokens_.emplace(Digest(f[0]), p).second) return bad("token given twice");
   }
   if (a.tokens_.empty()) return absl::InvalidArgumentError(absl::StrCat("--tokens: ", path, ": no tokens"));
   return a;
@@ -45,7 +56,7 @@ absl::StatusOr<Principal> Authenticator::Authenticate(const std::optional<std::s
   if (!absl::ConsumePrefix(&v, "Bearer ") && !absl::ConsumePrefix(&v, "bearer ")) {
     return absl::UnauthenticatedError("authorization: want 'Bearer TOKEN'");
   }
-  auto it = tokens_.find(std::string(absl::StripAsciiWhitespace(v)));
+  auto it = tokens_.find(Digest(absl::StripAsciiWhitespace(v)));
   if (it == tokens_.end()) return absl::UnauthenticatedError("authorization: unknown token");
   return it->second;
 }

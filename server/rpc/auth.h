@@ -1,8 +1,11 @@
 // Bearer-token authentication (docs/design.md, "The coordinator"). The tokens file has
 // one entry per line, `TOKEN PRINCIPAL ROLE`, ROLE one of user, admin,
 // worker; blank lines and lines starting with '#' are ignored. Clients send
-// `authorization: Bearer TOKEN`. Without a tokens file authentication is off
-// and every caller is the admin "anonymous" (for local use only).
+// `authorization: Bearer TOKEN`. Tokens are kept as SHA-256 digests and a
+// presented token is found by its digest, so the time a lookup takes says
+// nothing about how much of a token matched. Without a tokens file
+// authentication is off and every caller is the admin "anonymous" (the
+// coordinator allows that only on loopback or with --allow-anonymous).
 #pragma once
 
 #include <map>
@@ -26,7 +29,7 @@ class Authenticator {
 
  private:
   bool enabled_ = false;
-  std::map<std::string, Principal> tokens_;
+  std::map<std::string, Principal> tokens_;  // SHA-256 of the token -> principal
 };
 
 }  // namespace topiary::server

@@ -76,6 +76,8 @@ grpc::Status JobServiceImpl::Delete(grpc::ServerContext* ctx, const v1::DeleteJo
 grpc::Status JobServiceImpl::Watch(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
                                    grpc::ServerWriter<v1::WatchJobResponse>* writer) {
   TOPIARY_CALLER(ctx);
+  absl::StatusOr<JobManager::WatchSlot> slot = jobs_->OpenWatch(who);
+  if (!slot.ok()) return ToGrpc(slot.status());
   absl::StatusOr<v1::Job> job = jobs_->Get(who, req->id());
   if (!job.ok()) return ToGrpc(job.status());
   v1::WatchJobResponse first;

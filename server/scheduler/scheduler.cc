@@ -3,36 +3,22 @@
 #include <algorithm>
 #include <chrono>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "common/spec/stages.h"
 #include "common/status_macros.h"
-#include "server/scheduler/events.h"
+#include "server/jobs/events.h"
+#include "server/jobs/transitions.h"
 
 namespace topiary::server {
 namespace {
 
 const Principal kScheduler{"scheduler", Principal::Role::kAdmin};
-
-// The first stage still to run; -1 when every stage is done.
-int CurrentStage(const v1::Job& job) {
-  for (int i = 0; i < job.stages_size(); ++i) {
-    const v1::StageState s = job.stages(i).state();
-    if (s != v1::STAGE_SUCCEEDED && s != v1::STAGE_SKIPPED) return i;
-  }
-  return -1;
-}
+using jobs::CurrentStage;
+using jobs::TaskId;
 
 int TaskCount(const v1::Job& job, int stage) { return spec::TaskCount(job.spec().stages(stage)); }
-
-std::string TaskId(const v1::Job& job, int stage, int index) {
-  const std::string base = absl::StrCat(job.id(), "/", job.stages(stage).name());
-  return TaskCount(job, stage) == 1 ? base : absl::StrCat(base, "/probe-", index);
-}
 
 int64_t Backoff(const SchedulerOptions& o, int retry) {
   int64_t b = o.backoff_micros;
@@ -106,6 +92,8 @@ absl::Status Scheduler::Recover() {
     w.secret_sha256 = record.secret_sha256();
     w.lease_until = now + (options_.recovery_grace_micros > 0 ? options_.recovery_grace_micros
                                                               : 3 * options_.lease_micros);
+    w.lost_wall = record.lost_micros();
+    w.live = w.lost_wall == 0;  // a worker lost before the restart stays lost
     workers_[id] = std::move(w);
   }
   std::vector<v1::Job> active;
@@ -194,8 +182,53 @@ void Scheduler::Notify(const std::string& job_id) {
 void Scheduler::RunOnce() {
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = clock_->NowMicros();
+  // A pass that comes late means this coordinator stalled (a slow sync held the lock, the process was
+  // paused): heartbeats could not be answered meanwhile, so the stall does not count against leases.
+  if (last_pass_ > 0 && now - last_pass_ > options_.lease_micros / 2) {
+    const int64_t stall = now - last_pass_;
+    log::Warn(absl::StrCat("scheduler: ", stall / 1000, " ms since the last pass; leases extended by as much"));
+    for (auto& [id, w] : workers_) {
+      if (w.live) w.lease_until += stall;
+    }
+  }
+  last_pass_ = now;
   ExpireLeases(now);
+  ForgetLostWorkers();
   PlaceJobs(now);
+}
+
+absl::Status Scheduler::PersistWorker(const std::string& id, const Worker& w) {
+  v1::WorkerRecord record;
+  *record.mutable_info() = w.info;
+  record.set_principal(w.principal);
+  record.set_secret_sha256(w.secret_sha256);
+  record.set_lost_micros(w.lost_wall);
+  StoreBatch b;
+  b.put_workers.emplace_back(id, record.SerializeAsString());
+  return store_->Write(b);
+}
+
+void Scheduler::ForgetLostWorkers() {
+  const int64_t wall = clock_->WallMicros();
+  StoreBatch b;
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    const Worker& w = it->second;
+    bool holds = false;
+    for (const auto& [task, p] : placed_) {
+      for (const Rank& r : p.ranks) holds = holds || (r.worker == it->first && !r.done);
+    }
+    if (!w.live && !holds && wall - w.lost_wall >= options_.forget_lost_micros) {
+      log::Info(absl::StrCat("scheduler: forgetting worker ", it->first, " (", w.info.name(), "), lost ",
+                             (wall - w.lost_wall) / 1000000, "s ago"));
+      b.delete_workers.push_back(it->first);
+      it = workers_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (!b.delete_workers.empty()) {
+    if (absl::Status st = store_->Write(b); !st.ok()) log::Warn(absl::StrCat("scheduler: forget workers: ", st.message()));
+  }
 }
 
 void Scheduler::Release(Placed& p) {
@@ -213,6 +246,10 @@ void Scheduler::ExpireLeases(int64_t now) {
     w.live = false;
     w.used = 0;
     w.unacked.clear();
+    w.lost_wall = clock_->WallMicros();
+    if (absl::Status st = PersistWorker(id, w); !st.ok()) {
+      log::Warn(absl::StrCat("scheduler: record lost worker ", id, ": ", st.message()));
+    }
     log::Warn(absl::StrCat("scheduler: worker ", id, " (", w.info.name(), ") missed its lease"));
     std::vector<std::string> lost;
     for (const auto& [task, p] : placed_) {
@@ -240,23 +277,7 @@ void Scheduler::FinishCancelled(const std::string& job_id) {
     }
   }
   absl::StatusOr<v1::Job> done = jobs_->Update(job_id, [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
-    std::vector<v1::Event> ev;
-    if (IsTerminal(j.state())) return ev;
-    const int64_t wall = clock_->WallMicros();
-    for (v1::Stage& s : *j.mutable_stages()) {
-      for (v1::Task& t : *s.mutable_tasks()) {
-        if (t.state() != v1::TASK_SUCCEEDED && t.state() != v1::TASK_FAILED) t.set_state(v1::TASK_CANCELLED);
-      }
-      if (s.state() == v1::STAGE_PENDING || s.state() == v1::STAGE_RUNNING) {
-        if (s.state() == v1::STAGE_RUNNING) s.set_end_time_micros(wall);
-        s.set_state(v1::STAGE_CANCELLED);
-        ev.push_back(StageEvent(s));
-      }
-    }
-    j.set_state(v1::JOB_CANCELLED);
-    j.clear_waiting_reason();
-    ev.push_back(JobEvent(v1::JOB_CANCELLED, "every rank stopped"));
-    return ev;
+    return jobs::FinishCancel(j, clock_->WallMicros());
   });
   if (!done.ok()) log::Error(absl::StrCat("scheduler: cancel ", job_id, ": ", done.status().message()));
   Forget(job_id);
@@ -274,48 +295,22 @@ void Scheduler::FailTask(const std::string& task_id, v1::FailureKind kind, const
     return;
   }
   const int64_t now = clock_->NowMicros();
-  bool gave_up = false;
-  int retry = 0;
+  jobs::TaskFailure f;
+  f.stage = p.stage;
+  f.task = p.task;
+  f.kind = kind;
+  f.error = error;
+  f.max_infra_failures = kMaxInfraFailures;
+  f.backoff_micros = [this](int retry) { return Backoff(options_, retry); };
+  jobs::TaskFailureOutcome out;
   absl::StatusOr<v1::Job> job = jobs_->Update(p.job_id, [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
-    std::vector<v1::Event> ev;
-    v1::Stage& s = *j.mutable_stages(p.stage);
-    if (p.task >= s.tasks_size()) return ev;
-    v1::Task& t = *s.mutable_tasks(p.task);
-    t.set_state(v1::TASK_FAILED);
-    t.set_error(error);
-    t.set_failure_kind(kind);
-    t.clear_done_ranks();
-    if (kind == v1::FAILURE_TASK) t.set_task_failures(t.task_failures() + 1);
-    if (kind == v1::FAILURE_INFRASTRUCTURE) t.set_infra_failures(t.infra_failures() + 1);
-    ev.push_back(TaskEvent(s, t, absl::StrCat(kind == v1::FAILURE_TASK ? "failed: " : "infrastructure failure: ",
-                                              error)));
-    const bool too_many = kind == v1::FAILURE_TASK ? t.task_failures() > j.spec().max_retries()
-                                                   : t.infra_failures() > kMaxInfraFailures;
-    if (too_many) {
-      gave_up = true;
-      s.set_state(v1::STAGE_FAILED);
-      s.set_end_time_micros(clock_->WallMicros());
-      ev.push_back(StageEvent(s, error));
-      for (v1::Stage& later : *j.mutable_stages()) {
-        if (later.state() == v1::STAGE_PENDING) later.set_state(v1::STAGE_CANCELLED);
-      }
-      j.set_state(v1::JOB_FAILED);
-      j.set_error(absl::StrCat("stage ", s.name(), " failed after ", t.attempt(), " attempt(s): ", error));
-      ev.push_back(JobEvent(v1::JOB_FAILED, j.error()));
-      return ev;
-    }
-    retry = t.attempt();
-    t.set_state(v1::TASK_PENDING);
-    t.clear_workers();
-    ev.push_back(TaskEvent(s, t, absl::StrFormat("retry %d in %.1fs%s", retry, Backoff(options_, retry) / 1e6,
-                                                 kind == v1::FAILURE_INFRASTRUCTURE ? " (not counted)" : "")));
-    return ev;
+    return jobs::FailTask(j, f, clock_->WallMicros(), &out);
   });
   if (!job.ok()) {
     log::Error(absl::StrCat("scheduler: fail task ", task_id, ": ", job.status().message()));
     return;
   }
-  if (gave_up) {
+  if (out.gave_up) {
     for (auto it2 = placed_.begin(); it2 != placed_.end();) {  // the job's other tasks stop (heartbeats say so)
       if (it2->second.job_id == p.job_id) {
         Release(it2->second);
@@ -327,7 +322,7 @@ void Scheduler::FailTask(const std::string& task_id, v1::FailureKind kind, const
     }
     Forget(p.job_id);
   } else {
-    not_before_[task_id] = now + Backoff(options_, retry);
+    not_before_[task_id] = now + Backoff(options_, out.retry);
   }
   Wake();
 }
@@ -385,7 +380,7 @@ void Scheduler::PlaceJob(const v1::Job& job, int64_t now, std::map<std::string, 
     if (i < job.stages(s).tasks_size() && job.stages(s).tasks(i).state() != v1::TASK_PENDING) continue;
     const bool placed = PlaceTask(job, s, i, now, free, reserved, &reason);
     placed_any = placed_any || placed;
-    if (!placed && !reason.empty() && reason.rfind("retrying", 0) != 0) break;
+    if (!placed && !reason.empty() && reason.rfind("retrying", 0) != 0) break;  // the job's other probes wait too
   }
   if (!reason.empty() && !placed_any && job.waiting_reason() != reason) {
     StoreBatch not_synced;  // a reason is recomputed after a restart: no fsync for it
@@ -420,55 +415,47 @@ bool Scheduler::PlaceTask(const v1::Job& job, int s, int i, int64_t now, std::ma
     for (int k = free[id] / S; k > 0 && static_cast<int>(chosen.size()) < R; --k) chosen.push_back(id);
   }
   if (static_cast<int>(chosen.size()) < R) {
-    int avail = 0;
+    int avail = 0, capacity = 0;  // free slots; ranks of S slots the live workers could ever hold
     for (const auto& [id, f] : free) avail += f;
-    *reason = workers_.empty()
-                  ? "waiting for a worker to register"
-                  : absl::StrFormat("waiting for %d slots (%d ranks x %d), %d free%s", R * S, R, S, avail,
-                                    reserved > 0 ? absl::StrFormat(", %d reserved for earlier jobs", reserved) : "");
-    // Reserve what this task would take, so later tasks cannot starve it.
+    for (const auto& [id, w] : workers_) {
+      if (w.live && !w.draining) capacity += w.info.slots() / S;
+    }
+    decisions_.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (workers_.empty()) {
+      *reason = "waiting for a worker to register";
+      return false;
+    }
+    if (capacity < R) {  // can never fit the registered workers: hold it, reserve nothing
+      *reason = absl::StrFormat("unschedulable: needs %d ranks of %d slots, the registered workers hold at most %d",
+                                R, S, capacity);
+      return false;
+    }
+    *reason = absl::StrFormat("waiting for %d slots (%d ranks x %d), %d free%s", R * S, R, S, avail,
+                              reserved > 0 ? absl::StrFormat(", %d reserved for earlier jobs", reserved) : "");
+    // Reserve the free slots this task could use, so later tasks cannot starve it; slots it cannot
+    // use (fewer than S on a worker) stay free for others (backfill).
     int need = R * S;
     for (const auto& [neg, id] : order) {
-      const int take = std::min(need, free[id]);
+      const int take = std::min(need, free[id] / S * S);
       free[id] -= take;
       need -= take;
       reserved += take;
     }
-    decisions_.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return false;
   }
+  jobs::Placement placement;
+  placement.stage = s;
+  placement.task = i;
+  placement.tasks_in_stage = n;
+  placement.ranks = R;
+  placement.workers = chosen;
   absl::StatusOr<v1::Job> updated = jobs_->Update(job.id(), [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
-    std::vector<v1::Event> ev;
-    if (j.state() == v1::JOB_QUEUED) {
-      j.set_state(v1::JOB_RUNNING);
-      ev.push_back(JobEvent(v1::JOB_RUNNING, ""));
-    }
-    j.clear_waiting_reason();
-    v1::Stage& st = *j.mutable_stages(s);
-    if (st.state() != v1::STAGE_RUNNING) {
-      st.set_state(v1::STAGE_RUNNING);
-      st.set_start_time_micros(clock_->WallMicros());
-      ev.push_back(StageEvent(st, n > 1 ? absl::StrCat(n, " probe tasks") : ""));
-    }
-    for (int k = st.tasks_size(); k < n; ++k) {
-      v1::Task* t = st.add_tasks();
-      t->set_id(TaskId(j, s, k));
-      t->set_index(k);
-      t->set_ranks(R);
-      t->set_state(v1::TASK_PENDING);
-    }
-    v1::Task& t = *st.mutable_tasks(i);
-    t.set_attempt(t.attempt() + 1);
-    t.set_state(v1::TASK_ASSIGNED);
-    t.clear_workers();
-    t.clear_done_ranks();
-    t.clear_result_json();
-    for (const std::string& w : chosen) t.add_workers(w);
-    ev.push_back(TaskEvent(st, t, absl::StrCat("attempt ", t.attempt(), " on ", absl::StrJoin(chosen, ","))));
-    return ev;
+    return jobs::PlaceTask(j, placement, clock_->WallMicros());
   });
   if (!updated.ok()) {
-    log::Error(absl::StrCat("scheduler: place ", task_id, ": ", updated.status().message()));
+    if (!absl::IsFailedPrecondition(updated.status())) {
+      log::Error(absl::StrCat("scheduler: place ", task_id, ": ", updated.status().message()));
+    }
     *reason = "";
     return false;
   }

@@ -61,6 +61,7 @@ struct SchedulerOptions {
   std::string storage_root;                // stage outputs go to <root>/jobs/<job>/<stage>
   std::vector<std::string> storage_roots;  // every root, sent with assignments (workers check paths)
   int64_t redeliver_micros = 2'000'000;    // re-send an unacknowledged assignment after this long
+  int64_t forget_lost_micros = 3'600'000'000;  // a lost worker is deleted this long after its lease ran out
 };
 
 // A task that failed this often for reasons outside itself fails its job.
@@ -126,7 +127,8 @@ class Scheduler {
     int64_t lease_until = 0;
     int used = 0;
     bool live = true;
-    bool draining = false;  // says it is shutting down: nothing new goes there
+    bool draining = false;
+    int64_t lost_wall = 0;  // wall micros when it was declared lost  // says it is shutting down: nothing new goes there
     std::map<std::string, Unacked> unacked;  // "task#rank" -> assignment not yet acknowledged
   };
   struct Rank {
@@ -158,6 +160,9 @@ class Scheduler {
   bool PlaceTask(const v1::Job& job, int stage, int index, int64_t now, std::map<std::string, int>& free,
                  int& reserved, std::string* reason);
   void ExpireLeases(int64_t now);
+  // Deletes workers lost longer than forget_lost_micros (and their records).
+  void ForgetLostWorkers();
+  absl::Status PersistWorker(const std::string& id, const Worker& w);
   void PlaceJobs(int64_t now);
   void FailTask(const std::string& task_id, v1::FailureKind kind, const std::string& error);
   void FinishCancelled(const std::string& job_id);
@@ -182,6 +187,7 @@ class Scheduler {
   std::vector<std::pair<std::string, double>> stage_seconds_;
   std::map<std::string, std::map<std::string, double>> job_metrics_;
   int64_t next_worker_ = 0;
+  int64_t last_pass_ = 0;  // monotonic micros of the previous RunOnce
 
   std::mutex wake_mu_;
   std::condition_variable wake_;

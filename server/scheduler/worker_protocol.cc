@@ -17,7 +17,8 @@
 #include "common/json_bounds.h"
 #include "common/log.h"
 #include "common/status_macros.h"
-#include "server/scheduler/events.h"
+#include "server/jobs/events.h"
+#include "server/jobs/transitions.h"
 #include "server/scheduler/scheduler.h"
 
 namespace topiary::server {
@@ -43,30 +44,6 @@ absl::StatusOr<std::string> NewSecret() {
 }
 
 std::string JobOf(const std::string& task_id) { return task_id.substr(0, task_id.find('/')); }
-
-// Fan-in of a search stage: the probe with the lowest reported "loss".
-std::string FanIn(const v1::Stage& s, std::string* message) {
-  nlohmann::json losses = nlohmann::json::array();
-  int best = -1;
-  double best_loss = 0;
-  nlohmann::json best_result;
-  for (int i = 0; i < s.tasks_size(); ++i) {
-    nlohmann::json r = nlohmann::json::parse(s.tasks(i).result_json(), nullptr, false);
-    const bool has = r.is_object() && r.contains("loss") && r["loss"].is_number();
-    losses.push_back(has ? r["loss"] : nlohmann::json());
-    if (has && (best < 0 || r["loss"].get<double>() < best_loss)) {
-      best = i, best_loss = r["loss"].get<double>(), best_result = r;
-    }
-  }
-  nlohmann::json out = {{"losses", losses}};
-  if (best >= 0) {
-    out["best_task"] = best, out["best_loss"] = best_loss, out["best"] = best_result;
-    *message = absl::StrFormat("best: probe-%d (loss %.4f)", best, best_loss);
-  } else {
-    *message = "no probe reported a loss";
-  }
-  return out.dump();
-}
 
 }  // namespace
 
@@ -227,20 +204,7 @@ absl::StatusOr<bool> Scheduler::Progress(const WorkerCall& who, const v1::Report
   absl::StatusOr<v1::Job> job = jobs_->Update(
       p.job_id,
       [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
-        std::vector<v1::Event> ev;
-        v1::Stage& s = *j.mutable_stages(p.stage);
-        if (p.task >= s.tasks_size()) return ev;
-        v1::Task& t = *s.mutable_tasks(p.task);
-        if (first) {
-          t.set_state(v1::TASK_RUNNING);
-          ev.push_back(TaskEvent(s, t, "running"));
-        }
-        if (req.rank() == 0 && req.has_progress()) {
-          *t.mutable_progress() = req.progress();
-          if (t.progress().phase().size() > 64) t.mutable_progress()->mutable_phase()->resize(64);
-          ev.push_back(ProgressEvent(s, t));
-        }
-        return ev;
+        return jobs::ReportProgress(j, p.stage, p.task, first, req.rank() == 0 && req.has_progress() ? &req.progress() : nullptr);
       },
       std::move(batch));
   if (!job.ok()) return job.status();
@@ -294,52 +258,34 @@ absl::Status Scheduler::CompleteRank(const std::string& task_id, int rank, const
     auto wi = workers_.find(me.worker);
     if (wi != workers_.end() && wi->second.live) wi->second.used = std::max(0, wi->second.used - p.slots_per_rank);
     me.done = true;
-    if (all_done) {
+    if (all_done) {  // this task has stopped; the job ends once none of its tasks runs
       const std::string job_id = p.job_id;
-      FinishCancelled(job_id);
+      EndAttempt(task_id, p);
+      placed_.erase(task_id);
+      bool others = false;
+      for (const auto& [id, q] : placed_) others = others || q.job_id == job_id;
+      if (!others) FinishCancelled(job_id);
       Wake();
     }
     return absl::OkStatus();
   }
   const Placed done = p;
-  bool finished = false;
+  jobs::RankDone rd;
+  rd.stage = done.stage;
+  rd.task = done.task;
+  rd.rank = rank;
+  rd.last = all_done;
+  rd.result_json = result_json;
+  rd.jobs_root = absl::StrCat(options_.storage_root, "/jobs");
+  jobs::RankDoneOutcome out;
   absl::StatusOr<v1::Job> job = jobs_->Update(done.job_id, [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
-    std::vector<v1::Event> ev;
-    v1::Stage& s = *j.mutable_stages(done.stage);
-    if (done.task >= s.tasks_size()) return ev;
-    v1::Task& t = *s.mutable_tasks(done.task);
-    t.add_done_ranks(rank);
-    if (rank == 0) t.set_result_json(result_json);
-    if (!all_done) return ev;
-    t.set_state(v1::TASK_SUCCEEDED);
-    t.clear_error();
-    ev.push_back(TaskEvent(s, t, "succeeded"));
-    for (const v1::Task& other : s.tasks()) {
-      if (other.state() != v1::TASK_SUCCEEDED) return ev;  // other probes still to finish
-    }
-    std::string message;
-    s.set_result_json(s.tasks_size() > 1 ? FanIn(s, &message) : t.result_json());
-    s.set_state(v1::STAGE_SUCCEEDED);
-    s.set_end_time_micros(clock_->WallMicros());
-    stage_seconds_.emplace_back(s.name().substr(0, s.name().find('-')),
-                                (s.end_time_micros() - s.start_time_micros()) / 1e6);
-    ev.push_back(StageEvent(s, message));
-    bool last = true;
-    for (const v1::Stage& other : j.stages()) {
-      last = last && (other.state() == v1::STAGE_SUCCEEDED || other.state() == v1::STAGE_SKIPPED);
-    }
-    if (last) {
-      finished = true;
-      j.set_state(v1::JOB_SUCCEEDED);
-      std::string output = absl::StrCat(options_.storage_root, "/jobs/", j.id(), "/", s.name());
-      nlohmann::json r = nlohmann::json::parse(s.result_json(), nullptr, false);
-      if (r.is_object() && r.contains("output_path") && r["output_path"].is_string()) output = r["output_path"];
-      j.set_output_path(output);
-      ev.push_back(JobEvent(v1::JOB_SUCCEEDED, "every stage succeeded"));
-    }
-    return ev;
+    return jobs::CompleteRank(j, rd, clock_->WallMicros(), &out);
   });
   if (!job.ok()) return job.status();  // nothing recorded: the worker retries
+  if (out.cancelled) {
+    p.cancelling = true;
+    return CompleteRank(task_id, rank, result_json);  // the cancellation path: the job ends CANCELLED
+  }
   Rank& me = p.ranks[rank];
   auto wi = workers_.find(me.worker);
   if (wi != workers_.end() && wi->second.live) wi->second.used = std::max(0, wi->second.used - p.slots_per_rank);
@@ -348,7 +294,11 @@ absl::Status Scheduler::CompleteRank(const std::string& task_id, int rank, const
     EndAttempt(task_id, p);
     placed_.erase(task_id);
   }
-  if (finished) Forget(done.job_id);
+  if (out.stage_seconds >= 0) {
+    const std::string& name = job->stages(done.stage).name();
+    stage_seconds_.emplace_back(name.substr(0, name.find('-')), out.stage_seconds);
+  }
+  if (out.job_finished) Forget(done.job_id);
   Wake();
   return absl::OkStatus();
 }

@@ -1,7 +1,9 @@
 // The in-memory Store for unit tests: the same semantics, no durability.
 #include <map>
+#include <set>
 #include <mutex>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/store/store.h"
 
@@ -12,9 +14,22 @@ class MemoryStore : public Store {
  public:
   absl::Status Write(const StoreBatch& b) override {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const std::string& id : b.delete_jobs) jobs_.erase(id), events_.erase(id);
+    for (const std::string& id : b.delete_jobs) {
+      auto it = jobs_.find(id);
+      if (it != jobs_.end()) {
+        index_.erase(OwnerIndexKey(it->second.owner(), id));
+        index_.erase(StateIndexKey(it->second.state(), id));
+      }
+      jobs_.erase(id), events_.erase(id);
+    }
     for (const std::string& k : b.delete_keys) keys_.erase(k);
-    for (const v1::Job& j : b.put_jobs) jobs_[j.id()] = j;
+    for (const v1::Job& j : b.put_jobs) {
+      auto it = jobs_.find(j.id());
+      if (it != jobs_.end()) index_.erase(StateIndexKey(it->second.state(), j.id()));
+      index_.insert(OwnerIndexKey(j.owner(), j.id()));
+      index_.insert(StateIndexKey(j.state(), j.id()));
+      jobs_[j.id()] = j;
+    }
     for (const v1::Event& e : b.events) events_[e.job_id()][e.seq()] = e;
     for (const auto& [k, v] : b.put_keys) keys_[k] = v;
     for (const std::string& w : b.delete_workers) workers_.erase(w);
@@ -45,6 +60,14 @@ class MemoryStore : public Store {
     std::lock_guard<std::mutex> lock(mu_);
     return std::vector<std::pair<std::string, std::string>>(workers_.begin(), workers_.end());
   }
+  absl::Status ScanJobsOf(const std::string& owner, const std::string& after,
+                          const std::function<bool(const v1::Job&)>& fn) override {
+    return ScanIndex(OwnerIndexKey(owner, ""), after, fn);
+  }
+  absl::Status ScanJobsIn(v1::JobState state, const std::string& after,
+                          const std::function<bool(const v1::Job&)>& fn) override {
+    return ScanIndex(StateIndexKey(state, ""), after, fn);
+  }
   absl::Status ScanJobs(const std::string& after, const std::function<bool(const v1::Job&)>& fn) override {
     std::vector<v1::Job> snapshot;
     {
@@ -59,7 +82,25 @@ class MemoryStore : public Store {
   }
 
  private:
+  absl::Status ScanIndex(const std::string& prefix, const std::string& after,
+                         const std::function<bool(const v1::Job&)>& fn) {
+    std::vector<v1::Job> snapshot;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto end = after.empty() ? index_.lower_bound(prefix + "\xff") : index_.lower_bound(prefix + after);
+      for (auto it = std::make_reverse_iterator(end); it != index_.rend() && it->rfind(prefix, 0) == 0; ++it) {
+        auto j = jobs_.find(it->substr(prefix.size()));
+        if (j != jobs_.end()) snapshot.push_back(j->second);
+      }
+    }
+    for (const v1::Job& j : snapshot) {
+      if (!fn(j)) break;
+    }
+    return absl::OkStatus();
+  }
+
   std::mutex mu_;
+  std::set<std::string> index_;
   std::map<std::string, v1::Job> jobs_;
   std::map<std::string, std::map<int64_t, v1::Event>> events_;
   std::map<std::string, std::string> keys_;
@@ -67,6 +108,15 @@ class MemoryStore : public Store {
 };
 
 }  // namespace
+
+std::string OwnerIndexKey(const std::string& owner, const std::string& job_id) {
+  return absl::StrCat("o", std::string(1, '\0'), owner, std::string(1, '\0'), job_id);
+}
+
+std::string StateIndexKey(v1::JobState state, const std::string& job_id) {
+  return absl::StrCat("s", std::string(1, '\0'), absl::StrFormat("%02d", static_cast<int>(state)),
+                      std::string(1, '\0'), job_id);
+}
 
 std::unique_ptr<Store> MakeMemoryStore() { return std::make_unique<MemoryStore>(); }
 

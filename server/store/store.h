@@ -44,9 +44,27 @@ class Store {
   // Jobs in descending id order (ids are time-ordered: newest first),
   // starting after `after` (empty: from the newest). `fn` returns false to stop.
   virtual absl::Status ScanJobs(const std::string& after, const std::function<bool(const v1::Job&)>& fn) = 0;
+  // One owner's jobs, newest first, after `after` (an index: other owners'
+  // jobs are never read). `fn` returns false to stop.
+  virtual absl::Status ScanJobsOf(const std::string& owner, const std::string& after,
+                                  const std::function<bool(const v1::Job&)>& fn) = 0;
+  // Every owner's jobs in one state, newest first, after `after` (an index).
+  virtual absl::Status ScanJobsIn(v1::JobState state, const std::string& after,
+                                  const std::function<bool(const v1::Job&)>& fn) = 0;
   // Every registered worker: (id, serialized registration).
   virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Workers() = 0;
+  // After a failed write: tries to make the store writable again (RocksDB
+  // resumes from its background error) and proves it with one synced write.
+  virtual absl::Status Recover() { return absl::OkStatus(); }
 };
+
+// Write failures of `store` make it unhealthy: that write and every later
+// one answer UNAVAILABLE at once (nothing half-written is acknowledged), and
+// `on_health(false)` is called; a thread then tries Store::Recover every
+// `probe_interval` and, once it succeeds, calls `on_health(true)` and lets
+// writes through again. Thread-safe.
+std::unique_ptr<Store> WithHealth(std::unique_ptr<Store> store, std::function<void(bool healthy)> on_health,
+                                  int64_t probe_interval_ms = 500);
 
 struct RocksStoreOptions {
   std::string dir;
@@ -58,6 +76,11 @@ absl::StatusOr<std::unique_ptr<Store>> OpenRocksStore(const RocksStoreOptions& o
 
 std::unique_ptr<Store> MakeMemoryStore();
 
-inline constexpr int kSchemaVersion = 1;
+// 2: the job index (owner; state). A store of version 1 is indexed when opened.
+inline constexpr int kSchemaVersion = 2;
+
+// Index keys of a job: by owner, and by state.
+std::string OwnerIndexKey(const std::string& owner, const std::string& job_id);
+std::string StateIndexKey(v1::JobState state, const std::string& job_id);
 
 }  // namespace topiary::server

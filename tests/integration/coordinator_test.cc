@@ -3,6 +3,7 @@
 // pagination, cancel and delete, watch with resume, authentication and
 // ownership, health, SIGTERM, and kill -9 with nothing acknowledged lost.
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -21,6 +23,7 @@
 
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
@@ -97,6 +100,42 @@ TEST_F(CoordinatorTest, InvalidSpecsNameTheFieldAndStoreNothing) {
   r.mutable_spec()->mutable_teacher()->set_path(dir_ + "/root/link");
   st = Create(kAlice, r, &job);
   EXPECT_NE(st.error_message().find("outside the storage roots"), std::string::npos) << st.error_message();
+  // Oversized input is refused quickly, naming the field, and the server stays healthy.
+  auto timed = [&](const v1::CreateJobRequest& req, const std::string& field) {
+    const auto t0 = std::chrono::steady_clock::now();
+    grpc::Status s = Create(kAlice, req, &job);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1)) << field;
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << field;
+    EXPECT_NE(s.error_message().find(field), std::string::npos) << s.error_message();
+  };
+  r = Request("long-path");
+  std::string deep = dir_ + "/root";
+  while (deep.size() < (900 << 10)) deep += "/a";  // 450K components
+  r.mutable_spec()->mutable_teacher()->set_path(deep);
+  timed(r, "spec.teacher.path");
+  while (deep.size() < (2 << 20)) deep += "/a";  // 2 MB: over the whole spec's cap
+  r.mutable_spec()->mutable_teacher()->set_path(deep);
+  timed(r, "spec: ");
+  r = Request("many-probes");
+  r.mutable_spec()->mutable_data()->mutable_calibration()->set_path(dir_ + "/root/c.bin");
+  r.mutable_spec()->add_stages()->mutable_importance();
+  v1::SearchSpec* search = r.mutable_spec()->add_stages()->mutable_prune()->mutable_search();
+  search->set_params("0.5");
+  search->set_candidates(100000000);
+  timed(r, "spec.stages[2].prune.search.candidates");
+  search->set_candidates(int64_t{1} << 31);
+  timed(r, "spec.stages[2].prune.search.candidates");
+  r = Request("nan");
+  r.mutable_spec()->mutable_data()->mutable_train()->set_path(dir_ + "/root/t.bin");
+  r.mutable_spec()->add_stages()->mutable_teacher_correction()->set_tokens("1M");
+  r.mutable_spec()->mutable_stages(1)->mutable_teacher_correction()->set_lr(std::nan(""));
+  timed(r, "spec.stages[1].teacher_correction.lr");
+  r = Request("huge");
+  for (int i = 0; i < 40; ++i) r.mutable_spec()->add_stages()->mutable_evaluate();
+  timed(r, "spec.stages");
+  r = Request("labels");
+  for (int i = 0; i < 100; ++i) (*r.mutable_spec()->mutable_labels())[absl::StrCat("k", i)] = "v";
+  timed(r, "spec.labels");
   v1::ListJobsResponse list;
   ASSERT_TRUE(coordinator_->api().ListJobs(Ctx(kRoot).get(), {}, &list).ok());
   EXPECT_EQ(list.jobs_size(), 0);
@@ -249,6 +288,63 @@ TEST_F(CoordinatorTest, ReflectionListsTheServices) {
   while (stream->Read(&resp)) {
   }
   EXPECT_TRUE(stream->Finish().ok());
+}
+
+// Bytes that do not parse as the request are the client's fault: INVALID_ARGUMENT, not INTERNAL.
+TEST_F(CoordinatorTest, UnparsableRequestsAreInvalidArgument) {
+  grpc::GenericStub generic(coordinator_->channel());
+  for (const char* method : {"/topiary.v1.JobService/CreateJob", "/topiary.v1.JobService/ListJobs",
+                             "/topiary.v1.WorkerService/Heartbeat"}) {
+    grpc::CompletionQueue cq;
+    auto ctx = Ctx(kAlice);
+    grpc::Slice slice(std::string("\xff\xff\xff\xff\x0f"));
+    grpc::ByteBuffer req(&slice, 1), resp;
+    auto call = generic.PrepareUnaryCall(ctx.get(), method, req, &cq);
+    call->StartCall();
+    grpc::Status st;
+    call->Finish(&resp, &st, reinterpret_cast<void*>(1));
+    void* tag = nullptr;
+    bool ok = false;
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method << ": " << st.error_message();
+    EXPECT_EQ(st.error_message(), "could not parse request") << method;
+    cq.Shutdown();
+    while (cq.Next(&tag, &ok)) {
+    }
+  }
+  auto health = grpc::health::v1::Health::NewStub(coordinator_->channel());
+  grpc::health::v1::HealthCheckRequest hreq;
+  grpc::health::v1::HealthCheckResponse hresp;
+  ASSERT_TRUE(health->Check(Ctx(nullptr).get(), hreq, &hresp).ok());
+  EXPECT_EQ(hresp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+// SIGTERM while 50 watch streams wait on a queued job: exit 0 within the drain time (2 s here).
+TEST_F(CoordinatorTest, SigtermWithOpenWatchStreamsExitsWithinTheDrain) {
+  v1::Job job;
+  ASSERT_TRUE(Create(kAlice, Request("watched"), &job).ok());
+  std::vector<std::thread> readers;
+  std::atomic<int> open{0};
+  for (int i = 0; i < 50; ++i) {
+    readers.emplace_back([&, id = job.id()] {
+      auto ctx = std::make_unique<grpc::ClientContext>();
+      ctx->AddMetadata("authorization", std::string("Bearer ") + kAlice);
+      v1::WatchJobRequest req;
+      req.set_id(id);
+      auto reader = coordinator_->api().WatchJob(ctx.get(), req);
+      v1::WatchJobResponse r;
+      if (reader->Read(&r)) ++open;
+      while (reader->Read(&r)) {
+      }
+      (void)reader->Finish();
+    });
+  }
+  for (int i = 0; i < 200 && open.load() < 50; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  EXPECT_EQ(open.load(), 50);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(coordinator_->Kill(SIGTERM), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(4));
+  for (std::thread& t : readers) t.join();
 }
 
 TEST_F(CoordinatorTest, HealthServingAndSigtermDrainsToExitZero) {
@@ -435,6 +531,94 @@ TEST(CoordinatorTls, MutualTlsAdmitsOnlyClientsWithACertificate) {
                                    dir, std::chrono::seconds(60));
   EXPECT_EQ(cli[0].exit_code, 0) << cli[0].output;
   c.Kill(SIGKILL);
+  RemoveAll(dir).IgnoreError();
+}
+
+// A disk that fills up: the write that fails answers UNAVAILABLE, health
+// flips to NOT_SERVING, nothing acknowledged is lost, and the coordinator
+// serves again once the disk has room.
+TEST(CoordinatorDisk, AFailingDiskFlipsHealthAndLosesNothingAcknowledged) {
+  const std::string dir = *MakeTempDir("topiary-coord-disk");
+  std::filesystem::create_directories(dir + "/root/models/t");
+  std::ofstream(dir + "/tokens") << kAlice << " alice user\n";
+  const std::string flag = dir + "/disk-full";
+  setenv("LD_PRELOAD", (BinDir() + "/libfailing_fs.so").c_str(), 1);
+  setenv("TOPIARY_FAILING_FS_FLAG", flag.c_str(), 1);
+  setenv("TOPIARY_FAILING_FS_DIR", (dir + "/state").c_str(), 1);
+  Coordinator c(dir);
+  c.Start();
+  unsetenv("LD_PRELOAD");
+  auto ctx = [] {
+    auto x = std::make_unique<grpc::ClientContext>();
+    x->AddMetadata("authorization", std::string("Bearer ") + kAlice);
+    x->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return x;
+  };
+  auto request = [&](const std::string& name) {
+    v1::CreateJobRequest r;
+    r.mutable_spec()->set_name(name);
+    r.mutable_spec()->mutable_teacher()->set_path(dir + "/root/models/t");
+    r.mutable_spec()->add_stages()->mutable_evaluate();
+    r.mutable_spec()->mutable_data()->mutable_eval()->set_path(dir + "/root/val.bin");
+    return r;
+  };
+  auto health = grpc::health::v1::Health::NewStub(c.channel());
+  auto serving = [&] {
+    grpc::ClientContext hctx;
+    grpc::health::v1::HealthCheckResponse resp;
+    return health->Check(&hctx, {}, &resp).ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  };
+  std::set<std::string> acknowledged;
+  v1::Job job;
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(c.api().CreateJob(ctx().get(), request("before"), &job).ok());
+    acknowledged.insert(job.id());
+  }
+  EXPECT_TRUE(serving());
+  std::ofstream(flag) << "full\n";  // the disk is full from now on
+  grpc::Status st = c.api().CreateJob(ctx().get(), request("during"), &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
+  for (int i = 0; i < 100 && serving(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(serving());
+  EXPECT_EQ(c.api().CreateJob(ctx().get(), request("during"), &job).error_code(), grpc::StatusCode::UNAVAILABLE);
+  v1::GetJobRequest get;
+  get.set_id(*acknowledged.begin());
+  EXPECT_TRUE(c.api().GetJob(ctx().get(), get, &job).ok());  // reads still work
+  std::filesystem::remove(flag);  // room again
+  for (int i = 0; i < 200 && !serving(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(serving());
+  ASSERT_TRUE(c.api().CreateJob(ctx().get(), request("after"), &job).ok());
+  acknowledged.insert(job.id());
+  EXPECT_EQ(c.Kill(SIGKILL), -SIGKILL);  // and nothing acknowledged is lost
+  c.Start();
+  v1::ListJobsResponse list;
+  v1::ListJobsRequest lr;
+  ASSERT_TRUE(c.api().ListJobs(ctx().get(), lr, &list).ok());
+  std::set<std::string> stored;
+  for (const v1::Job& j : list.jobs()) stored.insert(j.id());
+  for (const std::string& id : acknowledged) EXPECT_TRUE(stored.count(id)) << id;
+  unsetenv("TOPIARY_FAILING_FS_FLAG");
+  unsetenv("TOPIARY_FAILING_FS_DIR");
+  c.Kill(SIGKILL);
+  RemoveAll(dir).IgnoreError();
+}
+
+TEST(CoordinatorFlags, UnsafeOrHalfGivenSecurityFlagsExitTwo) {
+  std::string dir = *MakeTempDir("topiary-coord-flags");
+  std::ofstream(dir + "/pem") << "x";
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {BinDir() + "/topiary-coordinator", "--state-dir", dir + "/s"});
+    return testing::RunProcesses({args}, dir, std::chrono::seconds(30))[0];
+  };
+  auto r = run({"--listen", "0.0.0.0:0"});  // no tokens on a non-loopback address
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--allow-anonymous"), std::string::npos) << r.output;
+  r = run({"--listen", "127.0.0.1:0", "--tls-client-ca", dir + "/pem"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--tls-client-ca needs --tls-cert"), std::string::npos) << r.output;
+  r = run({"--listen", "127.0.0.1:0", "--tls-cert", dir + "/pem"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--tls-cert and --tls-key go together"), std::string::npos) << r.output;
   RemoveAll(dir).IgnoreError();
 }
 

@@ -78,6 +78,94 @@ TEST_F(JobManagerTest, IdempotencyIsPerOwner) {
   EXPECT_EQ(jobs_->Create(alice_, Spec("other"), "req-1").status().code(), absl::StatusCode::kAlreadyExists);
 }
 
+// An owner's list reads only their own jobs (the owner index), however many others have.
+TEST_F(JobManagerTest, ListReadsOnlyTheCallersJobs) {
+  JobManagerOptions o;
+  o.storage_roots = {root_};
+  o.max_queued_per_user = 100000;
+  JobManager jm(store_.get(), &clock_, o);
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(jm.Create(alice_, Spec(), "").ok());
+  auto mine = jm.Create(bob_, Spec("bobs"), "");
+  ASSERT_TRUE(mine.ok());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(jm.Create(alice_, Spec(), "").ok());
+  auto list = jm.List(bob_, {});
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->jobs.size(), 1u);
+  EXPECT_EQ(list->jobs[0].id(), mine->id());
+  EXPECT_EQ(list->scanned, 1);
+  JobManager::ListRequest queued;
+  queued.states = {v1::JOB_CANCELLED};
+  ASSERT_TRUE(jm.Cancel(bob_, mine->id()).ok());
+  auto cancelled = jm.List(admin_, queued);  // the state index, for an admin
+  ASSERT_TRUE(cancelled.ok());
+  ASSERT_EQ(cancelled->jobs.size(), 1u);
+  EXPECT_EQ(cancelled->scanned, 1);
+  JobManager::ListRequest page;
+  page.page_size = 7;
+  auto first = jm.List(alice_, page);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->jobs.size(), 7u);
+  page.page_token = first->next_page_token;
+  auto second = jm.List(alice_, page);
+  ASSERT_TRUE(second.ok());
+  EXPECT_LT(second->jobs[0].id(), first->jobs.back().id());  // newest first, no overlap
+}
+
+TEST_F(JobManagerTest, QueuedJobsPerUserAreCapped) {
+  JobManagerOptions o;
+  o.storage_roots = {root_};
+  o.max_queued_per_user = 3;
+  JobManager jm(store_.get(), &clock_, o);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(jm.Create(alice_, Spec(), "")->id());
+  auto refused = jm.Create(alice_, Spec(), "");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("alice has 3 jobs queued"), std::string::npos) << refused.status();
+  EXPECT_TRUE(jm.Create(bob_, Spec(), "").ok());  // others are not held back
+  ASSERT_TRUE(jm.Cancel(alice_, ids[0]).ok());   // one leaves the queue: room again
+  EXPECT_TRUE(jm.Create(alice_, Spec(), "").ok());
+  JobManager restarted(store_.get(), &clock_, o);  // the count survives a restart
+  ASSERT_TRUE(restarted.Recover().ok());
+  EXPECT_EQ(restarted.Create(alice_, Spec(), "").status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(JobManagerTest, FinishedJobsAreDeletedAfterTheRetention) {
+  JobManagerOptions o;
+  o.storage_roots = {root_};
+  o.retention_micros = 3600'000'000;
+  JobManager jm(store_.get(), &clock_, o);
+  const std::string old_done = jm.Create(alice_, Spec(), "r1")->id();
+  ASSERT_TRUE(jm.Cancel(alice_, old_done).ok());
+  const std::string running = jm.Create(alice_, Spec(), "")->id();
+  clock_.AdvanceMicros(3000'000'000);
+  const std::string recent_done = jm.Create(alice_, Spec(), "")->id();
+  ASSERT_TRUE(jm.Cancel(alice_, recent_done).ok());
+  EXPECT_EQ(*jm.DeleteExpired(), 0);
+  clock_.AdvanceMicros(700'000'000);  // the first finished job is now older than an hour
+  EXPECT_EQ(*jm.DeleteExpired(), 1);
+  EXPECT_EQ(jm.Get(alice_, old_done).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->Events(old_done, 0, 10)->empty());
+  EXPECT_TRUE(jm.Get(alice_, recent_done).ok());
+  EXPECT_TRUE(jm.Get(alice_, running).ok());  // never a job that has not finished
+  EXPECT_NE(jm.Create(alice_, Spec(), "r1")->id(), old_done);  // its idempotency key went too
+}
+
+TEST_F(JobManagerTest, WatchStreamsAreCappedPerUserAndInAll) {
+  JobManagerOptions o;
+  o.storage_roots = {root_};
+  o.max_watches_per_user = 2;
+  o.max_watches = 3;
+  JobManager jm(store_.get(), &clock_, o);
+  auto a1 = jm.OpenWatch(alice_), a2 = jm.OpenWatch(alice_);
+  ASSERT_TRUE(a1.ok() && a2.ok());
+  EXPECT_EQ(jm.OpenWatch(alice_).status().code(), absl::StatusCode::kResourceExhausted);
+  auto b1 = jm.OpenWatch(bob_);
+  ASSERT_TRUE(b1.ok());
+  EXPECT_EQ(jm.OpenWatch(bob_).status().code(), absl::StatusCode::kResourceExhausted);  // 3 in all
+  { JobManager::WatchSlot gone = std::move(*a1); }  // a stream ends: its place is free again
+  EXPECT_TRUE(jm.OpenWatch(bob_).ok());
+}
+
 TEST_F(JobManagerTest, CancelDeleteAndWatchWakeUp) {
   auto j = jobs_->Create(alice_, Spec(), "r");
   ASSERT_TRUE(j.ok());

@@ -6,6 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include "common/file_util.h"
 
 namespace topiary::server {
@@ -27,8 +30,9 @@ class SchedulerUnitTest : public ::testing::Test {
   }
   void TearDown() override { RemoveAll(root_).IgnoreError(); }
   // A job of one stage: evaluate (one rank) or importance (`ranks` ranks).
-  std::string Submit(int max_retries = 0, int ranks = 0) {
+  std::string Submit(int max_retries = 0, int ranks = 0, int slots_per_rank = 1) {
     v1::JobSpec s;
+    s.mutable_resources()->set_slots_per_rank(slots_per_rank);
     s.set_name("u");
     s.mutable_teacher()->set_path(root_ + "/t");
     if (ranks > 0) {
@@ -54,6 +58,13 @@ class SchedulerUnitTest : public ::testing::Test {
     return WorkerCall{principal, resp->worker_id(), resp->secret()};
   }
   v1::Job Get(const std::string& id) { return *jobs_->Get(admin_, id); }
+  // Time passing with the scheduler's passes every 100 ms, as its thread runs them.
+  void Pass(int64_t micros) {
+    for (int64_t t = 0; t < micros; t += 100'000) {
+      clock_.AdvanceMicros(std::min<int64_t>(100'000, micros - t));
+      sched_->RunOnce();
+    }
+  }
   static v1::CompleteTaskRequest Done(const v1::Assignment& a, const std::string& result = "{}") {
     v1::CompleteTaskRequest d;
     d.set_task_id(a.task_id());
@@ -118,8 +129,7 @@ TEST_F(SchedulerUnitTest, ALeaseThatRunsOutFailsTheTaskWithoutCountingIt) {
   const WorkerCall w = Register("a");
   sched_->RunOnce();
   ASSERT_EQ(sched_->Poll(w, 0)->size(), 1u);
-  clock_.AdvanceMicros(1'500'000);  // no heartbeat within the 1 s lease
-  sched_->RunOnce();
+  Pass(1'500'000);  // no heartbeat within the 1 s lease
   v1::Job job = Get(id);
   EXPECT_EQ(job.state(), v1::JOB_RUNNING);  // retried, not failed: max_retries 0 does not apply
   EXPECT_EQ(job.stages(0).tasks(0).state(), v1::TASK_PENDING);
@@ -249,6 +259,156 @@ TEST_F(SchedulerUnitTest, RendezvousKeysAreScopedToTheTasksWorkers) {
   EXPECT_EQ(sched_->CheckRendezvous(mine, "job-x/evaluate", 1).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(rendezvous_.Set(a.task_id(), a.attempt(), "big", std::string(kMaxRendezvousValue + 1, 'x')).code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// A cancellation racing a completion or a placement never ends SUCCEEDED,
+// whatever the order.
+TEST_F(SchedulerUnitTest, CancelRacingCompletionOrPlacementNeverSucceeds) {
+  const WorkerCall w = Register("a");
+  for (int i = 0; i < 50; ++i) {
+    const std::string id = Submit();
+    if (i % 3 == 2) {  // cancel between the pass that read the job and its placement
+      ASSERT_TRUE(jobs_->Cancel(admin_, id).ok());
+      sched_->RunOnce();
+      EXPECT_EQ(sched_->Poll(w, 0)->size(), 0u) << "a cancelled job got a task placed";
+    } else {
+      sched_->RunOnce();
+      auto assigned = sched_->Poll(w, 0);
+      ASSERT_EQ(assigned->size(), 1u);
+      const v1::Assignment a = (*assigned)[0];
+      if (i % 3 == 0) {  // cancel, then the rank's completion arrives before the next pass
+        ASSERT_TRUE(jobs_->Cancel(admin_, id).ok());
+        ASSERT_TRUE(sched_->Complete(w, Done(a)).ok());
+      } else {  // the completion, then a cancel that finds the job finished
+        ASSERT_TRUE(sched_->Complete(w, Done(a)).ok());
+        (void)jobs_->Cancel(admin_, id);
+      }
+    }
+    sched_->RunOnce();
+    const v1::Job job = Get(id);
+    if (i % 3 == 1) {
+      EXPECT_EQ(job.state(), v1::JOB_SUCCEEDED) << i;
+    } else {
+      EXPECT_EQ(job.state(), v1::JOB_CANCELLED) << i << " " << job.DebugString();
+    }
+    EXPECT_EQ(sched_->TakeStats().slots_used, 0) << i;
+  }
+}
+
+// The same race with the scheduler's own thread placing while cancels and
+// completions arrive from others: a job whose cancel was accepted never
+// ends SUCCEEDED, and no slot is left in use.
+TEST_F(SchedulerUnitTest, CancelRacingTheSchedulerThreadNeverSucceeds) {
+  const WorkerCall w = Register("a", 4);
+  sched_->Start();
+  std::atomic<bool> done{false};
+  std::thread worker([&] {
+    while (!done.load()) {
+      auto assigned = sched_->Poll(w, 2000);
+      if (!assigned.ok()) continue;
+      for (const v1::Assignment& a : *assigned) (void)sched_->Complete(w, Done(a));
+    }
+  });
+  std::vector<std::pair<std::string, bool>> jobs;  // id, whether its cancel was accepted
+  for (int i = 0; i < 200; ++i) {
+    const std::string id = Submit();
+    if (i % 4 == 3) std::this_thread::sleep_for(std::chrono::microseconds(200 * (i % 7)));
+    auto c = jobs_->Cancel(admin_, id);
+    jobs.emplace_back(id, c.ok());
+  }
+  for (int k = 0; k < 200; ++k) {
+    bool all = true;
+    for (const auto& [id, cancelled] : jobs) all = all && IsTerminal(Get(id).state());
+    if (all) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  done.store(true);
+  worker.join();
+  sched_->Stop();
+  int succeeded = 0, cancelled_n = 0;
+  for (const auto& [id, cancelled] : jobs) {
+    const v1::Job job = Get(id);
+    if (cancelled) {
+      EXPECT_NE(job.state(), v1::JOB_SUCCEEDED) << id;
+    }
+    succeeded += job.state() == v1::JOB_SUCCEEDED;
+    cancelled_n += job.state() == v1::JOB_CANCELLED;
+  }
+  EXPECT_EQ(succeeded + cancelled_n, 200);
+  EXPECT_EQ(sched_->TakeStats().slots_used, 0);
+}
+
+// A task that can never fit the registered workers reserves nothing and says
+// so; a smaller job runs beside it; slots a waiting task cannot use (fewer
+// than its slots per rank on a worker) go to others.
+TEST_F(SchedulerUnitTest, UnfittableTasksWaitWithoutBlockingOthers) {
+  const WorkerCall a = Register("a", 2);
+  const WorkerCall b = Register("b", 1);
+  const std::string huge = Submit(0, /*ranks=*/3, /*slots_per_rank=*/2);  // 3 ranks of 2: never fits
+  const std::string wide = Submit(0, 0, /*slots_per_rank=*/2);           // fits a only
+  sched_->RunOnce();
+  EXPECT_NE(Get(huge).waiting_reason().find("unschedulable: needs 3 ranks of 2 slots"), std::string::npos)
+      << Get(huge).waiting_reason();
+  ASSERT_EQ(sched_->Poll(a, 0)->size(), 1u);  // wide runs on a
+  const std::string second_wide = Submit(0, 0, 2);  // waits for a; cannot use b's single slot
+  const std::string narrow = Submit(0, 0, 1);       // backfills b's slot
+  sched_->RunOnce();
+  EXPECT_EQ(Get(second_wide).state(), v1::JOB_QUEUED);
+  EXPECT_NE(Get(second_wide).waiting_reason().find("waiting for 2 slots"), std::string::npos);
+  auto on_b = sched_->Poll(b, 0);
+  ASSERT_EQ(on_b->size(), 1u);
+  EXPECT_EQ((*on_b)[0].job_id(), narrow);
+  EXPECT_EQ(Get(huge).state(), v1::JOB_QUEUED);
+}
+
+// A gang that fits the cluster but not the free slots reserves what it can
+// use, so a stream of small jobs cannot starve it.
+TEST_F(SchedulerUnitTest, AReservationHoldsSlotsForAWaitingGang) {
+  const WorkerCall a = Register("a", 2);
+  const WorkerCall b = Register("b", 2);
+  const std::string three = Submit(0, /*ranks=*/3);
+  sched_->RunOnce();
+  EXPECT_EQ(Get(three).state(), v1::JOB_RUNNING);
+  const std::string four = Submit(0, /*ranks=*/4);  // fits 4 slots, 1 free
+  const std::string one = Submit();
+  sched_->RunOnce();
+  EXPECT_NE(Get(four).waiting_reason().find("waiting for 4 slots"), std::string::npos) << Get(four).waiting_reason();
+  EXPECT_NE(Get(one).waiting_reason().find("reserved for earlier jobs"), std::string::npos)
+      << Get(one).waiting_reason();
+  EXPECT_EQ(Get(one).state(), v1::JOB_QUEUED);
+}
+
+// A lost worker stays lost across a restart and is forgotten after a while.
+TEST_F(SchedulerUnitTest, LostWorkersStayLostAndAreForgotten) {
+  options_.forget_lost_micros = 10'000'000;
+  sched_ = std::make_unique<Scheduler>(jobs_.get(), store_.get(), &clock_, options_, &rendezvous_);
+  const WorkerCall w = Register("a");
+  Pass(1'500'000);
+  EXPECT_EQ(sched_->TakeStats().workers_lost, 1);
+  sched_.reset();  // restart: it does not come back as live
+  sched_ = std::make_unique<Scheduler>(jobs_.get(), store_.get(), &clock_, options_, &rendezvous_);
+  ASSERT_TRUE(sched_->Recover().ok());
+  auto stats = sched_->TakeStats();
+  EXPECT_EQ(stats.workers_live, 0);
+  EXPECT_EQ(stats.workers_lost, 1);
+  Pass(10'000'000);
+  stats = sched_->TakeStats();
+  EXPECT_EQ(stats.workers_lost + stats.workers_live, 0);
+  EXPECT_TRUE(store_->Workers()->empty());
+  EXPECT_EQ(sched_->Heartbeat(w, {}).status().code(), absl::StatusCode::kNotFound);
+}
+
+// A coordinator that stalls (a slow disk sync held its lock, the process was
+// paused) does not count the stall against the leases it could not renew.
+TEST_F(SchedulerUnitTest, AStallOfTheCoordinatorLosesNoWorker) {
+  const WorkerCall w = Register("a");
+  sched_->RunOnce();
+  clock_.AdvanceMicros(5'000'000);  // five leases without a pass
+  sched_->RunOnce();
+  EXPECT_EQ(sched_->TakeStats().workers_live, 1);
+  EXPECT_TRUE(sched_->Heartbeat(w, {}).ok());
+  Pass(1'500'000);  // but a worker that is really silent is still lost
+  EXPECT_EQ(sched_->TakeStats().workers_lost, 1);
 }
 
 // A worker that says it is draining gets nothing new.

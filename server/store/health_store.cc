@@ -1,0 +1,110 @@
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "server/store/store.h"
+
+namespace topiary::server {
+namespace {
+
+class HealthStore : public Store {
+ public:
+  HealthStore(std::unique_ptr<Store> inner, std::function<void(bool)> on_health, int64_t probe_ms)
+      : inner_(std::move(inner)), on_health_(std::move(on_health)), probe_ms_(probe_ms) {}
+  ~HealthStore() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (prober_.joinable()) prober_.join();
+  }
+
+  absl::Status Write(const StoreBatch& b) override {
+    if (!healthy_.load()) {
+      return absl::UnavailableError(absl::StrCat("store: writes are failing (", last_error(),
+                                                 "); nothing was changed, try again later"));
+    }
+    absl::Status s = inner_->Write(b);
+    if (!s.ok() && (absl::IsUnavailable(s) || absl::IsInternal(s))) {
+      MarkUnhealthy(s);
+      return absl::UnavailableError(absl::StrCat(s.message(), "; nothing was changed, try again later"));
+    }
+    return s;
+  }
+  absl::StatusOr<std::optional<v1::Job>> GetJob(const std::string& id) override { return inner_->GetJob(id); }
+  absl::StatusOr<std::optional<std::string>> GetKey(const std::string& k) override { return inner_->GetKey(k); }
+  absl::StatusOr<std::vector<v1::Event>> Events(const std::string& job, int64_t after, int limit) override {
+    return inner_->Events(job, after, limit);
+  }
+  absl::Status ScanJobs(const std::string& after, const std::function<bool(const v1::Job&)>& fn) override {
+    return inner_->ScanJobs(after, fn);
+  }
+  absl::Status ScanJobsOf(const std::string& owner, const std::string& after,
+                          const std::function<bool(const v1::Job&)>& fn) override {
+    return inner_->ScanJobsOf(owner, after, fn);
+  }
+  absl::Status ScanJobsIn(v1::JobState state, const std::string& after,
+                          const std::function<bool(const v1::Job&)>& fn) override {
+    return inner_->ScanJobsIn(state, after, fn);
+  }
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Workers() override { return inner_->Workers(); }
+  absl::Status Recover() override { return inner_->Recover(); }
+
+ private:
+  std::string last_error() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return error_;
+  }
+
+  void MarkUnhealthy(const absl::Status& s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    error_ = std::string(s.message());
+    if (!healthy_.exchange(false)) return;
+    log::Error(absl::StrCat("store: a write failed (", s.message(), "); NOT_SERVING until the disk recovers"));
+    if (on_health_) on_health_(false);
+    if (prober_.joinable()) prober_.join();  // the previous prober has finished (it set healthy)
+    prober_ = std::thread([this] { Probe(); });
+  }
+
+  void Probe() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(probe_ms_));
+      if (stop_) return;
+      lock.unlock();
+      absl::Status s = inner_->Recover();
+      lock.lock();
+      if (s.ok()) {
+        log::Info("store: writes work again; SERVING");
+        healthy_.store(true);
+        if (on_health_) on_health_(true);
+        return;
+      }
+      error_ = std::string(s.message());
+    }
+  }
+
+  std::unique_ptr<Store> inner_;
+  std::function<void(bool)> on_health_;
+  const int64_t probe_ms_;
+  std::atomic<bool> healthy_{true};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::string error_;
+  std::thread prober_;
+};
+
+}  // namespace
+
+std::unique_ptr<Store> WithHealth(std::unique_ptr<Store> store, std::function<void(bool)> on_health,
+                                  int64_t probe_interval_ms) {
+  return std::make_unique<HealthStore>(std::move(store), std::move(on_health), probe_interval_ms);
+}
+
+}  // namespace topiary::server
