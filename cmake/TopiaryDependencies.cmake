@@ -4,10 +4,13 @@ find_package(PkgConfig REQUIRED)
 find_package(Threads REQUIRED)
 
 # libtorch (libtorch-dev). Its config adds -D_GLIBCXX_USE_CXX11_ABI and friends.
-find_package(Torch REQUIRED)
+# The service-only build (the coordinator and its tests) needs neither it nor SentencePiece.
+if(NOT TOPIARY_SERVICE_ONLY)
+  find_package(Torch REQUIRED)
+  pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
+endif()
 find_package(absl REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
-pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
 
 # spdlog is optional only for compute-only builds (the GPU image lacks it);
 # common/ then logs through a plain stderr sink.
@@ -21,7 +24,9 @@ else()
   find_package(prometheus-cpp CONFIG REQUIRED)
   find_package(yaml-cpp REQUIRED)
   find_package(CLI11 CONFIG REQUIRED)
-  find_package(Gloo CONFIG REQUIRED)
+  if(NOT TOPIARY_SERVICE_ONLY)
+    find_package(Gloo CONFIG REQUIRED)
+  endif()
   find_package(OpenSSL REQUIRED)  # SHA-256 of worker secrets (libssl-dev)
 endif()
 if(TOPIARY_BUILD_TESTS)

@@ -10,6 +10,19 @@ add_link_options(-pthread)
 if(TOPIARY_SANITIZE)
   add_compile_options(-fsanitize=${TOPIARY_SANITIZE} -fno-omit-frame-pointer)
   add_link_options(-fsanitize=${TOPIARY_SANITIZE})
+  if(TOPIARY_SANITIZE MATCHES "undefined")
+    add_compile_options(-fno-sanitize-recover=undefined)  # a UB report fails the test
+  endif()
+endif()
+
+# Fuzz builds instrument every library for coverage; the fuzz targets link libFuzzer.
+if(TOPIARY_FUZZ)
+  add_compile_options(-fsanitize=fuzzer-no-link)
+endif()
+
+# clang checks the locking annotations (ABSL_GUARDED_BY and friends, common/mutex.h).
+if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+  list(APPEND TOPIARY_WARNINGS -Wthread-safety -Wno-unused-command-line-argument)
 endif()
 
 # topiary_target_defaults(<target>): warnings as errors for our own code, and

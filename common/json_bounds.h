@@ -15,4 +15,8 @@ namespace topiary {
 // nests arrays and objects deeper than max_depth. Does not check syntax.
 absl::Status CheckJsonBounds(absl::string_view text, size_t max_bytes, int max_depth, absl::string_view field);
 
+// INVALID_ARGUMENT "<field>: not valid UTF-8 (byte N)" unless `text` is
+// well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+absl::Status CheckUtf8(absl::string_view text, absl::string_view field);
+
 }  // namespace topiary

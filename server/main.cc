@@ -9,8 +9,6 @@
 #include <atomic>
 #include <chrono>
 #include <thread>
-#include <mutex>
-#include <condition_variable>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -24,6 +22,7 @@
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/log.h"
+#include "common/mutex.h"
 #include "common/process.h"
 #include "common/signals.h"
 #include <prometheus/exposer.h>
@@ -180,12 +179,14 @@ int Run(const CoordinatorConfig& c) {
   }
   jobs.SetListener([&](const std::string& id) { scheduler.Notify(id); });
   // Retention: finished jobs older than --retention go, with their events, once a minute.
-  std::mutex sweep_mu;
-  std::condition_variable sweep_cv;
+  Mutex sweep_mu;
+  CondVar sweep_cv;
   bool sweep_stop = false;
   std::thread sweeper([&] {
-    std::unique_lock<std::mutex> lock(sweep_mu);
-    while (!sweep_cv.wait_for(lock, std::chrono::seconds(60), [&] { return sweep_stop; })) {
+    MutexLock lock(&sweep_mu);
+    for (;;) {
+      sweep_cv.WaitWithTimeout(&sweep_mu, absl::Seconds(60));
+      if (sweep_stop) return;
       absl::StatusOr<int> n = jobs.DeleteExpired();
       if (!n.ok()) log::Warn(absl::StrCat("retention: ", n.status().message()));
       else if (*n > 0) log::Info(absl::StrCat("retention: deleted ", *n, " finished jobs older than ", c.retention));
@@ -244,10 +245,10 @@ int Run(const CoordinatorConfig& c) {
   jobs.Shutdown();  // open watches end with UNAVAILABLE; clients reconnect with their last seq
   scheduler.Stop();
   {
-    std::lock_guard<std::mutex> lock(sweep_mu);
+    MutexLock lock(&sweep_mu);
     sweep_stop = true;
   }
-  sweep_cv.notify_all();
+  sweep_cv.SignalAll();
   sweeper.join();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(c.drain_seconds));
   log::Info("stopped");

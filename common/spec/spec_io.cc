@@ -12,6 +12,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/json_bounds.h"
+#include "common/status_macros.h"
 
 namespace topiary::spec {
 
@@ -53,7 +55,11 @@ absl::Status Bad(const std::string& path, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
 }
 
-absl::StatusOr<json> Convert(const YAML::Node& node, const Descriptor* d, const std::string& path);
+// Values a spec may hold, counted as they are converted: YAML aliases let a
+// small text name the same large node many times over.
+constexpr int64_t kMaxSpecValues = 100000;
+
+absl::StatusOr<json> Convert(const YAML::Node& node, const Descriptor* d, const std::string& path, int64_t* budget);
 
 // An enum value written by its short name (see EnumValueShortName).
 absl::StatusOr<json> ConvertEnum(const std::string& s, const google::protobuf::EnumDescriptor* e,
@@ -70,8 +76,9 @@ absl::StatusOr<json> ConvertEnum(const std::string& s, const google::protobuf::E
 }
 
 // One value of `field` (a single element when the field is repeated).
-absl::StatusOr<json> ConvertValue(const YAML::Node& node, const FieldDescriptor* f, const std::string& path) {
-  if (f->type() == FieldDescriptor::TYPE_MESSAGE) return Convert(node, f->message_type(), path);
+absl::StatusOr<json> ConvertValue(const YAML::Node& node, const FieldDescriptor* f, const std::string& path,
+                                  int64_t* budget) {
+  if (f->type() == FieldDescriptor::TYPE_MESSAGE) return Convert(node, f->message_type(), path, budget);
   if (!node.IsScalar()) return Bad(path, "expected a single value");
   const std::string s = node.Scalar();
   if (f->type() == FieldDescriptor::TYPE_ENUM) return ConvertEnum(s, f->enum_type(), path);
@@ -105,10 +112,12 @@ absl::StatusOr<json> ConvertValue(const YAML::Node& node, const FieldDescriptor*
   return json(s);  // proto3 JSON reads numbers and enum names from strings
 }
 
-absl::StatusOr<json> Convert(const YAML::Node& node, const Descriptor* d, const std::string& path) {
+absl::StatusOr<json> Convert(const YAML::Node& node, const Descriptor* d, const std::string& path, int64_t* budget) {
   if (!node.IsMap()) return Bad(path, "expected a mapping");
   json out = json::object();
   for (const auto& kv : node) {
+    if (--*budget < 0) return Bad("spec", absl::StrCat("more than ", kMaxSpecValues, " values (aliases counted each time)"));
+    if (!kv.first.IsScalar()) return Bad(path, "keys must be names");
     const std::string key = kv.first.Scalar();
     const FieldDescriptor* f = d->FindFieldByName(key);
     if (f == nullptr) f = d->FindFieldByCamelcaseName(key);
@@ -118,6 +127,8 @@ absl::StatusOr<json> Convert(const YAML::Node& node, const Descriptor* d, const 
       if (!kv.second.IsMap()) return Bad(p, "expected a mapping");
       json m = json::object();
       for (const auto& e : kv.second) {
+        if (--*budget < 0) return Bad("spec", absl::StrCat("more than ", kMaxSpecValues, " values"));
+        if (!e.first.IsScalar()) return Bad(p, "keys must be names");
         if (!e.second.IsScalar()) return Bad(absl::StrCat(p, ".", e.first.Scalar()), "expected a single value");
         m[e.first.Scalar()] = e.second.Scalar();
       }
@@ -126,14 +137,15 @@ absl::StatusOr<json> Convert(const YAML::Node& node, const Descriptor* d, const 
       if (!kv.second.IsSequence()) return Bad(p, "expected a list");
       json a = json::array();
       for (size_t i = 0; i < kv.second.size(); ++i) {
-        auto v = ConvertValue(kv.second[i], f, absl::StrCat(p, "[", i, "]"));
+        if (--*budget < 0) return Bad("spec", absl::StrCat("more than ", kMaxSpecValues, " values (aliases counted each time)"));
+        auto v = ConvertValue(kv.second[i], f, absl::StrCat(p, "[", i, "]"), budget);
         if (!v.ok()) return v.status();
         a.push_back(*v);
       }
       out[f->name()] = a;
     } else {
       if (kv.second.IsNull()) continue;
-      auto v = ConvertValue(kv.second, f, p);
+      auto v = ConvertValue(kv.second, f, p, budget);
       if (!v.ok()) return v.status();
       out[f->name()] = *v;
     }
@@ -144,17 +156,29 @@ absl::StatusOr<json> Convert(const YAML::Node& node, const Descriptor* d, const 
 }  // namespace
 
 absl::StatusOr<v1::JobSpec> ParseJobSpec(absl::string_view text) {
+  // Bounded before the (recursive) YAML parser sees it: size, and the nesting of flow collections.
+  RETURN_IF_ERROR(CheckJsonBounds(text, kMaxSpecTextBytes, kMaxSpecNesting, "spec"));
+  RETURN_IF_ERROR(CheckUtf8(text, "spec"));
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("spec: line ", e.mark.line + 1, ": ", e.msg));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("spec: ", e.what()));
   }
-  absl::StatusOr<json> j = Convert(root, v1::JobSpec::descriptor(), "spec");
+  int64_t budget = kMaxSpecValues;
+  absl::StatusOr<json> j = Convert(root, v1::JobSpec::descriptor(), "spec", &budget);
   if (!j.ok()) return j.status();
   v1::JobSpec spec;
   google::protobuf::util::JsonParseOptions o;
-  auto st = google::protobuf::util::JsonStringToMessage(j->dump(), &spec, o);
+  std::string text_json;
+  try {
+    text_json = j->dump();
+  } catch (const json::exception&) {  // a YAML escape made a string that is not UTF-8 (e.g. "\ud800")
+    return absl::InvalidArgumentError("spec: a string is not valid UTF-8");
+  }
+  auto st = google::protobuf::util::JsonStringToMessage(text_json, &spec, o);
   if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat("spec: ", st.message().as_string()));
   return spec;
 }

@@ -31,8 +31,13 @@ std::string EnumShortName(Enum value) {
 // YAML spec would say), field names as in the proto, defaults omitted.
 std::string MessageToSpecJson(const google::protobuf::Message& message);
 
+inline constexpr size_t kMaxSpecTextBytes = size_t{1} << 20;
+inline constexpr int kMaxSpecNesting = 64;  // brackets and braces of flow collections
+
 // YAML (a superset of JSON) to a JobSpec. INVALID_ARGUMENT naming the path,
-// e.g. "spec.stages[1].prune.target.hiden_size: unknown field".
+// e.g. "spec.stages[1].prune.target.hiden_size: unknown field". Text larger
+// than kMaxSpecTextBytes, nested deeper than kMaxSpecNesting or holding more
+// than 100,000 values (YAML aliases counted at each use) is refused.
 absl::StatusOr<v1::JobSpec> ParseJobSpec(absl::string_view text);
 
 // Makes every relative path of the spec (teacher, data, tokenizers, task

@@ -34,21 +34,30 @@ bool IsTerminal(v1::JobState s) {
 JobManager::JobManager(Store* store, const Clock* clock, JobManagerOptions options)
     : store_(store), clock_(clock), options_(std::move(options)) {}
 
+Mutex& JobManager::JobLock(const std::string& id) {
+  return job_locks_[std::hash<std::string>()(id) % kJobLockStripes];
+}
+
 absl::Status JobManager::Recover() {
-  std::lock_guard<std::mutex> lock(mu_);
-  counts_.clear();
-  queued_by_owner_.clear();
+  std::map<v1::JobState, int64_t> counts;
+  std::map<std::string, int64_t> queued_by_owner;
+  int64_t last_id_micros = 0;
   bool first = true;
-  return store_->ScanJobs("", [&](const v1::Job& j) {
+  RETURN_IF_ERROR(store_->ScanJobs("", [&](const v1::Job& j) {
     if (first) {
       unsigned long long micros = 0;
-      if (sscanf(j.id().c_str(), "job-%16llx", &micros) == 1) last_id_micros_ = static_cast<int64_t>(micros);
+      if (sscanf(j.id().c_str(), "job-%16llx", &micros) == 1) last_id_micros = static_cast<int64_t>(micros);
       first = false;
     }
-    ++counts_[j.state()];
-    if (j.state() == v1::JOB_QUEUED) ++queued_by_owner_[j.owner()];
+    ++counts[j.state()];
+    if (j.state() == v1::JOB_QUEUED) ++queued_by_owner[j.owner()];
     return true;
-  });
+  }));
+  MutexLock lock(&mu_);
+  counts_ = std::move(counts);
+  queued_by_owner_ = std::move(queued_by_owner);
+  last_id_micros_ = std::max(last_id_micros_, last_id_micros);
+  return absl::OkStatus();
 }
 
 std::string JobManager::NextId() {
@@ -68,18 +77,27 @@ absl::Status JobManager::Commit(v1::Job& job, v1::JobState before, std::vector<v
   job.set_update_time_micros(now);
   batch.put_jobs.push_back(job);
   batch.events = std::move(events);
-  RETURN_IF_ERROR(store_->Write(batch));
+  RETURN_IF_ERROR(store_->Write(batch));  // the sync happens here, under the job's stripe only
+  MutexLock lock(&mu_);
+  Count(job, before);
+  WakeWatchers(job.id());
+  return absl::OkStatus();
+}
+
+void JobManager::Count(const v1::Job& job, v1::JobState before) {
   if (before != v1::JOB_STATE_UNSPECIFIED) --counts_[before];
   ++counts_[job.state()];
   if (before == v1::JOB_QUEUED && job.state() != v1::JOB_QUEUED && --queued_by_owner_[job.owner()] <= 0) {
     queued_by_owner_.erase(job.owner());
   }
-  if (auto w = waiters_.find(job.id()); w != waiters_.end()) w->second.cv.notify_all();  // its watchers only
-  return absl::OkStatus();
+}
+
+void JobManager::WakeWatchers(const std::string& id) {
+  if (auto w = waiters_.find(id); w != waiters_.end()) w->second.cv.SignalAll();  // its watchers only
 }
 
 absl::StatusOr<v1::Job> JobManager::Update(const std::string& id, const Mutation& fn, StoreBatch extra) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock job_lock(&JobLock(id));
   ASSIGN_OR_RETURN(std::optional<v1::Job> job, store_->GetJob(id));
   if (!job.has_value()) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
   const v1::JobState before = job->state();
@@ -105,9 +123,9 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(const Principal& who, const v1::Jo
   const std::string key = request_id.empty() ? "" : IdempotencyKey(who.name, request_id);
   v1::Job job;
   {
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!key.empty()) {
-      changed_.wait(lock, [&] { return creating_.count(key) == 0; });  // one create per key at a time
+      while (creating_.count(key) != 0) changed_.Wait(&mu_);  // one create per key at a time
       ASSIGN_OR_RETURN(std::optional<std::string> existing, store_->GetKey(key));
       if (existing.has_value()) {
         ASSIGN_OR_RETURN(std::optional<v1::Job> prior, store_->GetJob(*existing));
@@ -164,12 +182,12 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(const Principal& who, const v1::Jo
   // commit (one fsync for many jobs) instead of queueing for one each.
   const absl::Status written = store_->Write(batch);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!key.empty()) creating_.erase(key);
     --creating_count_;
     if (written.ok()) ++counts_[v1::JOB_QUEUED], created_.fetch_add(1);
     if (!written.ok() && --queued_by_owner_[who.name] <= 0) queued_by_owner_.erase(who.name);
-    changed_.notify_all();
+    changed_.SignalAll();
   }
   if (!written.ok()) return written;
   return job;
@@ -226,13 +244,13 @@ absl::StatusOr<JobManager::ListResponse> JobManager::List(const Principal& who, 
 }
 
 absl::StatusOr<v1::Job> JobManager::Cancel(const Principal& who, const std::string& id) {
-  absl::StatusOr<v1::Job> job = CancelLocked(who, id);
+  absl::StatusOr<v1::Job> job = CancelJob(who, id);
   if (job.ok() && listener_) listener_(job->id());
   return job;
 }
 
-absl::StatusOr<v1::Job> JobManager::CancelLocked(const Principal& who, const std::string& id) {
-  std::lock_guard<std::mutex> lock(mu_);
+absl::StatusOr<v1::Job> JobManager::CancelJob(const Principal& who, const std::string& id) {
+  MutexLock job_lock(&JobLock(id));
   ASSIGN_OR_RETURN(v1::Job job, Visible(who, id));
   const v1::JobState before = job.state();
   if (IsTerminal(before)) {
@@ -260,7 +278,7 @@ absl::StatusOr<v1::Job> JobManager::CancelLocked(const Principal& who, const std
 }
 
 absl::Status JobManager::Delete(const Principal& who, const std::string& id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock job_lock(&JobLock(id));
   ASSIGN_OR_RETURN(v1::Job job, Visible(who, id));
   if (!IsTerminal(job.state())) {
     return absl::FailedPreconditionError(absl::StrCat("job ", id, " is ", v1::JobState_Name(job.state()),
@@ -270,22 +288,23 @@ absl::Status JobManager::Delete(const Principal& who, const std::string& id) {
   b.delete_jobs.push_back(id);
   if (!job.request_id().empty()) b.delete_keys.push_back(IdempotencyKey(job.owner(), job.request_id()));
   RETURN_IF_ERROR(store_->Write(b));
+  MutexLock lock(&mu_);
   --counts_[job.state()];
-  if (auto w = waiters_.find(id); w != waiters_.end()) w->second.cv.notify_all();  // they see NOT_FOUND
+  WakeWatchers(id);  // they see NOT_FOUND
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<v1::Event>> JobManager::WaitEvents(const Principal& who, const std::string& id,
                                                               int64_t after, int64_t wait_ms) {
   if (after < 0) return absl::InvalidArgumentError("from_seq: must not be negative");
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
-  std::unique_lock<std::mutex> lock(mu_);
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(wait_ms);
+  MutexLock lock(&mu_);
   Waiters& w = waiters_[id];
   ++w.count;
   struct Leave {
     JobManager* m;
     const std::string& id;
-    ~Leave() {
+    ~Leave() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // runs inside the MutexLock's scope
       auto it = m->waiters_.find(id);
       if (it != m->waiters_.end() && --it->second.count == 0) m->waiters_.erase(it);
     }
@@ -295,7 +314,7 @@ absl::StatusOr<std::vector<v1::Event>> JobManager::WaitEvents(const Principal& w
     ASSIGN_OR_RETURN(v1::Job job, Visible(who, id));
     if (job.last_event_seq() > after) return store_->Events(id, after, 1000);
     if (IsTerminal(job.state())) return std::vector<v1::Event>();
-    if (w.cv.wait_until(lock, deadline) == std::cv_status::timeout) return std::vector<v1::Event>();
+    if (w.cv.WaitWithDeadline(&mu_, deadline)) return std::vector<v1::Event>();  // timed out
   }
 }
 
@@ -317,7 +336,7 @@ absl::StatusOr<int> JobManager::DeleteExpired() {
 }
 
 absl::StatusOr<JobManager::WatchSlot> JobManager::OpenWatch(const Principal& who) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (shutdown_) return absl::UnavailableError("the coordinator is shutting down");
   if (watches_total_ >= options_.max_watches) {
     return absl::ResourceExhaustedError(absl::StrCat(watches_total_, " watch streams are open (the limit)"));
@@ -333,7 +352,7 @@ absl::StatusOr<JobManager::WatchSlot> JobManager::OpenWatch(const Principal& who
 
 JobManager::WatchSlot::~WatchSlot() {
   if (jobs_ == nullptr) return;
-  std::lock_guard<std::mutex> lock(jobs_->mu_);
+  MutexLock lock(&jobs_->mu_);
   if (--jobs_->watches_[who_] == 0) jobs_->watches_.erase(who_);
   --jobs_->watches_total_;
 }
@@ -365,15 +384,15 @@ absl::Status JobManager::WriteReportFiles(const std::string& id) {
 }
 
 std::map<v1::JobState, int64_t> JobManager::CountByState() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return counts_;
 }
 
 void JobManager::Shutdown() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   shutdown_ = true;
-  changed_.notify_all();
-  for (auto& [id, w] : waiters_) w.cv.notify_all();
+  changed_.SignalAll();
+  for (auto& [id, w] : waiters_) w.cv.SignalAll();
 }
 
 }  // namespace topiary::server

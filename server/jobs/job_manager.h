@@ -5,20 +5,26 @@
 // every new event. Owners: a user sees and changes only their own jobs
 // (another user's job is NOT_FOUND); an admin sees all.
 //
-// Thread-safe: transitions are serialised by one mutex.
+// Thread-safe. Transitions of one job are serialised by that job's lock (one
+// of kJobLockStripes, chosen by id), so the store write of one job's
+// transition (an fsync) never holds up reads, lists, creates, watches or
+// another job's transitions; the manager's own mutex guards only counters and
+// watchers and is never held across a store write. Lock order: job stripe,
+// then mu_.
 #pragma once
 
+#include <array>
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <random>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "common/mutex.h"
 #include "common/clock.h"
 #include "common/spec/validate.h"
 #include "server/store/store.h"
@@ -125,32 +131,41 @@ class JobManager {
  private:
   absl::StatusOr<v1::Job> Visible(const Principal& who, const std::string& id);
   absl::StatusOr<v1::Job> CreateJob(const Principal& who, const v1::JobSpec& spec, const std::string& request_id);
-  absl::StatusOr<v1::Job> CancelLocked(const Principal& who, const std::string& id);
-  // Writes job + events (seq assigned here) atomically; updates counters.
-  absl::Status Commit(v1::Job& job, v1::JobState before, std::vector<v1::Event> events, StoreBatch batch = {});
-  std::string NextId();
+  absl::StatusOr<v1::Job> CancelJob(const Principal& who, const std::string& id);
+  // Writes job + events (seq assigned here) atomically, then updates the
+  // counters and wakes the job's watchers. The caller holds the job's stripe.
+  absl::Status Commit(v1::Job& job, v1::JobState before, std::vector<v1::Event> events, StoreBatch batch = {})
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // After a committed transition from `before` (UNSPECIFIED: none) to `job`'s state.
+  void Count(const v1::Job& job, v1::JobState before) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WakeWatchers(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string NextId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Mutex& JobLock(const std::string& id) ;
 
   Store* store_;
   const Clock* clock_;
   JobManagerOptions options_;
-  std::mutex mu_;
-  std::condition_variable changed_;
-  int64_t last_id_micros_ = 0;
-  std::mt19937 rng_{std::random_device{}()};
-  std::uniform_int_distribution<int> id_suffix_{0, 0xffff};
-  std::map<v1::JobState, int64_t> counts_;
-  std::map<std::string, int64_t> queued_by_owner_;  // QUEUED jobs per owner, creates in flight included
-  bool shutdown_ = false;
+  static constexpr int kJobLockStripes = 64;
+  std::array<Mutex, kJobLockStripes> job_locks_;
+  Mutex mu_;
+  CondVar changed_;  // a create in flight ended (creating_)
+  int64_t last_id_micros_ ABSL_GUARDED_BY(mu_) = 0;
+  std::mt19937 rng_ ABSL_GUARDED_BY(mu_){std::random_device{}()};
+  std::uniform_int_distribution<int> id_suffix_ ABSL_GUARDED_BY(mu_){0, 0xffff};
+  std::map<v1::JobState, int64_t> counts_ ABSL_GUARDED_BY(mu_);
+  // QUEUED jobs per owner, creates in flight included
+  std::map<std::string, int64_t> queued_by_owner_ ABSL_GUARDED_BY(mu_);
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<int64_t> created_{0};
-  std::set<std::string> creating_;  // idempotency keys of creates in flight
+  std::set<std::string> creating_ ABSL_GUARDED_BY(mu_);  // idempotency keys of creates in flight
   struct Waiters {
-    std::condition_variable cv;
+    CondVar cv;
     int count = 0;
   };
-  std::map<std::string, Waiters> waiters_;  // job id -> its watchers (mu_)
-  std::map<std::string, int> watches_;     // principal -> open streams (mu_)
-  int watches_total_ = 0;
-  int64_t creating_count_ = 0;
+  std::map<std::string, Waiters> waiters_ ABSL_GUARDED_BY(mu_);  // job id -> its watchers
+  std::map<std::string, int> watches_ ABSL_GUARDED_BY(mu_);      // principal -> open streams
+  int watches_total_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t creating_count_ ABSL_GUARDED_BY(mu_) = 0;
   std::function<void(const std::string&)> listener_;
 };
 

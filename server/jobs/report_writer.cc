@@ -9,27 +9,27 @@ ReportWriter::ReportWriter(JobManager* jobs) : jobs_(jobs), thread_([this] { Loo
 
 ReportWriter::~ReportWriter() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
-  changed_.notify_all();
+  changed_.SignalAll();
   thread_.join();
 }
 
 void ReportWriter::Enqueue(const std::string& job_id) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     queue_.push_back(job_id);
   }
-  changed_.notify_all();
+  changed_.SignalAll();
 }
 
 void ReportWriter::Loop() {
   for (;;) {
     std::string id;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      changed_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      MutexLock lock(&mu_);
+      while (!stop_ && queue_.empty()) changed_.Wait(&mu_);
       if (queue_.empty()) return;
       id = queue_.front();
       queue_.pop_front();

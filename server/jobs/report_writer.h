@@ -4,11 +4,12 @@
 // Thread-safe.
 #pragma once
 
-#include <condition_variable>
 #include <deque>
-#include <mutex>
 #include <string>
 #include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "common/mutex.h"
 
 #include "server/jobs/job_manager.h"
 
@@ -23,10 +24,10 @@ class ReportWriter {
  private:
   void Loop();
   JobManager* jobs_;
-  std::mutex mu_;
-  std::condition_variable changed_;
-  std::deque<std::string> queue_;
-  bool stop_ = false;
+  Mutex mu_;
+  CondVar changed_;
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -4,7 +4,9 @@
 
 #include <chrono>
 #include <map>
-#include <mutex>
+
+#include "absl/base/thread_annotations.h"
+#include "common/mutex.h"
 
 namespace topiary::server {
 namespace {
@@ -60,7 +62,7 @@ class SchedulerSeries : public prometheus::Collectable {
         latency_(prometheus::Histogram::BucketBoundaries{0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03,
                                                          0.1}) {}
   std::vector<prometheus::MetricFamily> Collect() const override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     Scheduler::Stats st = scheduler_->TakeStats();
     for (double d : st.decision_seconds) latency_.Observe(d);
     for (const auto& [stage, sec] : st.stage_seconds) {
@@ -90,7 +92,9 @@ class SchedulerSeries : public prometheus::Collectable {
     MF tokens{"topiary_train_tokens_total", "Tokens trained by running jobs.", MT::Counter, {}};
     MF tps{"topiary_train_tokens_per_second", "Training throughput of running jobs.", MT::Gauge, {}};
     MF mfu{"topiary_train_mfu_ratio", "Model FLOP utilisation of running jobs.", MT::Gauge, {}};
-    for (const auto& [job, m] : st.job_metrics) {
+    for (const auto& entry : st.job_metrics) {
+      const std::string& job = entry.first;
+      const std::map<std::string, double>& m = entry.second;
       auto get = [&](const char* k, MF& f, bool counter) {
         auto it = m.find(k);
         if (it != m.end()) f.metric.push_back(Value(it->second, {{"job", job}}, counter));
@@ -109,9 +113,9 @@ class SchedulerSeries : public prometheus::Collectable {
 
  private:
   Scheduler* scheduler_;
-  mutable std::mutex mu_;
-  mutable prometheus::Histogram latency_;
-  mutable std::map<std::string, std::unique_ptr<prometheus::Histogram>> stages_;
+  mutable Mutex mu_;
+  mutable prometheus::Histogram latency_ ABSL_GUARDED_BY(mu_);
+  mutable std::map<std::string, std::unique_ptr<prometheus::Histogram>> stages_ ABSL_GUARDED_BY(mu_);
 };
 
 class TimedStore : public Store {

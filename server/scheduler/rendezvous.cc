@@ -28,7 +28,7 @@ absl::Status RendezvousStore::Set(const std::string& task_id, int attempt, const
     return absl::InvalidArgumentError(absl::StrCat("value: ", value.size(), " bytes; at most ", kMaxRendezvousValue));
   }
   const std::string scope = Scope(task_id, attempt);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   size_t in_scope = 0;
   for (auto it = kv_.lower_bound(scope); it != kv_.end() && it->first.compare(0, scope.size(), scope) == 0; ++it) {
     if (++in_scope >= 1024 && kv_.count(scope + key) == 0) {
@@ -36,7 +36,7 @@ absl::Status RendezvousStore::Set(const std::string& task_id, int attempt, const
     }
   }
   kv_[scope + key] = value;
-  changed_.notify_all();
+  changed_.SignalAll();
   return absl::OkStatus();
 }
 
@@ -44,12 +44,12 @@ absl::StatusOr<std::optional<std::string>> RendezvousStore::Get(const std::strin
                                                                 const std::string& key, int64_t wait_micros) {
   if (absl::Status st = CheckKey(key); !st.ok()) return st;
   const std::string full = Scope(task_id, attempt) + key;
-  std::unique_lock<std::mutex> lock(mu_);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(wait_micros);
+  MutexLock lock(&mu_);
+  const absl::Time deadline = absl::Now() + absl::Microseconds(wait_micros);
   for (;;) {
     auto it = kv_.find(full);
     if (it != kv_.end()) return std::optional<std::string>(it->second);
-    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout) {
+    if (changed_.WaitWithDeadline(&mu_, deadline)) {  // timed out
       it = kv_.find(full);
       return it == kv_.end() ? std::optional<std::string>() : std::optional<std::string>(it->second);
     }
@@ -57,19 +57,19 @@ absl::StatusOr<std::optional<std::string>> RendezvousStore::Get(const std::strin
 }
 
 void RendezvousStore::DropTask(const std::string& task_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const std::string prefix = task_id + std::string(1, kSep);
   for (auto it = kv_.lower_bound(prefix); it != kv_.end() && it->first.rfind(prefix, 0) == 0;) it = kv_.erase(it);
 }
 
 void RendezvousStore::DropJob(const std::string& job_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const std::string prefix = job_id + "/";  // task ids are <job>/<stage>[/probe-i]
   for (auto it = kv_.lower_bound(prefix); it != kv_.end() && it->first.rfind(prefix, 0) == 0;) it = kv_.erase(it);
 }
 
 size_t RendezvousStore::size() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return kv_.size();
 }
 

@@ -8,13 +8,13 @@
 // attempt. Thread-safe.
 #pragma once
 
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "common/mutex.h"
 
 namespace topiary::server {
 
@@ -34,9 +34,9 @@ class RendezvousStore {
   size_t size();
 
  private:
-  std::mutex mu_;
-  std::condition_variable changed_;
-  std::map<std::string, std::string> kv_;  // "<task id>\0<attempt>\0<key>" -> value
+  Mutex mu_;
+  CondVar changed_;
+  std::map<std::string, std::string> kv_ ABSL_GUARDED_BY(mu_);  // "<task id>\0<attempt>\0<key>" -> value
 };
 
 }  // namespace topiary::server

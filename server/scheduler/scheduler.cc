@@ -77,7 +77,7 @@ v1::Assignment Scheduler::MakeAssignment(const v1::Job& j, int stage, const v1::
 }
 
 absl::Status Scheduler::Recover() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const int64_t now = clock_->NowMicros();
   ASSIGN_OR_RETURN(auto workers, store_->Workers());
   for (const auto& [id, blob] : workers) {
@@ -90,10 +90,15 @@ absl::Status Scheduler::Recover() {
     w.info = record.info();
     w.principal = record.principal();
     w.secret_sha256 = record.secret_sha256();
-    w.lease_until = now + (options_.recovery_grace_micros > 0 ? options_.recovery_grace_micros
-                                                              : 3 * options_.lease_micros);
     w.lost_wall = record.lost_micros();
     w.live = w.lost_wall == 0;  // a worker lost before the restart stays lost
+    {
+      MutexLock leases(&lease_mu_);
+      leases_[id] = Lease{w.principal, w.secret_sha256,
+                          now + (options_.recovery_grace_micros > 0 ? options_.recovery_grace_micros
+                                                                    : 3 * options_.lease_micros),
+                          w.live};
+    }
     workers_[id] = std::move(w);
   }
   std::vector<v1::Job> active;
@@ -143,8 +148,8 @@ void Scheduler::Start() {
   thread_ = std::thread([this] {
     for (;;) {
       {
-        std::unique_lock<std::mutex> lock(wake_mu_);
-        wake_.wait_for(lock, std::chrono::milliseconds(100), [this] { return dirty_ || stop_; });
+        MutexLock lock(&wake_mu_);
+        if (!dirty_ && !stop_) wake_.WaitWithTimeout(&wake_mu_, absl::Milliseconds(100));
         if (stop_) return;
         dirty_ = false;
       }
@@ -155,40 +160,42 @@ void Scheduler::Start() {
 
 void Scheduler::Stop() {
   {
-    std::lock_guard<std::mutex> lock(wake_mu_);
+    MutexLock lock(&wake_mu_);
     stop_ = true;
   }
-  wake_.notify_all();
+  wake_.SignalAll();
   if (thread_.joinable()) thread_.join();
-  assigned_.notify_all();
+  MutexLock lock(&mu_);
+  assigned_.SignalAll();
 }
 
 void Scheduler::Wake() {
   {
-    std::lock_guard<std::mutex> lock(wake_mu_);
+    MutexLock lock(&wake_mu_);
     dirty_ = true;
   }
-  wake_.notify_all();
+  wake_.SignalAll();
 }
 
 void Scheduler::Notify(const std::string& job_id) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     active_.insert(job_id);
   }
   Wake();
 }
 
 void Scheduler::RunOnce() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const int64_t now = clock_->NowMicros();
   // A pass that comes late means this coordinator stalled (a slow sync held the lock, the process was
   // paused): heartbeats could not be answered meanwhile, so the stall does not count against leases.
   if (last_pass_ > 0 && now - last_pass_ > options_.lease_micros / 2) {
     const int64_t stall = now - last_pass_;
     log::Warn(absl::StrCat("scheduler: ", stall / 1000, " ms since the last pass; leases extended by as much"));
-    for (auto& [id, w] : workers_) {
-      if (w.live) w.lease_until += stall;
+    MutexLock leases(&lease_mu_);
+    for (auto& [id, l] : leases_) {
+      if (l.live) l.until += stall;
     }
   }
   last_pass_ = now;
@@ -221,6 +228,10 @@ void Scheduler::ForgetLostWorkers() {
       log::Info(absl::StrCat("scheduler: forgetting worker ", it->first, " (", w.info.name(), "), lost ",
                              (wall - w.lost_wall) / 1000000, "s ago"));
       b.delete_workers.push_back(it->first);
+      {
+        MutexLock leases(&lease_mu_);
+        leases_.erase(it->first);
+      }
       it = workers_.erase(it);
     } else {
       ++it;
@@ -241,8 +252,20 @@ void Scheduler::Release(Placed& p) {
 }
 
 void Scheduler::ExpireLeases(int64_t now) {
-  for (auto& [id, w] : workers_) {
-    if (!w.live || w.lease_until >= now) continue;
+  std::vector<std::string> expired;
+  {
+    MutexLock leases(&lease_mu_);
+    for (auto& [id, l] : leases_) {
+      if (l.live && l.until < now) {
+        l.live = false;
+        expired.push_back(id);
+      }
+    }
+  }
+  for (const std::string& id : expired) {
+    auto found = workers_.find(id);
+    if (found == workers_.end() || !found->second.live) continue;
+    Worker& w = found->second;
     w.live = false;
     w.used = 0;
     w.unacked.clear();
@@ -359,7 +382,7 @@ void Scheduler::PlaceJobs(int64_t now) {
   }
   int reserved = 0;
   for (const v1::Job& job : candidates) PlaceJob(job, now, free, reserved);
-  assigned_.notify_all();
+  assigned_.SignalAll();
 }
 
 void Scheduler::PlaceJob(const v1::Job& job, int64_t now, std::map<std::string, int>& free, int& reserved) {
@@ -480,7 +503,7 @@ bool Scheduler::PlaceTask(const v1::Job& job, int s, int i, int64_t now, std::ma
 }
 
 Scheduler::Stats Scheduler::TakeStats() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stats s;
   for (const auto& [id, w] : workers_) {
     (w.live ? s.workers_live : s.workers_lost)++;

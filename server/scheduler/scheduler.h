@@ -29,19 +29,22 @@
 // completion (and rank 0's result) is durable before CompleteTask answers,
 // while progress reports are written without fsync (they are superseded).
 //
-// Thread-safe. Lock order: Scheduler, then JobManager.
+// Thread-safe. One mutex (mu_) guards workers and placements; leases live
+// apart under lease_mu_, so that a heartbeat renews its lease even while a
+// store write (an fsync) holds mu_ up. Lock order: mu_, then lease_mu_, then
+// JobManager's locks; the scheduler's wake lock is taken alone.
 #pragma once
 
-#include <condition_variable>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "common/mutex.h"
 #include "common/clock.h"
 #include "server/jobs/job_manager.h"
 #include "server/scheduler/rendezvous.h"
@@ -63,6 +66,10 @@ struct SchedulerOptions {
   int64_t redeliver_micros = 2'000'000;    // re-send an unacknowledged assignment after this long
   int64_t forget_lost_micros = 3'600'000'000;  // a lost worker is deleted this long after its lease ran out
 };
+
+// How long a heartbeat waits for the scheduler's lock before it answers with
+// the renewed lease alone.
+inline constexpr int kHeartbeatLockWaitMs = 200;
 
 // A task that failed this often for reasons outside itself fails its job.
 inline constexpr int kMaxInfraFailures = 20;
@@ -124,16 +131,20 @@ class Scheduler {
     v1::RegisterWorkerRequest info;
     std::string principal;
     std::string secret_sha256;
-    int64_t lease_until = 0;
     int used = 0;
-    bool live = true;
-    bool draining = false;
-    int64_t lost_wall = 0;  // wall micros when it was declared lost  // says it is shutting down: nothing new goes there
+    bool live = true;       // mirrors its Lease; changed under both locks
+    bool draining = false;  // says it is shutting down: nothing new goes there
+    int64_t lost_wall = 0;  // wall micros when it was declared lost
     std::map<std::string, Unacked> unacked;  // "task#rank" -> assignment not yet acknowledged
   };
   struct Rank {
     std::string worker;
     bool done = false;
+  };
+  struct Lease {
+    std::string principal, secret_sha256;
+    int64_t until = 0;  // monotonic micros
+    bool live = true;
   };
   struct Placed {
     std::string job_id;
@@ -148,28 +159,37 @@ class Scheduler {
   };
 
   v1::Assignment MakeAssignment(const v1::Job& job, int stage, const v1::Task& task, int rank) const;
-  // The worker `who` names, if the secret and principal match. Locked.
-  absl::StatusOr<Worker*> Authorize(const WorkerCall& who);
+  // The worker `who` names, if the secret and principal match.
+  absl::StatusOr<Worker*> Authorize(const WorkerCall& who) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<v1::HeartbeatResponse> HeartbeatLocked(const WorkerCall& who, const v1::HeartbeatRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Renews `who`'s lease (checking its secret) under lease_mu_ alone.
+  // NOT_FOUND for an unknown or lost worker.
+  absl::Status RenewLease(const WorkerCall& who) ABSL_LOCKS_EXCLUDED(lease_mu_);
   // The placement of this attempt of a task with `rank` on `who`'s worker.
-  absl::StatusOr<Placed*> PlacedRank(const WorkerCall& who, const std::string& task_id, int rank, int attempt);
+  absl::StatusOr<Placed*> PlacedRank(const WorkerCall& who, const std::string& task_id, int rank, int attempt)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A task attempt ended: its unacknowledged assignments and rendezvous keys go.
-  void EndAttempt(const std::string& task_id, const Placed& p);
+  void EndAttempt(const std::string& task_id, const Placed& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records rank `rank`'s success durably; completes the task when it is the last.
-  absl::Status CompleteRank(const std::string& task_id, int rank, const std::string& result_json);
-  void PlaceJob(const v1::Job& job, int64_t now, std::map<std::string, int>& free, int& reserved);
+  absl::Status CompleteRank(const std::string& task_id, int rank, const std::string& result_json)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PlaceJob(const v1::Job& job, int64_t now, std::map<std::string, int>& free, int& reserved)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool PlaceTask(const v1::Job& job, int stage, int index, int64_t now, std::map<std::string, int>& free,
-                 int& reserved, std::string* reason);
-  void ExpireLeases(int64_t now);
+                 int& reserved, std::string* reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExpireLeases(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_LOCKS_EXCLUDED(lease_mu_);
   // Deletes workers lost longer than forget_lost_micros (and their records).
-  void ForgetLostWorkers();
+  void ForgetLostWorkers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_LOCKS_EXCLUDED(lease_mu_);
   absl::Status PersistWorker(const std::string& id, const Worker& w);
-  void PlaceJobs(int64_t now);
-  void FailTask(const std::string& task_id, v1::FailureKind kind, const std::string& error);
-  void FinishCancelled(const std::string& job_id);
-  void Release(Placed& p);
+  void PlaceJobs(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FailTask(const std::string& task_id, v1::FailureKind kind, const std::string& error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishCancelled(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Release(Placed& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A job has ended: drop what the scheduler keeps for it.
-  void Forget(const std::string& job_id);
-  void Wake();
+  void Forget(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Wake() ABSL_LOCKS_EXCLUDED(wake_mu_);
 
   JobManager* jobs_;
   Store* store_;
@@ -177,21 +197,25 @@ class Scheduler {
   SchedulerOptions options_;
   RendezvousStore* rendezvous_;
   std::function<void(const std::string&)> ended_;
-  std::mutex mu_;
-  std::condition_variable assigned_;  // a worker's outbox got work
-  std::map<std::string, Worker> workers_;
-  std::map<std::string, Placed> placed_;          // task id -> placement
-  std::map<std::string, int64_t> not_before_;     // task id -> earliest retry (monotonic micros)
-  std::set<std::string> active_;                  // jobs not finished
-  std::vector<double> decisions_;
-  std::vector<std::pair<std::string, double>> stage_seconds_;
-  std::map<std::string, std::map<std::string, double>> job_metrics_;
-  int64_t next_worker_ = 0;
-  int64_t last_pass_ = 0;  // monotonic micros of the previous RunOnce
+  Mutex mu_;
+  CondVar assigned_;  // a worker's outbox got work
+  std::map<std::string, Worker> workers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Placed> placed_ ABSL_GUARDED_BY(mu_);       // task id -> placement
+  std::map<std::string, int64_t> not_before_ ABSL_GUARDED_BY(mu_);  // task id -> earliest retry (monotonic micros)
+  std::set<std::string> active_ ABSL_GUARDED_BY(mu_);               // jobs not finished
+  std::vector<double> decisions_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, double>> stage_seconds_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<std::string, double>> job_metrics_ ABSL_GUARDED_BY(mu_);
+  int64_t next_worker_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_pass_ ABSL_GUARDED_BY(mu_) = 0;  // monotonic micros of the previous RunOnce
 
-  std::mutex wake_mu_;
-  std::condition_variable wake_;
-  bool dirty_ = false, stop_ = false;
+  Mutex lease_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::map<std::string, Lease> leases_ ABSL_GUARDED_BY(lease_mu_);  // worker id -> its lease
+
+  Mutex wake_mu_;
+  CondVar wake_;
+  bool dirty_ ABSL_GUARDED_BY(wake_mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(wake_mu_) = false;
   std::thread thread_;
 };
 

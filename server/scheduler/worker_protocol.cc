@@ -45,23 +45,45 @@ absl::StatusOr<std::string> NewSecret() {
 
 std::string JobOf(const std::string& task_id) { return task_id.substr(0, task_id.find('/')); }
 
+// OK when `who` holds the secret whose digest is `secret_sha256` and is the
+// principal that registered the worker. Constant-time in the secret.
+absl::Status CheckWorkerSecret(const WorkerCall& who, const std::string& secret_sha256, const std::string& principal) {
+  const std::string hash = Sha256(who.secret);
+  if (secret_sha256.size() != hash.size() || CRYPTO_memcmp(secret_sha256.data(), hash.data(), hash.size()) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat("worker ", who.worker_id, ": wrong worker secret"));
+  }
+  if (principal != who.principal) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("worker ", who.worker_id, " was registered by another principal"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NotRegistered(const WorkerCall& who) {
+  return absl::NotFoundError(absl::StrCat("worker ", who.worker_id, " is not registered; register again"));
+}
+
+absl::Status LostLease(const WorkerCall& who) {
+  return absl::NotFoundError(absl::StrCat("worker ", who.worker_id, " lost its lease; register again"));
+}
+
 }  // namespace
 
 absl::StatusOr<Scheduler::Worker*> Scheduler::Authorize(const WorkerCall& who) {
   auto it = workers_.find(who.worker_id);
-  if (who.worker_id.empty() || it == workers_.end()) {
-    return absl::NotFoundError(absl::StrCat("worker ", who.worker_id, " is not registered; register again"));
-  }
-  const std::string hash = Sha256(who.secret);
-  const std::string& want = it->second.secret_sha256;
-  if (want.size() != hash.size() || CRYPTO_memcmp(want.data(), hash.data(), hash.size()) != 0) {
-    return absl::PermissionDeniedError(absl::StrCat("worker ", who.worker_id, ": wrong worker secret"));
-  }
-  if (it->second.principal != who.principal) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("worker ", who.worker_id, " was registered by another principal"));
-  }
+  if (who.worker_id.empty() || it == workers_.end()) return NotRegistered(who);
+  RETURN_IF_ERROR(CheckWorkerSecret(who, it->second.secret_sha256, it->second.principal));
   return &it->second;
+}
+
+absl::Status Scheduler::RenewLease(const WorkerCall& who) {
+  MutexLock lock(&lease_mu_);
+  auto it = leases_.find(who.worker_id);
+  if (who.worker_id.empty() || it == leases_.end()) return NotRegistered(who);
+  RETURN_IF_ERROR(CheckWorkerSecret(who, it->second.secret_sha256, it->second.principal));
+  if (!it->second.live) return LostLease(who);
+  it->second.until = std::max(it->second.until, clock_->NowMicros() + options_.lease_micros);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Scheduler::Placed*> Scheduler::PlacedRank(const WorkerCall& who, const std::string& task_id, int rank,
@@ -88,7 +110,7 @@ absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::Register(const std::string
   ASSIGN_OR_RETURN(std::string secret, NewSecret());
   std::string id;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     id = absl::StrFormat("w-%x-%d", clock_->WallMicros(), next_worker_++);
     v1::WorkerRecord record;
     *record.mutable_info() = req;
@@ -102,7 +124,10 @@ absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::Register(const std::string
     w.info = req;
     w.principal = principal;
     w.secret_sha256 = record.secret_sha256();
-    w.lease_until = clock_->NowMicros() + options_.lease_micros;
+    {
+      MutexLock leases(&lease_mu_);
+      leases_[id] = Lease{principal, w.secret_sha256, clock_->NowMicros() + options_.lease_micros, true};
+    }
     workers_[id] = std::move(w);
   }
   log::Info(absl::StrCat("scheduler: worker ", id, " (", req.name(), ", ", req.slots(), " slots, ",
@@ -117,12 +142,26 @@ absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::Register(const std::string
 
 absl::StatusOr<v1::HeartbeatResponse> Scheduler::Heartbeat(const WorkerCall& who, const v1::HeartbeatRequest& req) {
   if (req.running_size() > 100000) return absl::InvalidArgumentError("running: too many entries");
-  std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(Worker * w, Authorize(who));
-  if (!w->live) {
-    return absl::NotFoundError(absl::StrCat("worker ", who.worker_id, " lost its lease; register again"));
+  // The lease first, under its own lock: a store write holding mu_ delays the
+  // answer below but cannot make a live worker miss its lease.
+  RETURN_IF_ERROR(RenewLease(who));
+  // The rest (acknowledgements, stops, cancels, draining) needs mu_. When a
+  // store write holds it up, the answer carries the renewed lease alone and
+  // the next heartbeat brings the rest.
+  if (!mu_.TryLockFor(absl::Milliseconds(kHeartbeatLockWaitMs))) {
+    v1::HeartbeatResponse r;
+    r.set_lease_micros(options_.lease_micros);
+    return r;
   }
-  w->lease_until = clock_->NowMicros() + options_.lease_micros;
+  absl::StatusOr<v1::HeartbeatResponse> r = HeartbeatLocked(who, req);
+  mu_.Unlock();
+  return r;
+}
+
+absl::StatusOr<v1::HeartbeatResponse> Scheduler::HeartbeatLocked(const WorkerCall& who,
+                                                                 const v1::HeartbeatRequest& req) {
+  ASSIGN_OR_RETURN(Worker * w, Authorize(who));
+  if (!w->live) return LostLease(who);
   if (req.draining() && !w->draining) {
     w->draining = true;
     log::Info(absl::StrCat("scheduler: worker ", who.worker_id, " (", w->info.name(), ") is draining"));
@@ -150,14 +189,14 @@ absl::StatusOr<v1::HeartbeatResponse> Scheduler::Heartbeat(const WorkerCall& who
 }
 
 absl::StatusOr<std::vector<v1::Assignment>> Scheduler::Poll(const WorkerCall& who, int64_t wait_micros) {
-  std::unique_lock<std::mutex> lock(mu_);
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::microseconds(std::clamp<int64_t>(wait_micros, 0, 30'000'000));
+  RETURN_IF_ERROR(RenewLease(who));
+  MutexLock lock(&mu_);
+  const absl::Time deadline = absl::Now() + absl::Microseconds(std::clamp<int64_t>(wait_micros, 0, 30'000'000));
   for (;;) {
     ASSIGN_OR_RETURN(Worker * w, Authorize(who));
-    if (!w->live) return absl::NotFoundError(absl::StrCat("worker ", who.worker_id, " lost its lease; register again"));
+    if (!w->live) return LostLease(who);
+    RETURN_IF_ERROR(RenewLease(who));
     const int64_t now = clock_->NowMicros();
-    w->lease_until = std::max(w->lease_until, now + options_.lease_micros);
     std::vector<v1::Assignment> out;
     int64_t next_due = INT64_MAX;
     for (auto& [key, u] : w->unacked) {
@@ -169,28 +208,23 @@ absl::StatusOr<std::vector<v1::Assignment>> Scheduler::Poll(const WorkerCall& wh
     }
     if (!out.empty()) return out;
     {
-      std::lock_guard<std::mutex> wl(wake_mu_);
+      MutexLock wl(&wake_mu_);
       if (stop_) return out;
     }
-    auto until = deadline;
-    if (next_due != INT64_MAX) {
-      until = std::min(until, std::chrono::steady_clock::now() + std::chrono::microseconds(std::max<int64_t>(
-                                                                      1000, next_due - now)));
-    }
-    if (assigned_.wait_until(lock, until) == std::cv_status::timeout && std::chrono::steady_clock::now() >= deadline) {
-      return std::vector<v1::Assignment>();
-    }
+    absl::Time until = deadline;
+    if (next_due != INT64_MAX) until = std::min(until, absl::Now() + absl::Microseconds(std::max<int64_t>(1000, next_due - now)));
+    if (assigned_.WaitWithDeadline(&mu_, until) && absl::Now() >= deadline) return std::vector<v1::Assignment>();
   }
 }
 
 absl::StatusOr<bool> Scheduler::Progress(const WorkerCall& who, const v1::ReportProgressRequest& req) {
-  std::lock_guard<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(RenewLease(who));
+  MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Worker * w, Authorize(who));
   ASSIGN_OR_RETURN(Placed * placed, PlacedRank(who, req.task_id(), req.rank(), req.attempt()));
   Placed& p = *placed;
   w->unacked.erase(absl::StrCat(req.task_id(), "#", req.rank()));
   if (p.cancelling) return true;
-  w->lease_until = clock_->NowMicros() + options_.lease_micros;
   const bool first = !p.running;
   if (req.rank() != 0 && !first) return false;  // rank 0 speaks for the task
   p.running = true;
@@ -219,7 +253,7 @@ absl::Status Scheduler::Complete(const WorkerCall& who, const v1::CompleteTaskRe
     }
   }
   if (req.error().size() > 64 * 1024) return absl::InvalidArgumentError("error: longer than 64 KiB");
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Worker * w, Authorize(who));
   absl::StatusOr<Placed*> placed = PlacedRank(who, req.task_id(), req.rank(), req.attempt());
   if (!placed.ok()) {
@@ -304,7 +338,7 @@ absl::Status Scheduler::CompleteRank(const std::string& task_id, int rank, const
 }
 
 absl::Status Scheduler::CheckRendezvous(const WorkerCall& who, const std::string& task_id, int attempt) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Authorize(who).status());
   auto it = placed_.find(task_id);
   if (it == placed_.end() || it->second.attempt != attempt) {

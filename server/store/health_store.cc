@@ -1,10 +1,9 @@
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "common/mutex.h"
 #include "common/log.h"
 #include "server/store/store.h"
 
@@ -17,10 +16,10 @@ class HealthStore : public Store {
       : inner_(std::move(inner)), on_health_(std::move(on_health)), probe_ms_(probe_ms) {}
   ~HealthStore() override {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       stop_ = true;
     }
-    cv_.notify_all();
+    cv_.SignalAll();
     if (prober_.joinable()) prober_.join();
   }
 
@@ -57,12 +56,12 @@ class HealthStore : public Store {
 
  private:
   std::string last_error() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return error_;
   }
 
   void MarkUnhealthy(const absl::Status& s) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     error_ = std::string(s.message());
     if (!healthy_.exchange(false)) return;
     log::Error(absl::StrCat("store: a write failed (", s.message(), "); NOT_SERVING until the disk recovers"));
@@ -72,13 +71,13 @@ class HealthStore : public Store {
   }
 
   void Probe() {
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     while (!stop_) {
-      cv_.wait_for(lock, std::chrono::milliseconds(probe_ms_));
+      cv_.WaitWithTimeout(&mu_, absl::Milliseconds(probe_ms_));
       if (stop_) return;
-      lock.unlock();
+      mu_.Unlock();
       absl::Status s = inner_->Recover();
-      lock.lock();
+      mu_.Lock();
       if (s.ok()) {
         log::Info("store: writes work again; SERVING");
         healthy_.store(true);
@@ -93,10 +92,10 @@ class HealthStore : public Store {
   std::function<void(bool)> on_health_;
   const int64_t probe_ms_;
   std::atomic<bool> healthy_{true};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::string error_;
+  Mutex mu_;
+  CondVar cv_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::string error_ ABSL_GUARDED_BY(mu_);
   std::thread prober_;
 };
 

@@ -1,7 +1,8 @@
 // The in-memory Store for unit tests: the same semantics, no durability.
 #include <map>
 #include <set>
-#include <mutex>
+#include "absl/base/thread_annotations.h"
+#include "common/mutex.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -13,7 +14,7 @@ namespace {
 class MemoryStore : public Store {
  public:
   absl::Status Write(const StoreBatch& b) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (const std::string& id : b.delete_jobs) {
       auto it = jobs_.find(id);
       if (it != jobs_.end()) {
@@ -37,17 +38,17 @@ class MemoryStore : public Store {
     return absl::OkStatus();
   }
   absl::StatusOr<std::optional<v1::Job>> GetJob(const std::string& id) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = jobs_.find(id);
     return it == jobs_.end() ? std::optional<v1::Job>() : std::optional<v1::Job>(it->second);
   }
   absl::StatusOr<std::optional<std::string>> GetKey(const std::string& key) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = keys_.find(key);
     return it == keys_.end() ? std::optional<std::string>() : std::optional<std::string>(it->second);
   }
   absl::StatusOr<std::vector<v1::Event>> Events(const std::string& job, int64_t after, int limit) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     std::vector<v1::Event> out;
     auto it = events_.find(job);
     if (it == events_.end()) return out;
@@ -57,7 +58,7 @@ class MemoryStore : public Store {
     return out;
   }
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Workers() override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return std::vector<std::pair<std::string, std::string>>(workers_.begin(), workers_.end());
   }
   absl::Status ScanJobsOf(const std::string& owner, const std::string& after,
@@ -71,7 +72,7 @@ class MemoryStore : public Store {
   absl::Status ScanJobs(const std::string& after, const std::function<bool(const v1::Job&)>& fn) override {
     std::vector<v1::Job> snapshot;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       auto end = after.empty() ? jobs_.end() : jobs_.lower_bound(after);
       for (auto it = std::make_reverse_iterator(end); it != jobs_.rend(); ++it) snapshot.push_back(it->second);
     }
@@ -86,7 +87,7 @@ class MemoryStore : public Store {
                          const std::function<bool(const v1::Job&)>& fn) {
     std::vector<v1::Job> snapshot;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       auto end = after.empty() ? index_.lower_bound(prefix + "\xff") : index_.lower_bound(prefix + after);
       for (auto it = std::make_reverse_iterator(end); it != index_.rend() && it->rfind(prefix, 0) == 0; ++it) {
         auto j = jobs_.find(it->substr(prefix.size()));
@@ -99,12 +100,12 @@ class MemoryStore : public Store {
     return absl::OkStatus();
   }
 
-  std::mutex mu_;
-  std::set<std::string> index_;
-  std::map<std::string, v1::Job> jobs_;
-  std::map<std::string, std::map<int64_t, v1::Event>> events_;
-  std::map<std::string, std::string> keys_;
-  std::map<std::string, std::string> workers_;
+  Mutex mu_;
+  std::set<std::string> index_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, v1::Job> jobs_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<int64_t, v1::Event>> events_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> keys_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> workers_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

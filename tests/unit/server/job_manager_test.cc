@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <future>
 #include <thread>
 
 #include "common/file_util.h"
+#include "testing/gated_store.h"
 
 namespace topiary::server {
 namespace {
@@ -245,6 +247,43 @@ TEST_F(JobManagerTest, InvalidSpecsAreRefusedWithTheFieldPath) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(r.status().message().rfind("spec.teacher.path", 0), 0u) << r.status();
   EXPECT_TRUE(jobs_->List(admin_, {})->jobs.empty());  // nothing was stored
+}
+
+// A job's transition syncs under that job's lock only: while one write is
+// stuck (a slow fsync), reads, lists, creates, watches and other jobs'
+// transitions all go on.
+TEST_F(JobManagerTest, ASlowSyncOfOneJobHoldsUpNothingElse) {
+  testing::GatedStore gated(MakeMemoryStore());
+  JobManagerOptions o;
+  o.storage_roots = {root_};
+  JobManager jobs(&gated, &clock_, o);
+  ASSERT_TRUE(jobs.Recover().ok());
+  const std::string a = jobs.Create(alice_, Spec("a"), "")->id();
+  const std::string b = jobs.Create(alice_, Spec("b"), "")->id();
+  auto touch = [](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
+    j.set_waiting_reason("touched");
+    return std::vector<v1::Event>();
+  };
+  gated.Hold(a);
+  std::thread slow([&] { EXPECT_TRUE(jobs.Update(a, touch).ok()); });
+  const bool blocked = gated.WaitUntilBlocked(std::chrono::seconds(5));
+  auto others = std::async(std::launch::async, [&] {
+    EXPECT_TRUE(jobs.Get(alice_, a).ok());
+    EXPECT_TRUE(jobs.List(alice_, {}).ok());
+    EXPECT_TRUE(jobs.Create(bob_, Spec("c"), "").ok());
+    EXPECT_TRUE(jobs.Update(b, touch).ok());
+    EXPECT_TRUE(jobs.WaitEvents(alice_, b, 0, 0).ok());
+    EXPECT_TRUE(jobs.Cancel(alice_, b).ok());
+    EXPECT_TRUE(jobs.OpenWatch(alice_).ok());
+    EXPECT_EQ(jobs.CountByState()[v1::JOB_CANCELLED], 1);
+  });
+  const bool went_on = others.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  gated.Release();
+  slow.join();
+  others.wait();
+  EXPECT_TRUE(blocked);
+  EXPECT_TRUE(went_on) << "a call waited for another job's store write";
+  EXPECT_EQ(jobs.Get(alice_, a)->waiting_reason(), "touched");
 }
 
 }  // namespace

@@ -7,9 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <future>
 #include <thread>
 
 #include "common/file_util.h"
+#include "testing/gated_store.h"
 
 namespace topiary::server {
 namespace {
@@ -18,7 +20,9 @@ class SchedulerUnitTest : public ::testing::Test {
  protected:
   void SetUp() override {
     root_ = *MakeTempDir("topiary-sched-unit");
-    store_ = MakeMemoryStore();
+    auto gated = std::make_unique<testing::GatedStore>(MakeMemoryStore());
+    gate_ = gated.get();
+    store_ = std::move(gated);
     JobManagerOptions o;
     o.storage_roots = {root_};
     jobs_ = std::make_unique<JobManager>(store_.get(), &clock_, o);
@@ -89,6 +93,7 @@ class SchedulerUnitTest : public ::testing::Test {
   FakeClock clock_;
   SchedulerOptions options_;
   std::unique_ptr<Store> store_;
+  testing::GatedStore* gate_ = nullptr;  // store_: holds up one job's writes when asked
   std::unique_ptr<JobManager> jobs_;
   RendezvousStore rendezvous_;
   std::unique_ptr<Scheduler> sched_;
@@ -409,6 +414,50 @@ TEST_F(SchedulerUnitTest, AStallOfTheCoordinatorLosesNoWorker) {
   EXPECT_TRUE(sched_->Heartbeat(w, {}).ok());
   Pass(1'500'000);  // but a worker that is really silent is still lost
   EXPECT_EQ(sched_->TakeStats().workers_lost, 1);
+}
+
+// A store write stuck under the scheduler's lock (a slow fsync of a first
+// progress report) holds up no other worker's heartbeat: each is answered,
+// its lease renewed, and no worker is lost when the write completes.
+TEST_F(SchedulerUnitTest, ASlowSyncHoldsUpNoHeartbeatAndLosesNoLease) {
+  const std::string id = Submit();
+  const WorkerCall a = Register("a");
+  const WorkerCall b = Register("b");
+  sched_->RunOnce();
+  auto on_a = sched_->Poll(a, 0);
+  auto on_b = sched_->Poll(b, 0);
+  ASSERT_TRUE(on_a.ok() && on_b.ok());
+  ASSERT_EQ(on_a->size() + on_b->size(), 1u);
+  const bool runs_on_a = on_a->size() == 1;
+  const WorkerCall runner = runs_on_a ? a : b;
+  const WorkerCall other = runs_on_a ? b : a;
+  const v1::Assignment task = runs_on_a ? (*on_a)[0] : (*on_b)[0];
+  gate_->Hold(id);
+  std::thread slow([&] {
+    v1::ReportProgressRequest p;
+    p.set_task_id(task.task_id());
+    p.set_rank(task.rank());
+    p.set_attempt(task.attempt());
+    EXPECT_TRUE(sched_->Progress(runner, p).ok());  // the transition to RUNNING is synced
+  });
+  const bool blocked = gate_->WaitUntilBlocked(std::chrono::seconds(5));
+  int answered = 0;
+  std::vector<std::future<absl::StatusOr<v1::HeartbeatResponse>>> beats;  // outlive the gate
+  for (int i = 0; i < 4; ++i) {  // two leases pass while the write is stuck
+    clock_.AdvanceMicros(500'000);
+    beats.push_back(std::async(std::launch::async, [&] { return sched_->Heartbeat(other, {}); }));
+    if (beats.back().wait_for(std::chrono::seconds(5)) != std::future_status::ready) break;
+    answered += beats.back().get().ok() ? 1 : 0;
+  }
+  gate_->Release();
+  slow.join();
+  beats.clear();
+  EXPECT_TRUE(blocked);
+  EXPECT_EQ(answered, 4) << "a heartbeat waited for the store write";
+  EXPECT_TRUE(sched_->Heartbeat(runner, Running({task})).ok());
+  sched_->RunOnce();
+  EXPECT_EQ(sched_->TakeStats().workers_live, 2);
+  EXPECT_EQ(Get(id).stages(0).tasks(0).state(), v1::TASK_RUNNING);
 }
 
 // A worker that says it is draining gets nothing new.

@@ -69,6 +69,19 @@ TEST_F(SpecTest, ParseErrorsNameThePath) {
   EXPECT_NE(ParseJobSpec("priority: high\n").status().message().find("priority"), std::string::npos);
 }
 
+// Found by tests/fuzz/spec_fuzz: bytes that are not UTF-8 threw from the JSON
+// rendering and took the process down.
+TEST_F(SpecTest, TextThatIsNotUtf8IsRefusedNotACrash) {
+  EXPECT_EQ(ParseJobSpec("name: \xff\xfe\n").status().message(), "spec: not valid UTF-8 (byte 6)");
+  EXPECT_EQ(ParseJobSpec("name: \"\\ud800\"\n").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseJobSpec("name: \xc3\xa9t\xc3\xa9\n").status().code(), absl::StatusCode::kOk);  // "été"
+  EXPECT_EQ(ParseJobSpec(std::string(70, '[')).status().message(), "spec: nested deeper than 64 levels");
+  std::string aliases = "stages: [&e {evaluate: {perplexity: true}}";  // 600 KB naming 150,000 stages
+  for (int i = 0; i < 150000; ++i) aliases += ", *e";
+  aliases += "]\n";
+  EXPECT_NE(ParseJobSpec(aliases).status().message().find("values"), std::string::npos);
+}
+
 TEST_F(SpecTest, ValidationNamesTheField) {
   auto msg = [&](const std::string& from, const std::string& to) {
     std::string y = Spec();

@@ -4,8 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/compress/importance/scores_parse.h"
 
 namespace topiary::compress {
 namespace {
@@ -23,32 +24,8 @@ json Matrix(const at::Tensor& t) {
   return out;
 }
 
-// Reads a numeric list (1-D) or list of lists (2-D) of the expected shape.
-absl::StatusOr<at::Tensor> ReadMatrix(const json& j, const char* field, std::vector<int64_t> shape) {
-  auto bad = [&](absl::string_view what) {
-    return absl::InvalidArgumentError(absl::StrCat("scores.json: ", field, ": ", what));
-  };
-  if (!j.is_array()) return bad("must be a list");
-  std::vector<double> flat;
-  if (shape.size() == 1) {
-    if (static_cast<int64_t>(j.size()) != shape[0]) return bad(absl::StrCat("has ", j.size(), " entries, the model needs ", shape[0]));
-    for (const auto& v : j) {
-      if (!v.is_number()) return bad("entries must be numbers");
-      flat.push_back(v.get<double>());
-    }
-  } else {
-    if (static_cast<int64_t>(j.size()) != shape[0]) return bad(absl::StrCat("has ", j.size(), " rows, the model needs ", shape[0]));
-    for (const auto& row : j) {
-      if (!row.is_array() || static_cast<int64_t>(row.size()) != shape[1]) {
-        return bad(absl::StrCat("every row must have ", shape[1], " entries"));
-      }
-      for (const auto& v : row) {
-        if (!v.is_number()) return bad("entries must be numbers");
-        flat.push_back(v.get<double>());
-      }
-    }
-  }
-  return at::tensor(flat, at::kDouble).view(shape).clone();
+at::Tensor ToTensor(const std::vector<double>& v, std::vector<int64_t> shape) {
+  return at::tensor(v, at::kDouble).view(shape).clone();
 }
 
 }  // namespace
@@ -74,46 +51,17 @@ std::string ScoresToJson(const model::ModelConfig& c, const ImportanceResult& r,
 }
 
 absl::StatusOr<Scores> ScoresFromJson(const std::string& text, const model::ModelConfig& c) {
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("scores.json: not a JSON object");
-  if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int>() != kScoresVersion) {
-    return absl::InvalidArgumentError(absl::StrCat("scores.json: version must be ", kScoresVersion));
-  }
-  if (!j.contains("width") || !j["width"].is_object()) return absl::InvalidArgumentError("scores.json: width: missing");
-  const json& w = j["width"];
-  const int64_t L = c.num_hidden_layers;
+  const ScoresShape shape{c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size,
+                          c.hidden_size};
+  ASSIGN_OR_RETURN(ParsedScores p, ParseScoresJson(text, shape));
   Scores s;
-  auto read = [&](const char* key, std::vector<int64_t> shape, at::Tensor* out) -> absl::Status {
-    if (!w.contains(key)) return absl::OkStatus();  // optional: only needed for that axis
-    auto m = ReadMatrix(w[key], (std::string("width.") + key).c_str(), shape);
-    if (!m.ok()) return m.status();
-    *out = *m;
-    return absl::OkStatus();
-  };
-  if (auto st = read("heads", {L, c.num_attention_heads}, &s.heads); !st.ok()) return st;
-  if (auto st = read("kv_groups", {L, c.num_key_value_heads}, &s.kv_groups); !st.ok()) return st;
-  if (auto st = read("neurons", {L, c.intermediate_size}, &s.neurons); !st.ok()) return st;
-  if (auto st = read("channels", {c.hidden_size}, &s.channels); !st.ok()) return st;
-  if (j.contains("depth") && j["depth"].is_object()) {
-    const json& windows = j["depth"].contains("angular_distance_windows") ? j["depth"]["angular_distance_windows"]
-                                                                            : json();
-    if (windows.is_object()) {  // {"n": [distance of the window of n blocks starting at each layer]}
-      for (auto it = windows.begin(); it != windows.end(); ++it) {
-        int64_t n = 0;
-        if (!absl::SimpleAtoi(it.key(), &n) || n < 1 || n > L || !it.value().is_array()) continue;
-        auto m = ReadMatrix(it.value(), "depth.angular_distance_windows", {L - n + 1});
-        if (!m.ok()) return m.status();
-        s.angular_windows[n] = std::vector<double>(m->data_ptr<double>(), m->data_ptr<double>() + (L - n + 1));
-      }
-    }
-    for (auto it = j["depth"].begin(); it != j["depth"].end(); ++it) {
-      if (!it.value().is_array()) continue;  // angular_distance_windows is an object
-      auto m = ReadMatrix(it.value(), ("depth." + it.key()).c_str(), {L});
-      if (!m.ok()) return m.status();
-      std::vector<double> v(m->data_ptr<double>(), m->data_ptr<double>() + L);
-      s.depth[it.key()] = v;
-    }
-  }
+  const int64_t L = c.num_hidden_layers;
+  if (p.heads) s.heads = ToTensor(*p.heads, {L, shape.heads});
+  if (p.kv_groups) s.kv_groups = ToTensor(*p.kv_groups, {L, shape.kv_groups});
+  if (p.neurons) s.neurons = ToTensor(*p.neurons, {L, shape.neurons});
+  if (p.channels) s.channels = ToTensor(*p.channels, {shape.channels});
+  s.depth = std::move(p.depth);
+  s.angular_windows = std::move(p.angular_windows);
   return s;
 }
 
