@@ -12,14 +12,6 @@
 
 namespace topiary::cli {
 
-int CommandRegistry::RunSelected() const {
-  for (const auto& [app, run] : commands_) {
-    if (app->parsed()) return run();
-  }
-  std::fprintf(stderr, "topiary: no command given (see topiary --help)\n");
-  return 2;
-}
-
 void RegisterAll(CLI::App& app, CommandRegistry& registry) {
   CLI::App* version = app.add_subcommand("version", "print the version");
   registry.Add(version, [] {

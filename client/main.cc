@@ -1,5 +1,6 @@
-// topiary: the command line. Local commands run compute in this process;
-// API commands talk to a coordinator over gRPC. Exit codes: 0 success,
+// topiary-compute: every command of `topiary`, compute in this process (the
+// `topiary` front execs it for the commands in client/compute_commands.h;
+// it also answers the API commands, which talk to a coordinator over gRPC). Exit codes: 0 success,
 // 1 the operation failed, 2 bad usage or input; API commands also 3 (the
 // coordinator unreachable), 4 (authentication or permission refused), 5 (the
 // watched job failed), 6 (the watched job was cancelled).

@@ -105,13 +105,6 @@ const std::vector<std::string>& TokenizerFiles() {
   return kFiles;
 }
 
-absl::StatusOr<ModelConfig> LoadConfig(const std::string& dir) {
-  ASSIGN_OR_RETURN(std::string text, ReadFileToString(dir + "/config.json", 16 << 20));
-  auto config = ParseConfigJson(text);
-  if (!config.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, "/", config.status().message()));
-  return config;
-}
-
 absl::StatusOr<LlamaModel> MapCheckpoint(const std::string& dir) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadConfig(dir));
   ASSIGN_OR_RETURN(OpenShards opened, OpenAllShards(dir));

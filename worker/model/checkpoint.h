@@ -21,9 +21,6 @@
 
 namespace topiary::model {
 
-// Reads and validates <dir>/config.json.
-absl::StatusOr<ModelConfig> LoadConfig(const std::string& dir);
-
 // Loads a model with weights converted to `dtype` (kFloat or kBFloat16).
 absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType dtype);
 

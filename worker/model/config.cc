@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 
 namespace topiary::model {
@@ -288,6 +289,13 @@ ParamCounts CountParams(const ModelConfig& c) {
     }
   }
   return p;
+}
+
+absl::StatusOr<ModelConfig> LoadConfig(const std::string& dir) {
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(dir + "/config.json", 16 << 20));
+  auto config = ParseConfigJson(text);
+  if (!config.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, "/", config.status().message()));
+  return config;
 }
 
 }  // namespace topiary::model

@@ -72,6 +72,9 @@ struct ModelConfig {
 // contradictory fields with INVALID_ARGUMENT naming the field.
 absl::StatusOr<ModelConfig> ParseConfigJson(absl::string_view json_text);
 
+// Reads and validates <dir>/config.json (at most 16 MiB).
+absl::StatusOr<ModelConfig> LoadConfig(const std::string& dir);
+
 // Checks internal consistency (positive sizes, heads divisible by groups,
 // per-layer lists of the right length).
 absl::Status ValidateConfig(const ModelConfig& config);
