@@ -118,35 +118,17 @@ class SchedulerSeries : public prometheus::Collectable {
   mutable std::map<std::string, std::unique_ptr<prometheus::Histogram>> stages_ ABSL_GUARDED_BY(mu_);
 };
 
-class TimedStore : public Store {
+class TimedStore : public ForwardingStore {
  public:
-  TimedStore(std::unique_ptr<Store> inner, CoordinatorMetrics* m) : inner_(std::move(inner)), metrics_(m) {}
+  TimedStore(std::unique_ptr<Store> inner, CoordinatorMetrics* m) : ForwardingStore(std::move(inner)), metrics_(m) {}
   absl::Status Write(const StoreBatch& b) override {
     const auto t0 = std::chrono::steady_clock::now();
-    absl::Status s = inner_->Write(b);
+    absl::Status s = inner().Write(b);
     metrics_->ObserveStoreWrite(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return s;
   }
-  absl::StatusOr<std::optional<v1::Job>> GetJob(const std::string& id) override { return inner_->GetJob(id); }
-  absl::StatusOr<std::optional<std::string>> GetKey(const std::string& k) override { return inner_->GetKey(k); }
-  absl::StatusOr<std::vector<v1::Event>> Events(const std::string& job, int64_t after, int limit) override {
-    return inner_->Events(job, after, limit);
-  }
-  absl::Status ScanJobs(const std::string& after, const std::function<bool(const v1::Job&)>& fn) override {
-    return inner_->ScanJobs(after, fn);
-  }
-  absl::Status ScanJobsOf(const std::string& owner, const std::string& after,
-                          const std::function<bool(const v1::Job&)>& fn) override {
-    return inner_->ScanJobsOf(owner, after, fn);
-  }
-  absl::Status ScanJobsIn(v1::JobState state, const std::string& after,
-                          const std::function<bool(const v1::Job&)>& fn) override {
-    return inner_->ScanJobsIn(state, after, fn);
-  }
-  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Workers() override { return inner_->Workers(); }
 
  private:
-  std::unique_ptr<Store> inner_;
   CoordinatorMetrics* metrics_;
 };
 

@@ -10,10 +10,10 @@
 namespace topiary::server {
 namespace {
 
-class HealthStore : public Store {
+class HealthStore : public ForwardingStore {
  public:
   HealthStore(std::unique_ptr<Store> inner, std::function<void(bool)> on_health, int64_t probe_ms)
-      : inner_(std::move(inner)), on_health_(std::move(on_health)), probe_ms_(probe_ms) {}
+      : ForwardingStore(std::move(inner)), on_health_(std::move(on_health)), probe_ms_(probe_ms) {}
   ~HealthStore() override {
     {
       MutexLock lock(&mu_);
@@ -28,31 +28,13 @@ class HealthStore : public Store {
       return absl::UnavailableError(absl::StrCat("store: writes are failing (", last_error(),
                                                  "); nothing was changed, try again later"));
     }
-    absl::Status s = inner_->Write(b);
+    absl::Status s = inner().Write(b);
     if (!s.ok() && (absl::IsUnavailable(s) || absl::IsInternal(s))) {
       MarkUnhealthy(s);
       return absl::UnavailableError(absl::StrCat(s.message(), "; nothing was changed, try again later"));
     }
     return s;
   }
-  absl::StatusOr<std::optional<v1::Job>> GetJob(const std::string& id) override { return inner_->GetJob(id); }
-  absl::StatusOr<std::optional<std::string>> GetKey(const std::string& k) override { return inner_->GetKey(k); }
-  absl::StatusOr<std::vector<v1::Event>> Events(const std::string& job, int64_t after, int limit) override {
-    return inner_->Events(job, after, limit);
-  }
-  absl::Status ScanJobs(const std::string& after, const std::function<bool(const v1::Job&)>& fn) override {
-    return inner_->ScanJobs(after, fn);
-  }
-  absl::Status ScanJobsOf(const std::string& owner, const std::string& after,
-                          const std::function<bool(const v1::Job&)>& fn) override {
-    return inner_->ScanJobsOf(owner, after, fn);
-  }
-  absl::Status ScanJobsIn(v1::JobState state, const std::string& after,
-                          const std::function<bool(const v1::Job&)>& fn) override {
-    return inner_->ScanJobsIn(state, after, fn);
-  }
-  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Workers() override { return inner_->Workers(); }
-  absl::Status Recover() override { return inner_->Recover(); }
 
  private:
   std::string last_error() {
@@ -76,7 +58,7 @@ class HealthStore : public Store {
       cv_.WaitWithTimeout(&mu_, absl::Milliseconds(probe_ms_));
       if (stop_) return;
       mu_.Unlock();
-      absl::Status s = inner_->Recover();
+      absl::Status s = inner().Recover();
       mu_.Lock();
       if (s.ok()) {
         log::Info("store: writes work again; SERVING");
@@ -88,7 +70,6 @@ class HealthStore : public Store {
     }
   }
 
-  std::unique_ptr<Store> inner_;
   std::function<void(bool)> on_health_;
   const int64_t probe_ms_;
   std::atomic<bool> healthy_{true};

@@ -58,6 +58,38 @@ class Store {
   virtual absl::Status Recover() { return absl::OkStatus(); }
 };
 
+// A store that passes every call to another: decorators (health, write
+// timing, tests' gates) derive from it and override what they change.
+class ForwardingStore : public Store {
+ public:
+  explicit ForwardingStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
+  absl::Status Write(const StoreBatch& b) override { return inner_->Write(b); }
+  absl::StatusOr<std::optional<v1::Job>> GetJob(const std::string& id) override { return inner_->GetJob(id); }
+  absl::StatusOr<std::optional<std::string>> GetKey(const std::string& k) override { return inner_->GetKey(k); }
+  absl::StatusOr<std::vector<v1::Event>> Events(const std::string& job, int64_t after, int limit) override {
+    return inner_->Events(job, after, limit);
+  }
+  absl::Status ScanJobs(const std::string& after, const std::function<bool(const v1::Job&)>& fn) override {
+    return inner_->ScanJobs(after, fn);
+  }
+  absl::Status ScanJobsOf(const std::string& owner, const std::string& after,
+                          const std::function<bool(const v1::Job&)>& fn) override {
+    return inner_->ScanJobsOf(owner, after, fn);
+  }
+  absl::Status ScanJobsIn(v1::JobState state, const std::string& after,
+                          const std::function<bool(const v1::Job&)>& fn) override {
+    return inner_->ScanJobsIn(state, after, fn);
+  }
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Workers() override { return inner_->Workers(); }
+  absl::Status Recover() override { return inner_->Recover(); }
+
+ protected:
+  Store& inner() { return *inner_; }
+
+ private:
+  std::unique_ptr<Store> inner_;
+};
+
 // Write failures of `store` make it unhealthy: that write and every later
 // one answer UNAVAILABLE at once (nothing half-written is acknowledged), and
 // `on_health(false)` is called; a thread then tries Store::Recover every

@@ -12,9 +12,9 @@
 
 namespace topiary::server::testing {
 
-class GatedStore : public Store {
+class GatedStore : public ForwardingStore {
  public:
-  explicit GatedStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
+  explicit GatedStore(std::unique_ptr<Store> inner) : ForwardingStore(std::move(inner)) {}
 
   // From now on, a write whose batch puts job `id` waits until Release().
   void Hold(const std::string& id) {
@@ -48,28 +48,10 @@ class GatedStore : public Store {
         --blocked_;
       }
     }
-    return inner_->Write(b);
+    return inner().Write(b);
   }
-  absl::StatusOr<std::optional<v1::Job>> GetJob(const std::string& id) override { return inner_->GetJob(id); }
-  absl::StatusOr<std::optional<std::string>> GetKey(const std::string& k) override { return inner_->GetKey(k); }
-  absl::StatusOr<std::vector<v1::Event>> Events(const std::string& job, int64_t after, int limit) override {
-    return inner_->Events(job, after, limit);
-  }
-  absl::Status ScanJobs(const std::string& after, const std::function<bool(const v1::Job&)>& fn) override {
-    return inner_->ScanJobs(after, fn);
-  }
-  absl::Status ScanJobsOf(const std::string& owner, const std::string& after,
-                          const std::function<bool(const v1::Job&)>& fn) override {
-    return inner_->ScanJobsOf(owner, after, fn);
-  }
-  absl::Status ScanJobsIn(v1::JobState state, const std::string& after,
-                          const std::function<bool(const v1::Job&)>& fn) override {
-    return inner_->ScanJobsIn(state, after, fn);
-  }
-  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Workers() override { return inner_->Workers(); }
 
  private:
-  std::unique_ptr<Store> inner_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::string held_;
