@@ -5,10 +5,15 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 #include <vector>
+
+#include "worker/model/checkpoint.h"
 
 extern char** environ;
 
@@ -68,6 +73,82 @@ model::ModelConfig BenchShape(const std::string& name) {
   c.head_dim = c.hidden_size / c.num_attention_heads;
   c.max_position_embeddings = 4096;
   return c;
+}
+
+model::ModelConfig LlamaShape(const std::string& name) {
+  model::ModelConfig c;
+  c.family = model::Family::kLlama;
+  c.vocab_size = 128256, c.num_key_value_heads = 8, c.head_dim = 128, c.rope_theta = 500000;
+  c.max_position_embeddings = 131072, c.rms_norm_eps = 1e-5, c.torch_dtype = "bfloat16";
+  if (name == "llama-3.1-8b") {
+    c.hidden_size = 4096, c.intermediate_size = 14336, c.num_hidden_layers = 32, c.num_attention_heads = 32;
+  } else {  // llama-3.2-1b
+    c.hidden_size = 2048, c.intermediate_size = 8192, c.num_hidden_layers = 16, c.num_attention_heads = 32;
+    c.head_dim = 64, c.tie_word_embeddings = true;
+  }
+  return c;
+}
+
+absl::Status WriteRandomCheckpoint(const model::ModelConfig& c, const std::string& dir, int64_t shard_bytes) {
+  torch::NoGradGuard no_grad;
+  const auto shapes = model::LlamaModel::ExpectedShapes(c);
+  model::SaveOptions so;
+  so.dtype = at::kBFloat16;
+  so.max_shard_bytes = shard_bytes;
+  so.durable = false;
+  so.copy_files_from = std::string(TOPIARY_SOURCE_DIR) + "/models/kjv-llama-8m";
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  return model::SaveCheckpointStreaming(
+      c,
+      [&](size_t i) -> absl::StatusOr<at::Tensor> {
+        const auto& [name, shape] = shapes[i];
+        if (name.find("norm") != std::string::npos) return at::ones(shape, at::kBFloat16);
+        return at::normal(0.0, 0.02, shape, gen, at::TensorOptions().dtype(at::kFloat)).to(at::kBFloat16);
+      },
+      dir, so);
+}
+
+std::string BinDir() {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  const std::string p(buf, n > 0 ? static_cast<size_t>(n) : 0);
+  return p.substr(0, p.rfind('/'));
+}
+
+std::vector<std::string> WeightFiles(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.path().extension() == ".safetensors") out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+int64_t TotalBytes(const std::vector<std::string>& files) {
+  int64_t n = 0;
+  std::error_code ec;
+  for (const auto& f : files) n += static_cast<int64_t>(std::filesystem::file_size(f, ec));
+  return n;
+}
+
+int64_t DirectoryBytes(const std::string& dir) {
+  int64_t n = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec)) {
+    if (e.is_regular_file(ec)) n += static_cast<int64_t>(e.file_size(ec));
+  }
+  return n;
+}
+
+void EvictFromPageCache(const std::vector<std::string>& files) {
+  for (const auto& f : files) {
+    const int fd = ::open(f.c_str(), O_RDONLY);
+    if (fd < 0) continue;
+    ::fdatasync(fd);  // dirty pages cannot be dropped
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  }
 }
 
 ProcessRun RunProcess(const std::vector<std::string>& args) {

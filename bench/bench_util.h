@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "worker/model/config.h"
 
 namespace topiary::bench {
@@ -41,6 +42,30 @@ BenchArgs ParseBenchArgs(int argc, char** argv, BenchArgs defaults);
 // layers) and "100m" (~107M parameters: hidden 1024, MLP 2816, 16 heads
 // over 4 KV groups, 8 layers, vocab 8192).
 model::ModelConfig BenchShape(const std::string& name);
+
+// Real model shapes, for measuring at the sizes users bring: "llama-3.2-1b"
+// (1.24B parameters, tied embeddings) and "llama-3.1-8b" (8.03B: hidden 4096,
+// MLP 14336, 32 layers, 32 heads over 8 KV groups, vocab 128256), bf16.
+model::ModelConfig LlamaShape(const std::string& name);
+
+// Writes a checkpoint of `config` with random weights (normal(0, 0.02), norms
+// 1) in bf16, one tensor at a time, in shards of at most `shard_bytes`, with
+// the bundled model's tokenizer. Never committed: made by the benches that
+// need it.
+absl::Status WriteRandomCheckpoint(const model::ModelConfig& config, const std::string& dir,
+                                   int64_t shard_bytes = 4'500'000'000);
+
+// The directory of this benchmark's binary (where the built tools are).
+std::string BinDir();
+
+// The *.safetensors files of a checkpoint and their total size.
+std::vector<std::string> WeightFiles(const std::string& dir);
+int64_t TotalBytes(const std::vector<std::string>& files);
+int64_t DirectoryBytes(const std::string& dir);
+
+// Drops the files' clean pages from the page cache (posix_fadvise), so the
+// next read comes from the disk: a cold-cache measurement without root.
+void EvictFromPageCache(const std::vector<std::string>& files);
 
 // Runs a program to completion (stdout/stderr to /dev/null) and reports its
 // wall time and peak resident set (ru_maxrss). exit_code -1 when it could not

@@ -8,6 +8,8 @@
 //     the p50 and p99 of one placement decision (target p99 <= 10 ms).
 //
 //   coordinator_bench [--requests N]      (per client count; default 400)
+//   coordinator_bench --fleet 250,500,1000[,...] [--seconds S] [--threads T]
+//                                         (bench/fleet.h: a simulated fleet)
 // Prints one SUMMARY line.
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
@@ -26,7 +28,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "bench/fleet.h"
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "server/jobs/job_manager.h"
@@ -109,9 +114,21 @@ Load Run(int clients, int per_client, const std::function<bool(int, int)>& call)
 
 int main(int argc, char** argv) {
   int requests = 400;
+  bench::FleetOptions fleet;
+  fleet.coordinator = SelfDir() + "/topiary-coordinator";
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::string(argv[i]) == "--requests") requests = std::atoi(argv[i + 1]);
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--requests") requests = std::atoi(v.c_str());
+    else if (k == "--seconds") fleet.seconds = std::atof(v.c_str());
+    else if (k == "--threads") fleet.threads = std::atoi(v.c_str());
+    else if (k == "--fleet") {
+      for (absl::string_view n : absl::StrSplit(v, ',', absl::SkipEmpty())) {
+        int workers = 0;
+        if (absl::SimpleAtoi(n, &workers) && workers > 0) fleet.sizes.push_back(workers);
+      }
+    }
   }
+  if (!fleet.sizes.empty()) return bench::RunFleet(fleet);
   const std::string dir = *MakeTempDir("topiary-coord-bench");
   std::filesystem::create_directories(dir + "/root/models/t");
   const double fsync_s = FsyncSeconds(dir);

@@ -132,7 +132,7 @@ struct GenerateFlags {
 absl::Status RunGenerate(GenerateFlags f) {
   stages::SetThreads(f.threads);
   ASSIGN_OR_RETURN(at::ScalarType dtype, stages::ParseDtype(f.dtype, "--dtype"));
-  ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(f.model, dtype));
+  ASSIGN_OR_RETURN(model::LlamaModel m, model::OpenCheckpoint(f.model, dtype));
   ASSIGN_OR_RETURN(auto tok, data::Tokenizer::Load(f.tokenizer.empty() ? f.model + "/tokenizer.model" : f.tokenizer));
   if (tok->vocab_size() > m.config.vocab_size) {
     return absl::InvalidArgumentError("--tokenizer: its vocabulary is larger than the model's");

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -14,6 +15,8 @@
 #include "client/local_util.h"
 #include "common/status_macros.h"
 #include "common/units.h"
+#include "worker/job/memory.h"
+#include "worker/model/config.h"
 #include "worker/stages/train_stage.h"
 
 namespace topiary::cli {
@@ -22,7 +25,7 @@ namespace {
 using json = nlohmann::json;
 
 struct TrainFlags {
-  std::string dtype = "bf16", save_dtype = "bf16", tokens, peak_flops = "auto";
+  std::string dtype = "bf16", save_dtype = "bf16", tokens, peak_flops = "auto", memory_budget = "auto";
   stages::TrainStageOptions stage;
   stages::DistOptions dist;
   std::string hidden_pairs, hidden_loss = "cosine";
@@ -69,6 +72,30 @@ absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> ParsePairs(const std::s
   return out;
 }
 
+// Refuses, before anything is loaded, a run whose estimated memory (teacher +
+// student + gradients + optimizer shard + activations) exceeds what this
+// machine has available, naming the estimate.
+absl::Status CheckTrainingFits(const TrainFlags& f, stages::TrainMode mode) {
+  const stages::TrainStageOptions& o = f.stage;
+  ASSIGN_OR_RETURN(model::ModelConfig student, model::LoadConfig(o.model));
+  std::optional<model::ModelConfig> teacher;
+  if (mode == stages::TrainMode::kDistill && !o.teacher.empty()) {
+    ASSIGN_OR_RETURN(teacher, model::LoadConfig(o.teacher));
+  } else if (mode == stages::TrainMode::kStreamline) {
+    teacher = student;
+  }
+  const job::MemoryEstimate need =
+      job::TrainingMemory(student, teacher ? &*teacher : nullptr, o.dtype == at::kFloat ? "fp32" : "bf16",
+                          f.dist.world_size, o.recipe.micro_batch, o.recipe.seq_len, o.use_lora);
+  const char* what = mode == stages::TrainMode::kDistill ? "distillation" : "training";
+  int64_t budget = -1;
+  if (f.memory_budget == "auto") budget = job::AvailableMemory();
+  else if (f.memory_budget != "off") {
+    ASSIGN_OR_RETURN(budget, ParseBytes(f.memory_budget, "--memory-budget"));
+  }
+  return job::CheckFits(what, need, budget);
+}
+
 // Shared by train (cross-entropy), distill (KD from --teacher) and
 // streamline (a replacement block); the flags fill the stage's options.
 absl::Status RunTraining(TrainFlags f, stages::TrainMode mode) {
@@ -89,6 +116,7 @@ absl::Status RunTraining(TrainFlags f, stages::TrainMode mode) {
   ASSIGN_OR_RETURN(o.peak_flops, stages::ParsePeakFlops(f.peak_flops));
   o.checkpoint_every = f.checkpoint_every;
   o.checkpoint_dir = f.checkpoint_every > 0 || o.resume ? o.out + "/checkpoints" : "";
+  RETURN_IF_ERROR(CheckTrainingFits(f, mode));
   ASSIGN_OR_RETURN(stages::DistSession dist, stages::OpenDist(f.dist));
   stages::StageContext ctx = LocalContext(f.threads, &dist);
   ASSIGN_OR_RETURN(stages::TrainStageResult r,
@@ -129,6 +157,10 @@ void AddRecipeFlags(CLI::App* cmd, TrainFlags* f) {
                   "partial-layer tuning: train only the last K blocks, the final norm and lm_head (0: all)")
       ->capture_default_str();
   cmd->add_option("--peak-flops", f->peak_flops, "GEMM peak for MFU: auto (measured at start), 0 (off) or FLOP/s")
+      ->capture_default_str();
+  cmd->add_option("--memory-budget", f->memory_budget,
+                  "refuse to start when the estimated memory exceeds this: auto (what this machine has "
+                  "available), off, or a size (e.g. 20GB)")
       ->capture_default_str();
   cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
   cmd->add_flag("--json", f->json, "print metrics as JSON lines");

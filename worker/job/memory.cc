@@ -1,10 +1,17 @@
 #include "worker/job/memory.h"
 
+#include <algorithm>
+
 #include "common/process.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace topiary::job {
+
+int64_t DtypeBytes(const std::string& dtype) {
+  return dtype == "fp32" || dtype == "float32" ? 4 : 2;
+}
+
 namespace {
 
 // Saved activations of one training micro batch per layer, in elements:
@@ -25,11 +32,21 @@ double ForwardActivationElements(const model::ModelConfig& c, int64_t B, int64_t
 
 int64_t Params(const model::ModelConfig& c) { return model::CountParams(c).total(); }
 
-}  // namespace
-
-int64_t DtypeBytes(const std::string& dtype) {
-  return dtype == "fp32" || dtype == "float32" ? 4 : 2;
+// Weights of a model opened for forward passes (model::OpenCheckpoint): held
+// in the narrower of the stored and compute dtypes; when stored narrower,
+// one block and one slice of lm_head are widened at a time.
+int64_t ForwardWeightBytes(const model::ModelConfig& c, int64_t compute) {
+  const int64_t stored = DtypeBytes(c.torch_dtype);
+  const model::ParamCounts p = model::CountParams(c);
+  int64_t bytes = p.total() * std::min(stored, compute);
+  if (stored < compute) {
+    const int64_t block = (p.attention + p.mlp) / std::max<int64_t>(1, c.num_hidden_layers);
+    bytes += (block + std::min<int64_t>(c.vocab_size, 32768) * c.hidden_size) * compute;
+  }
+  return bytes;
 }
+
+}  // namespace
 
 std::string FormatBytes(double bytes) {
   if (bytes >= 1e9) return absl::StrFormat("%.1f GB", bytes / 1e9);
@@ -66,14 +83,15 @@ MemoryEstimate TrainingMemory(const model::ModelConfig& s, const model::ModelCon
   return m;
 }
 
+
 MemoryEstimate ForwardMemory(const model::ModelConfig& c, const model::ModelConfig* t, const std::string& dtype,
                              int64_t batch, int64_t seq_len) {
   const int64_t b = DtypeBytes(dtype);
   MemoryEstimate m;
-  m.student = Params(c) * b;
+  m.student = ForwardWeightBytes(c, b);
   m.activations = static_cast<int64_t>(ForwardActivationElements(c, batch, seq_len) * 4);  // fp32 statistics
   if (t != nullptr) {
-    m.teacher = Params(*t) * b;
+    m.teacher = ForwardWeightBytes(*t, b);
     m.activations += static_cast<int64_t>(ForwardActivationElements(*t, batch, seq_len) * b);
   }
   return m;

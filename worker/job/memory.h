@@ -32,8 +32,10 @@ int64_t DtypeBytes(const std::string& dtype);  // "bf16", "fp16" -> 2, "fp32" ->
 MemoryEstimate TrainingMemory(const model::ModelConfig& student, const model::ModelConfig* teacher,
                               const std::string& dtype, int world_size, int64_t micro_batch, int64_t seq_len,
                               bool lora);
-// A forward pass with statistics (importance) or evaluation, optionally
-// beside a teacher (agreement).
+// A forward pass with statistics (importance) or evaluation in `dtype`,
+// optionally beside a teacher (agreement). Weights count as
+// model::OpenCheckpoint holds them: in place when stored in `dtype`, widened
+// one block at a time when stored narrower (config.torch_dtype).
 MemoryEstimate ForwardMemory(const model::ModelConfig& model, const model::ModelConfig* teacher,
                              const std::string& dtype, int64_t batch, int64_t seq_len);
 

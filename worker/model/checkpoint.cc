@@ -155,8 +155,32 @@ void ReleaseMappedPages(const at::Tensor& t) {
 absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType dtype) {
   ASSIGN_OR_RETURN(LlamaModel m, MapCheckpoint(dir));
   torch::NoGradGuard no_grad;
-  for (auto& [name, t] : m.NamedParameters()) *t = t->to(dtype, /*non_blocking=*/false, /*copy=*/true);
+  for (auto& [name, t] : m.NamedParameters()) {
+    at::Tensor owned = t->to(dtype, /*non_blocking=*/false, /*copy=*/true);
+    ReleaseMappedPages(*t);  // the file's pages leave this process as its copy arrives
+    *t = std::move(owned);
+  }
   if (m.config.tie_word_embeddings) m.lm_head = m.embed_tokens;
+  return m;
+}
+
+absl::StatusOr<LlamaModel> OpenCheckpoint(const std::string& dir, at::ScalarType compute, Widen widen) {
+  ASSIGN_OR_RETURN(LlamaModel m, MapCheckpoint(dir));
+  torch::NoGradGuard no_grad;
+  const int64_t compute_size = c10::elementSize(compute);
+  bool kept_narrow = false;
+  for (auto& [name, t] : m.NamedParameters()) {
+    if (t->scalar_type() == compute) continue;  // used in place
+    if (widen == Widen::kPerBlock && t->element_size() < compute_size) {
+      kept_narrow = true;
+      continue;
+    }
+    at::Tensor converted = t->to(compute);
+    ReleaseMappedPages(*t);
+    *t = std::move(converted);
+  }
+  if (m.config.tie_word_embeddings) m.lm_head = m.embed_tokens;
+  if (kept_narrow) m.compute_dtype = compute;
   return m;
 }
 

@@ -21,8 +21,25 @@
 
 namespace topiary::model {
 
-// Loads a model with weights converted to `dtype` (kFloat or kBFloat16).
+// Loads a model with weights converted to `dtype` (kFloat or kBFloat16),
+// in memory of its own (writable: for training). Each tensor is copied out of
+// the mapped file and the file's pages are dropped from this process before
+// the next, so the peak is the model once plus one tensor.
 absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType dtype);
+
+// How OpenCheckpoint treats a tensor stored narrower than the compute dtype.
+enum class Widen {
+  kPerBlock,  // keep it mapped; Forward converts one block at a time (LlamaModel::compute_dtype)
+  kAtLoad,    // convert it at load, one tensor at a time (repeated forwards pay no conversion)
+};
+
+// Opens a model for forward passes only (evaluation, importance, a teacher):
+// tensors stored in `compute` are read-only views of the mapped files, used in
+// place (no copy; clean file pages the kernel may reclaim). Tensors stored
+// wider than `compute` are converted at load, one at a time; narrower ones as
+// `widen` says. Writing to a weight of the result faults.
+absl::StatusOr<LlamaModel> OpenCheckpoint(const std::string& dir, at::ScalarType compute,
+                                          Widen widen = Widen::kPerBlock);
 
 // Maps a checkpoint without copying: every tensor is a read-only view of the
 // mapped files in its stored dtype (writing to one faults). The files stay

@@ -71,22 +71,26 @@ Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t G) {
   return at::matmul(probs, vg).view({B, NH, T, HS}).transpose(1, 2);          // (B, T, NH, HS)
 }
 
-}  // namespace
-
-const char* PointName(Point p) {
-  switch (p) {
-    case Point::kBlockInput: return "block_input";
-    case Point::kAttnNorm: return "attn_norm";
-    case Point::kHeads: return "heads";
-    case Point::kAttnResidual: return "attn_residual";
-    case Point::kMlpNorm: return "mlp_norm";
-    case Point::kMlpGate: return "mlp_gate";
-    case Point::kMlpActivation: return "mlp_activation";
-    case Point::kBlockOutput: return "block_output";
-    case Point::kFinalNorm: return "final_norm";
+// The block's weights in `dt`: the block itself when they are already, else
+// a converted copy in *converted (freed when the caller's copy goes).
+const BlockWeights& WeightsIn(const BlockWeights& w, at::ScalarType dt, BlockWeights* converted) {
+  Tensor BlockWeights::* const kMembers[] = {
+      &BlockWeights::input_norm, &BlockWeights::q_proj,    &BlockWeights::q_bias,    &BlockWeights::k_proj,
+      &BlockWeights::k_bias,     &BlockWeights::v_proj,    &BlockWeights::v_bias,    &BlockWeights::o_proj,
+      &BlockWeights::o_bias,     &BlockWeights::post_norm, &BlockWeights::gate_proj, &BlockWeights::gate_bias,
+      &BlockWeights::up_proj,    &BlockWeights::up_bias,   &BlockWeights::down_proj, &BlockWeights::down_bias};
+  bool same = true;
+  for (auto member : kMembers) same = same && (!(w.*member).defined() || (w.*member).scalar_type() == dt);
+  if (same) return w;
+  *converted = w;
+  for (auto member : kMembers) {
+    Tensor& t = converted->*member;
+    if (t.defined()) t = t.to(dt);
   }
-  return "?";
+  return *converted;
 }
+
+}  // namespace
 
 std::pair<Tensor, Tensor> RopeTables(const ModelConfig& c, int64_t T, int64_t offset) {
   Tensor inv = InverseFrequencies(c);                                   // (HS/2)
@@ -96,14 +100,28 @@ std::pair<Tensor, Tensor> RopeTables(const ModelConfig& c, int64_t T, int64_t of
   return {emb.cos(), emb.sin()};
 }
 
-Tensor LmHead(const LlamaModel& m, const Tensor& hidden) { return at::linear(hidden, m.lm_head); }
+// Rows of lm_head converted at a time when it is held narrower than the
+// compute dtype: 32k rows of a 4096-wide head are 512 MB in fp32.
+constexpr int64_t kHeadSliceRows = 32768;
+
+Tensor LmHead(const LlamaModel& m, const Tensor& hidden) {
+  const at::ScalarType dt = m.ComputeDtype();
+  if (m.lm_head.scalar_type() == dt) return at::linear(hidden.to(dt), m.lm_head);
+  const int64_t V = m.lm_head.size(0);
+  std::vector<Tensor> parts;
+  for (int64_t r = 0; r < V; r += kHeadSliceRows) {
+    parts.push_back(at::linear(hidden.to(dt), m.lm_head.narrow(0, r, std::min(kHeadSliceRows, V - r)).to(dt)));
+  }
+  return parts.size() == 1 ? parts[0] : at::cat(parts, -1);
+}
 
 Tensor BlockForward(const LlamaModel& m, int64_t l, const Tensor& x_in, const Tensor& cos, const Tensor& sin,
                     ActivationObserver* obs) {
   const ModelConfig& c = m.config;
   const int64_t B = x_in.size(0), T = x_in.size(1);
   const int64_t NH = c.num_attention_heads, G = c.num_key_value_heads, HS = c.head_dim;
-  const BlockWeights& w = m.layers[l];
+  BlockWeights converted;  // this block's weights in the compute dtype, when they are held narrower
+  const BlockWeights& w = WeightsIn(m.layers[l], m.ComputeDtype(), &converted);
   Tensor x = x_in;
   Emit(obs, Point::kBlockInput, l, x);
   if (c.LayerHasAttention(l)) {
@@ -136,14 +154,14 @@ Tensor Forward(const LlamaModel& m, const Tensor& tokens, const ForwardOptions& 
   const ModelConfig& c = m.config;
   const int64_t T = tokens.size(1);
   ActivationObserver* obs = opt.observer;
-  const at::ScalarType dt = m.embed_tokens.scalar_type();
+  const at::ScalarType dt = m.ComputeDtype();
 
   auto [cos32, sin32] = RopeTables(c, T);
   Tensor cos = cos32.to(dt), sin = sin32.to(dt);  // (T, HS)
 
-  Tensor x = at::embedding(m.embed_tokens, tokens);  // (B, T, C)
+  Tensor x = at::embedding(m.embed_tokens, tokens).to(dt);  // (B, T, C): rows gathered, then converted
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) x = BlockForward(m, l, x, cos, sin, obs);
-  Tensor h = FusedRmsNorm(x, m.norm, c.rms_norm_eps);
+  Tensor h = FusedRmsNorm(x, m.norm.to(dt), c.rms_norm_eps);
   Emit(obs, Point::kFinalNorm, -1, h);
   if (opt.return_hidden) return h;
   return LmHead(m, h);                                                           // (B, T, V)
@@ -210,6 +228,10 @@ std::vector<std::pair<std::string, Tensor*>> LlamaModel::NamedParameters() {
 }
 
 at::ScalarType LlamaModel::dtype() const { return embed_tokens.scalar_type(); }
+
+at::ScalarType LlamaModel::ComputeDtype() const {
+  return compute_dtype == at::ScalarType::Undefined ? dtype() : compute_dtype;
+}
 
 LlamaModel InitModel(const ModelConfig& c, uint64_t seed, at::ScalarType dtype, double init_std) {
   torch::NoGradGuard no_grad;

@@ -33,7 +33,6 @@ enum class Point {
   kBlockOutput,     // residual stream leaving block l           (B, T, C)
   kFinalNorm,       // final norm output (layer = -1)            (B, T, C)
 };
-const char* PointName(Point point);
 
 // Receives activations during Forward. `x` may be replaced by a tensor of the
 // same shape and dtype; the forward pass continues with the replacement.
@@ -63,6 +62,12 @@ struct LlamaModel {
   std::vector<BlockWeights> layers;  // L
   at::Tensor norm;           // (C)
   at::Tensor lm_head;        // (V, C); the same tensor as embed_tokens when tied
+  // The dtype Forward computes in. Undefined (the default): the weights'
+  // dtype. Set wider than the weights (fp32 over a bf16 checkpoint used in
+  // place from its mapped files), each block's weights are converted when the
+  // block runs and dropped after it, so the model is never held twice;
+  // lm_head is converted in slices of rows.
+  at::ScalarType compute_dtype = at::ScalarType::Undefined;
 
   // Every parameter with its Hugging Face name, in checkpoint order. When
   // tied, lm_head is not listed. The references point into this model.
@@ -70,8 +75,10 @@ struct LlamaModel {
   // The expected shape of every named parameter, from the config alone.
   static std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedShapes(const ModelConfig& config);
 
-  // The scalar type of the weights (kFloat or kBFloat16).
+  // The scalar type of the weights as held (kFloat or kBFloat16).
   at::ScalarType dtype() const;
+  // The scalar type Forward computes in: compute_dtype, or dtype().
+  at::ScalarType ComputeDtype() const;
 };
 
 // A model with weights initialised as Hugging Face does (normal(0, std),

@@ -21,13 +21,13 @@ absl::StatusOr<EvaluateResult> RunEvaluate(const StageContext& ctx, const Evalua
     if (o.data.path.empty() && o.tasks.empty()) return absl::InvalidArgumentError("--data or --tasks: give at least one");
     if (!o.teacher.empty() && o.data.path.empty()) return absl::InvalidArgumentError("--teacher: needs --data");
     ctx.Phase("loading");
-    ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(o.model, o.dtype));
+    ASSIGN_OR_RETURN(model::LlamaModel m, model::OpenCheckpoint(o.model, o.dtype));
     torch::NoGradGuard no_grad;
     if (!o.data.path.empty()) {
       ASSIGN_OR_RETURN(auto file, OpenData(o.data, o.model, m.config.vocab_size));
       ctx.Phase("evaluating");
       if (!o.teacher.empty()) {
-        ASSIGN_OR_RETURN(model::LlamaModel t, model::LoadCheckpoint(o.teacher, o.dtype));
+        ASSIGN_OR_RETURN(model::LlamaModel t, model::OpenCheckpoint(o.teacher, o.dtype));
         ASSIGN_OR_RETURN(eval::AgreementResult a, eval::EvaluateAgreement(m, t, *file, {0, file->size()}, o.eval));
         out.loss = a.student;
         out.kl = a.kl;

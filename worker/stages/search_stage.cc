@@ -35,7 +35,7 @@ absl::StatusOr<SearchStageResult> RunSearch(const StageContext& ctx, const Searc
                      compress::EnumerateCandidates(out.original, space));
     ASSIGN_OR_RETURN(compress::Scores scores, LoadScores(o.scores, out.original));
     ctx.Phase("loading");
-    ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(o.model, at::kFloat));
+    ASSIGN_OR_RETURN(model::LlamaModel m, model::OpenCheckpoint(o.model, at::kFloat));
     ASSIGN_OR_RETURN(auto file, OpenData(o.data, o.model, out.original.vocab_size));
     std::fprintf(stderr, "search: %zu candidates within %.0f%% of %s parameters\n", candidates.size(),
                  space.tolerance * 100, FormatCount(static_cast<double>(space.budget)).c_str());

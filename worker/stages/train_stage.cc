@@ -83,7 +83,8 @@ absl::Status Run(const StageContext& ctx, TrainStageOptions o, const train::Step
   ASSIGN_OR_RETURN(model::LlamaModel m, model::LoadCheckpoint(o.model, o.dtype));
   std::unique_ptr<model::LlamaModel> teacher;
   if (o.mode == TrainMode::kDistill) {
-    ASSIGN_OR_RETURN(model::LlamaModel t, model::LoadCheckpoint(o.teacher, o.dtype));
+    ASSIGN_OR_RETURN(model::LlamaModel t,  // forward only: used in place from its files when its dtype is o.dtype
+                     model::OpenCheckpoint(o.teacher, o.dtype, model::Widen::kAtLoad));
     teacher = std::make_unique<model::LlamaModel>(std::move(t));
   }
   ASSIGN_OR_RETURN(auto file, OpenData(o.data, o.model, m.config.vocab_size));

@@ -138,5 +138,97 @@ TEST(Checkpoint, IndexRefusesPathsOutsideTheDirectory) {
   EXPECT_NE(r.status().message().find("plain file name"), std::string::npos);
 }
 
+// The file mapped at `p` in this process ("" when `p` is in anonymous memory).
+std::string MappedFileAt(const void* p) {
+  std::ifstream maps("/proc/self/maps");
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  std::string line;
+  while (std::getline(maps, line)) {
+    uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) != 2 || addr < lo || addr >= hi) continue;
+    const size_t slash = line.find('/');
+    return slash == std::string::npos ? "" : line.substr(slash);
+  }
+  return "";
+}
+
+TEST(Checkpoint, OpenUsesTensorsOfTheComputeDtypeInPlace) {
+  TempDir dir;
+  LlamaModel m = InitModel(TinyConfig(), 3, at::kFloat);
+  SaveOptions so;
+  so.dtype = at::kBFloat16;
+  ASSERT_TRUE(SaveCheckpoint(m, dir.path(), so).ok());
+  const std::string file = fs::canonical(dir.File("model.safetensors")).string();
+
+  auto opened = OpenCheckpoint(dir.path(), at::kBFloat16);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ(opened->compute_dtype, at::ScalarType::Undefined);
+  for (auto& [name, t] : opened->NamedParameters()) {
+    EXPECT_EQ(t->scalar_type(), at::kBFloat16) << name;
+    EXPECT_EQ(MappedFileAt(t->data_ptr()), file) << name << " was copied, not used in place";
+  }
+  // A training load owns its memory.
+  auto loaded = LoadCheckpoint(dir.path(), at::kBFloat16);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(MappedFileAt(loaded->layers[0].q_proj.data_ptr()), "");
+  ExpectSameWeights(*opened, *loaded);
+}
+
+TEST(Checkpoint, OpenWidensPerBlockOrAtLoad) {
+  TempDir dir;
+  LlamaModel m = InitModel(TinyConfig(), 4, at::kFloat);
+  SaveOptions so;
+  so.dtype = at::kBFloat16;
+  ASSERT_TRUE(SaveCheckpoint(m, dir.path(), so).ok());
+  const std::string file = fs::canonical(dir.File("model.safetensors")).string();
+  auto per_block = OpenCheckpoint(dir.path(), at::kFloat);  // fp32 compute of a bf16 model
+  auto at_load = OpenCheckpoint(dir.path(), at::kFloat, Widen::kAtLoad);
+  auto copied = LoadCheckpoint(dir.path(), at::kFloat);
+  ASSERT_TRUE(per_block.ok() && at_load.ok() && copied.ok());
+  EXPECT_EQ(per_block->compute_dtype, at::kFloat);
+  EXPECT_EQ(per_block->layers[1].down_proj.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(MappedFileAt(per_block->layers[1].down_proj.data_ptr()), file);
+  EXPECT_EQ(at_load->dtype(), at::kFloat);
+  EXPECT_EQ(at_load->ComputeDtype(), at::kFloat);
+
+  torch::NoGradGuard no_grad;
+  at::Tensor tokens = at::randint(0, TinyConfig().vocab_size, {2, 9}, at::kLong);
+  at::Tensor want = Forward(*copied, tokens);
+  at::Tensor got = Forward(*per_block, tokens);
+  EXPECT_EQ(got.scalar_type(), at::kFloat);
+  EXPECT_TRUE(got.equal(want)) << "widening per block must compute what a widened copy computes";
+  EXPECT_TRUE(Forward(*at_load, tokens).equal(want));
+}
+
+TEST(Checkpoint, OpenNarrowsWiderTensorsAtLoad) {
+  TempDir dir;
+  LlamaModel m = InitModel(TinyConfig(), 5, at::kFloat);
+  SaveOptions so;
+  so.dtype = at::kFloat;
+  ASSERT_TRUE(SaveCheckpoint(m, dir.path(), so).ok());
+  auto opened = OpenCheckpoint(dir.path(), at::kBFloat16);
+  ASSERT_TRUE(opened.ok());
+  EXPECT_EQ(opened->dtype(), at::kBFloat16);
+  EXPECT_EQ(opened->compute_dtype, at::ScalarType::Undefined);
+  EXPECT_EQ(MappedFileAt(opened->layers[0].q_proj.data_ptr()), "");
+}
+
+TEST(Llama, WidenedLmHeadInSlicesMatchesAWidenedCopy) {
+  model::ModelConfig c = TinyConfig();
+  c.vocab_size = 70'000;  // three slices of rows
+  c.hidden_size = 16, c.intermediate_size = 32, c.num_attention_heads = 2, c.num_key_value_heads = 1;
+  c.num_hidden_layers = 1;
+  LlamaModel narrow = InitModel(c, 6, at::kBFloat16);
+  LlamaModel wide = InitModel(c, 6, at::kBFloat16);
+  CastModel(wide, at::kFloat);
+  narrow.compute_dtype = at::kFloat;
+  torch::NoGradGuard no_grad;
+  at::Tensor tokens = at::randint(0, c.vocab_size, {1, 5}, at::kLong);
+  at::Tensor got = Forward(narrow, tokens), want = Forward(wide, tokens);
+  ASSERT_EQ(got.sizes(), want.sizes());
+  EXPECT_TRUE(got.allclose(want, 1e-5, 1e-6));
+  EXPECT_EQ(got.argmax(-1).equal(want.argmax(-1)), true);
+}
+
 }  // namespace
 }  // namespace topiary::model

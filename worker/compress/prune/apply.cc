@@ -115,6 +115,7 @@ model::LlamaModel ApplyPlan(const model::LlamaModel& src, const PrunePlan& plan)
   torch::NoGradGuard no_grad;
   model::LlamaModel out;
   out.config = plan.config;
+  out.compute_dtype = src.compute_dtype;
   out.embed_tokens = Cols(src.embed_tokens, plan.channels);  // (V, C')
   out.norm = Rows(src.norm, plan.channels);
   for (size_t k = 0; k < plan.layers.size(); ++k) out.layers.push_back(PruneBlock(src, plan, k));
