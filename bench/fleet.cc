@@ -88,8 +88,8 @@ v1::JobSpec Spec(const std::string& root) {
   v1::JobSpec s;
   s.set_name("fleet");
   s.mutable_teacher()->set_path(root + "/models/t");
-  s.add_stages()->mutable_evaluate()->set_perplexity(true);
-  s.mutable_data()->mutable_eval()->set_path(root + "/data/val.bin");
+  s.add_stages()->mutable_importance();  // a multi-rank stage: its task is a gang of kSlots ranks
+  s.mutable_data()->mutable_calibration()->set_path(root + "/data/cal.bin");
   s.mutable_resources()->set_ranks(kSlots);
   s.mutable_resources()->set_slots_per_rank(1);
   return s;
@@ -164,7 +164,9 @@ void Drive(v1::WorkerService::Stub* stub, std::vector<SimWorker*> workers, const
           r.ref.set_task_id(a.task_id());
           r.ref.set_rank(a.rank());
           r.ref.set_attempt(a.attempt());
-          r.next_progress = Clock_::now() + std::chrono::milliseconds(std::rand() % 10000);
+          // Spread the ranks' reports over the period.
+          const size_t offset_ms = (std::hash<std::string>()(a.task_id()) + static_cast<size_t>(a.rank()) * 1250) % 10000;
+          r.next_progress = Clock_::now() + std::chrono::milliseconds(offset_ms);
           w->ranks.push_back(r);
           placed_ranks->fetch_add(1);
         }

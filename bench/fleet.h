@@ -1,13 +1,17 @@
 // `coordinator_bench --fleet`: a real topiary-coordinator (--sync true) under
 // a simulated fleet over gRPC on loopback. Each simulated worker registers
 // with 8 slots, is placed one 8-rank job (every slot busy), heartbeats every
-// 3 s listing its ranks, polls for assignments after each heartbeat, and
+// 3 s listing its ranks, polls for assignments after each heartbeat (a
+// short poll, where topiary-worker long-polls: the same calls, fewer held
+// open), and
 // reports progress for each of its ranks every 10 s; meanwhile users create
 // jobs (which queue: the fleet is full), list jobs and watch one. Fleet sizes
 // are tried in turn, each against a fresh coordinator; for each: heartbeat,
 // poll, progress and list p50/p99, leases lost, the coordinator's CPU (cores)
 // and bytes written (per hour per rank). The largest fleet holding heartbeat
-// and progress p99 <= 100 ms with no lease lost is reported.
+// and progress p99 <= 100 ms with no lease lost is reported. The simulated
+// workers share --threads client threads and connections, and this
+// machine's cores with the coordinator.
 #pragma once
 
 #include <string>

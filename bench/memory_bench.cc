@@ -6,10 +6,10 @@
 //   - load to first token: `topiary generate --max-new-tokens 1 --dtype bf16`,
 //     over process start-up (`topiary-compute version`) + `cat`;
 //   - `topiary eval --dtype bf16` and `--dtype fp32` (a bf16 model widened
-//     one block at a time) on 2 windows of 32 tokens;
+//     one weight at a time) on 2 windows of 32 tokens;
 //   - `topiary importance` (fp32 statistics) on 2 sequences of 32 tokens.
 //
-//   memory_bench [--shape 1b|8b] [--dir DIR] [--data TOKENS] [--topiary PATH]
+//   memory_bench [--shape 1b|8b] [--dir DIR] [--data U32_TOKENS] [--topiary PATH]
 //
 // --shape 8b is Llama-3.1-8B's (16 GB, 4 shards; about 2 minutes to
 // generate); the default 1b is Llama-3.2-1B's (2.5 GB). With --dir, the
@@ -57,7 +57,7 @@ Measured Run(const std::vector<std::string>& argv, int runs) {
 int main(int argc, char** argv) {
   TuneMalloc();
   bench::SetupThreads();
-  std::string shape = "1b", dir, topiary = bench::BinDir() + "/topiary", data = bench::BinDir() + "/../kjv/kjv-val.bin";
+  std::string shape = "1b", dir, topiary = bench::BinDir() + "/topiary", data;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--shape") shape = v;
@@ -76,6 +76,14 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "memory_bench: generating %s: %s\n", model.c_str(), std::string(st.message()).c_str());
       return 1;
     }
+  }
+  if (data.empty()) {  // the held-out KJV tokens (u16), widened to u32 as a 128k vocabulary needs
+    auto u16 = ReadFileToString(bench::BinDir() + "/../kjv/kjv-val.bin", size_t{1} << 30);
+    if (!u16.ok()) return 1;
+    std::string u32;
+    for (size_t i = 0; i + 1 < u16->size(); i += 2) u32 += std::string{(*u16)[i], (*u16)[i + 1], 0, 0};
+    data = dir + "/tokens.bin";
+    if (!WriteFileAtomically(data, u32).ok()) return 1;
   }
   const std::vector<std::string> files = bench::WeightFiles(model);
   const double gb = static_cast<double>(bench::TotalBytes(files)) / 1e9;

@@ -120,6 +120,8 @@ int main(int argc, char** argv) {
   const bool depth_case = shape == "bench";
   for (int i = 0; depth_case && i < iters + 1; ++i) {  // the first round warms the page cache
     RemoveAll(out).IgnoreError();
+    RemoveAll(copy).IgnoreError();
+    (void)MakeDirs(copy);
     ::sync();
     auto cp_run = bench::RunProcess(cp);
     std::vector<std::string> cp_and_sync = {"sh", "-c", absl::StrCat("cp '", src_files[0], "' '", copy, "/x' && sync '", copy, "/x'")};

@@ -220,11 +220,15 @@ void Scheduler::ForgetLostWorkers() {
   StoreBatch b;
   for (auto it = workers_.begin(); it != workers_.end();) {
     const Worker& w = it->second;
+    if (w.live || wall - w.lost_wall < options_.forget_lost_micros) {  // the common case: no scan of placed_
+      ++it;
+      continue;
+    }
     bool holds = false;
     for (const auto& [task, p] : placed_) {
       for (const Rank& r : p.ranks) holds = holds || (r.worker == it->first && !r.done);
     }
-    if (!w.live && !holds && wall - w.lost_wall >= options_.forget_lost_micros) {
+    if (!holds) {
       log::Info(absl::StrCat("scheduler: forgetting worker ", it->first, " (", w.info.name(), "), lost ",
                              (wall - w.lost_wall) / 1000000, "s ago"));
       b.delete_workers.push_back(it->first);

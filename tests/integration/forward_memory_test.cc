@@ -1,6 +1,6 @@
 // Forward-only commands hold the model once: `topiary eval --dtype bf16` of a
 // bf16 checkpoint uses the mapped files in place (no copy), and fp32 compute
-// (`eval --dtype fp32`, `importance`) of a bf16 model widens one block at a
+// (`eval --dtype fp32`, `importance`) of a bf16 model widens one weight at a
 // time instead of the whole model. The copying loader peaked at the model
 // twice (bf16) or three times (fp32 over bf16) and fails these bounds. A
 // distillation that cannot fit is refused up front, naming its estimate.
@@ -55,7 +55,7 @@ TEST_F(ForwardMemory, Bf16EvalUsesTheMappedModelInPlace) {
   EXPECT_LE(peak, base + 1.15 * kModelMb);  // a copy beside the mapping would be 2x
 }
 
-TEST_F(ForwardMemory, Fp32ComputeOfABf16ModelWidensOneBlockAtATime) {
+TEST_F(ForwardMemory, Fp32ComputeOfABf16ModelWidensOneWeightAtATime) {
   const double base = PeakMb(Eval(small_, "fp32")), peak = PeakMb(Eval(dir_.File("big"), "fp32"));
   std::printf("eval fp32 peak RSS %.0f MB; baseline %.0f MB; model %.0f MB\n", peak, base, kModelMb);
   EXPECT_LE(peak, base + 1.15 * kModelMb + 2 * kBlockFp32Mb);  // widening the whole model would be 3x

@@ -34,14 +34,14 @@ int64_t Params(const model::ModelConfig& c) { return model::CountParams(c).total
 
 // Weights of a model opened for forward passes (model::OpenCheckpoint): held
 // in the narrower of the stored and compute dtypes; when stored narrower,
-// one block and one slice of lm_head are widened at a time.
+// one matrix (or one 8k-row slice of lm_head) is widened at a time.
 int64_t ForwardWeightBytes(const model::ModelConfig& c, int64_t compute) {
   const int64_t stored = DtypeBytes(c.torch_dtype);
-  const model::ParamCounts p = model::CountParams(c);
-  int64_t bytes = p.total() * std::min(stored, compute);
+  int64_t bytes = model::CountParams(c).total() * std::min(stored, compute);
   if (stored < compute) {
-    const int64_t block = (p.attention + p.mlp) / std::max<int64_t>(1, c.num_hidden_layers);
-    bytes += (block + std::min<int64_t>(c.vocab_size, 32768) * c.hidden_size) * compute;
+    const int64_t widest = std::max<int64_t>(std::max<int64_t>(c.intermediate_size, c.num_attention_heads * c.head_dim),
+                                             std::min<int64_t>(c.vocab_size, 8192));
+    bytes += widest * c.hidden_size * compute;
   }
   return bytes;
 }

@@ -35,7 +35,7 @@ MemoryEstimate TrainingMemory(const model::ModelConfig& student, const model::Mo
 // A forward pass with statistics (importance) or evaluation in `dtype`,
 // optionally beside a teacher (agreement). Weights count as
 // model::OpenCheckpoint holds them: in place when stored in `dtype`, widened
-// one block at a time when stored narrower (config.torch_dtype).
+// one matrix at a time when stored narrower (config.torch_dtype).
 MemoryEstimate ForwardMemory(const model::ModelConfig& model, const model::ModelConfig* teacher,
                              const std::string& dtype, int64_t batch, int64_t seq_len);
 

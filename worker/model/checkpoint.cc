@@ -171,7 +171,7 @@ absl::StatusOr<LlamaModel> OpenCheckpoint(const std::string& dir, at::ScalarType
   bool kept_narrow = false;
   for (auto& [name, t] : m.NamedParameters()) {
     if (t->scalar_type() == compute) continue;  // used in place
-    if (widen == Widen::kPerBlock && t->element_size() < compute_size) {
+    if (widen == Widen::kOnUse && t->element_size() < compute_size) {
       kept_narrow = true;
       continue;
     }

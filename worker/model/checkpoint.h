@@ -29,7 +29,7 @@ absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType
 
 // How OpenCheckpoint treats a tensor stored narrower than the compute dtype.
 enum class Widen {
-  kPerBlock,  // keep it mapped; Forward converts one block at a time (LlamaModel::compute_dtype)
+  kOnUse,  // keep it mapped; Forward widens each weight as it uses it (LlamaModel::compute_dtype)
   kAtLoad,    // convert it at load, one tensor at a time (repeated forwards pay no conversion)
 };
 
@@ -39,7 +39,7 @@ enum class Widen {
 // wider than `compute` are converted at load, one at a time; narrower ones as
 // `widen` says. Writing to a weight of the result faults.
 absl::StatusOr<LlamaModel> OpenCheckpoint(const std::string& dir, at::ScalarType compute,
-                                          Widen widen = Widen::kPerBlock);
+                                          Widen widen = Widen::kOnUse);
 
 // Maps a checkpoint without copying: every tensor is a read-only view of the
 // mapped files in its stored dtype (writing to one faults). The files stay

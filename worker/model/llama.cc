@@ -71,23 +71,11 @@ Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t G) {
   return at::matmul(probs, vg).view({B, NH, T, HS}).transpose(1, 2);          // (B, T, NH, HS)
 }
 
-// The block's weights in `dt`: the block itself when they are already, else
-// a converted copy in *converted (freed when the caller's copy goes).
-const BlockWeights& WeightsIn(const BlockWeights& w, at::ScalarType dt, BlockWeights* converted) {
-  Tensor BlockWeights::* const kMembers[] = {
-      &BlockWeights::input_norm, &BlockWeights::q_proj,    &BlockWeights::q_bias,    &BlockWeights::k_proj,
-      &BlockWeights::k_bias,     &BlockWeights::v_proj,    &BlockWeights::v_bias,    &BlockWeights::o_proj,
-      &BlockWeights::o_bias,     &BlockWeights::post_norm, &BlockWeights::gate_proj, &BlockWeights::gate_bias,
-      &BlockWeights::up_proj,    &BlockWeights::up_bias,   &BlockWeights::down_proj, &BlockWeights::down_bias};
-  bool same = true;
-  for (auto member : kMembers) same = same && (!(w.*member).defined() || (w.*member).scalar_type() == dt);
-  if (same) return w;
-  *converted = w;
-  for (auto member : kMembers) {
-    Tensor& t = converted->*member;
-    if (t.defined()) t = t.to(dt);
-  }
-  return *converted;
+// A weight in the compute dtype: itself, or (held narrower) a widened copy
+// that lives only as long as the expression using it, so at most one
+// matrix is held twice at a time.
+inline Tensor In(const Tensor& w, at::ScalarType dt) {
+  return !w.defined() || w.scalar_type() == dt ? w : w.to(dt);
 }
 
 }  // namespace
@@ -101,8 +89,8 @@ std::pair<Tensor, Tensor> RopeTables(const ModelConfig& c, int64_t T, int64_t of
 }
 
 // Rows of lm_head converted at a time when it is held narrower than the
-// compute dtype: 32k rows of a 4096-wide head are 512 MB in fp32.
-constexpr int64_t kHeadSliceRows = 32768;
+// compute dtype: 8k rows of a 4096-wide head are 128 MB in fp32.
+constexpr int64_t kHeadSliceRows = 8192;
 
 Tensor LmHead(const LlamaModel& m, const Tensor& hidden) {
   const at::ScalarType dt = m.ComputeDtype();
@@ -120,34 +108,42 @@ Tensor BlockForward(const LlamaModel& m, int64_t l, const Tensor& x_in, const Te
   const ModelConfig& c = m.config;
   const int64_t B = x_in.size(0), T = x_in.size(1);
   const int64_t NH = c.num_attention_heads, G = c.num_key_value_heads, HS = c.head_dim;
-  BlockWeights converted;  // this block's weights in the compute dtype, when they are held narrower
-  const BlockWeights& w = WeightsIn(m.layers[l], m.ComputeDtype(), &converted);
+  const BlockWeights& w = m.layers[l];
+  const at::ScalarType dt = m.ComputeDtype();
   Tensor x = x_in;
   Emit(obs, Point::kBlockInput, l, x);
   if (c.LayerHasAttention(l)) {
-    Tensor h = FusedRmsNorm(x, w.input_norm, c.rms_norm_eps);                      // (B, T, C)
+    Tensor h = FusedRmsNorm(x, In(w.input_norm, dt), c.rms_norm_eps);                      // (B, T, C)
     Emit(obs, Point::kAttnNorm, l, h);
-    Tensor q = Linear(h, w.q_proj, w.q_bias).view({B, T, NH, HS});
-    Tensor k = Linear(h, w.k_proj, w.k_bias).view({B, T, G, HS});
-    Tensor v = Linear(h, w.v_proj, w.v_bias).view({B, T, G, HS});
+    Tensor q = Linear(h, In(w.q_proj, dt), In(w.q_bias, dt)).view({B, T, NH, HS});
+    Tensor k = Linear(h, In(w.k_proj, dt), In(w.k_bias, dt)).view({B, T, G, HS});
+    Tensor v = Linear(h, In(w.v_proj, dt), In(w.v_bias, dt)).view({B, T, G, HS});
     q = ApplyRope(q, cos, sin);
     k = ApplyRope(k, cos, sin);
     Tensor heads = Attention(q, k, v, G);                                      // (B, T, NH, HS)
     Emit(obs, Point::kHeads, l, heads);
-    x = x + Linear(heads.reshape({B, T, NH * HS}), w.o_proj, w.o_bias);        // (B, T, C)
+    x = x + Linear(heads.reshape({B, T, NH * HS}), In(w.o_proj, dt), In(w.o_bias, dt));        // (B, T, C)
     Emit(obs, Point::kAttnResidual, l, x);
   }
   if (c.LayerHasMlp(l)) {
-    Tensor h = FusedRmsNorm(x, w.post_norm, c.rms_norm_eps);                        // (B, T, C)
+    Tensor h = FusedRmsNorm(x, In(w.post_norm, dt), c.rms_norm_eps);                        // (B, T, C)
     Emit(obs, Point::kMlpNorm, l, h);
-    Tensor gate = Linear(h, w.gate_proj, w.gate_bias);                         // (B, T, FF)
+    Tensor gate = Linear(h, In(w.gate_proj, dt), In(w.gate_bias, dt));                         // (B, T, FF)
     Emit(obs, Point::kMlpGate, l, gate);
-    Tensor act = SwiGlu(gate, Linear(h, w.up_proj, w.up_bias));               // (B, T, FF)
+    Tensor act = SwiGlu(gate, Linear(h, In(w.up_proj, dt), In(w.up_bias, dt)));               // (B, T, FF)
     Emit(obs, Point::kMlpActivation, l, act);
-    x = x + Linear(act, w.down_proj, w.down_bias);                             // (B, T, C)
+    x = x + Linear(act, In(w.down_proj, dt), In(w.down_bias, dt));                             // (B, T, C)
   }
   Emit(obs, Point::kBlockOutput, l, x);
   return x;
+}
+
+Tensor Embed(const LlamaModel& m, const Tensor& tokens) {
+  return at::embedding(m.embed_tokens, tokens).to(m.ComputeDtype());  // rows gathered, then converted
+}
+
+Tensor FinalNorm(const LlamaModel& m, const Tensor& x) {
+  return FusedRmsNorm(x, In(m.norm, m.ComputeDtype()), m.config.rms_norm_eps);
 }
 
 Tensor Forward(const LlamaModel& m, const Tensor& tokens, const ForwardOptions& opt) {
@@ -159,9 +155,9 @@ Tensor Forward(const LlamaModel& m, const Tensor& tokens, const ForwardOptions& 
   auto [cos32, sin32] = RopeTables(c, T);
   Tensor cos = cos32.to(dt), sin = sin32.to(dt);  // (T, HS)
 
-  Tensor x = at::embedding(m.embed_tokens, tokens).to(dt);  // (B, T, C): rows gathered, then converted
+  Tensor x = Embed(m, tokens);  // (B, T, C)
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) x = BlockForward(m, l, x, cos, sin, obs);
-  Tensor h = FusedRmsNorm(x, m.norm.to(dt), c.rms_norm_eps);
+  Tensor h = FinalNorm(m, x);
   Emit(obs, Point::kFinalNorm, -1, h);
   if (opt.return_hidden) return h;
   return LmHead(m, h);                                                           // (B, T, V)

@@ -64,9 +64,9 @@ struct LlamaModel {
   at::Tensor lm_head;        // (V, C); the same tensor as embed_tokens when tied
   // The dtype Forward computes in. Undefined (the default): the weights'
   // dtype. Set wider than the weights (fp32 over a bf16 checkpoint used in
-  // place from its mapped files), each block's weights are converted when the
-  // block runs and dropped after it, so the model is never held twice;
-  // lm_head is converted in slices of rows.
+  // place from its mapped files), each weight is widened as it is used and
+  // dropped after, so at most one matrix is held twice; lm_head is widened
+  // in slices of rows.
   at::ScalarType compute_dtype = at::ScalarType::Undefined;
 
   // Every parameter with its Hugging Face name, in checkpoint order. When
@@ -104,6 +104,13 @@ at::Tensor Forward(const LlamaModel& model, const at::Tensor& tokens, const Forw
 // from RopeTables in the weights' dtype; observers see the block's points.
 at::Tensor BlockForward(const LlamaModel& model, int64_t layer, const at::Tensor& x, const at::Tensor& cos,
                         const at::Tensor& sin, ActivationObserver* observer = nullptr);
+
+// tokens (B, T) -> the residual stream entering block 0 (B, T, C), in the
+// compute dtype.
+at::Tensor Embed(const LlamaModel& model, const at::Tensor& tokens);
+
+// The final norm of the residual stream leaving the last block (B, T, C).
+at::Tensor FinalNorm(const LlamaModel& model, const at::Tensor& x);
 
 // The logits of the final-norm hidden states (B, T, C) -> (B, T, V).
 at::Tensor LmHead(const LlamaModel& model, const at::Tensor& hidden);

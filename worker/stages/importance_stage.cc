@@ -44,7 +44,7 @@ absl::StatusOr<ImportanceStageResult> RunImportance(const StageContext& ctx, con
   RETURN_IF_ERROR(CatchTorch("importance", [&]() -> absl::Status {
     SetThreads(ctx.threads);
     ctx.Phase("loading");
-    // fp32 statistics: a bf16 model stays mapped and is widened one block at a time.
+    // fp32 statistics: a bf16 model stays mapped and is widened one weight at a time as it is used.
     ASSIGN_OR_RETURN(model::LlamaModel m, model::OpenCheckpoint(o.model, at::kFloat));
     ASSIGN_OR_RETURN(auto file, OpenData(o.data, o.model, m.config.vocab_size));
     ctx.Phase("calibrating");

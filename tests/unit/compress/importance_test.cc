@@ -166,6 +166,28 @@ TEST(ModelMetrics, RankTheIdentityBlockLowest) {
   EXPECT_NE(bad.status().message().find("block_influence"), std::string::npos);  // lists the known ones
 }
 
+// lm_loss shares the prefix of its runs (the stream through blocks 0..i-1 is
+// computed once per batch): each score must still be the calibration loss of
+// the model with that block removed, built and evaluated on its own.
+TEST(ModelMetrics, LmLossIsTheLossOfTheModelWithoutEachBlock) {
+  torch::NoGradGuard g;
+  model::ModelConfig c = TinyConfig();
+  c.num_hidden_layers = 4;
+  model::LlamaModel m = model::InitModel(c, 12, at::kFloat, 0.2);
+  std::vector<data::Batch> cal = {{at::randint(0, 97, {2, 7}, at::kLong), at::randint(0, 97, {2, 7}, at::kLong)},
+                                  {at::randint(0, 97, {3, 5}, at::kLong), at::randint(0, 97, {3, 5}, at::kLong)}};
+  auto lm = ModelDepthScores("lm_loss", m, cal, 0);
+  ASSERT_TRUE(lm.ok());
+  ASSERT_EQ(lm->size(), 4u);
+  auto local = dist::MakeLocalCommunicator();
+  for (int64_t l = 0; l < 4; ++l) {
+    model::LlamaModel without = m;
+    without.layers.erase(without.layers.begin() + l);
+    without.config.num_hidden_layers = 3;
+    EXPECT_NEAR((*lm)[l], *CalibrationLoss(without, cal, *local), 1e-6) << "block " << l;
+  }
+}
+
 // Magnitude and Taylor by hand: every weight of block l set to the constant
 // w_l, so Σ|W| = w_l·N and ‖W‖₂ = w_l·sqrt(N) for N weights per block.
 TEST(ModelMetrics, MagnitudeMatchesHandComputation) {

@@ -174,29 +174,29 @@ TEST(Checkpoint, OpenUsesTensorsOfTheComputeDtypeInPlace) {
   ExpectSameWeights(*opened, *loaded);
 }
 
-TEST(Checkpoint, OpenWidensPerBlockOrAtLoad) {
+TEST(Checkpoint, OpenWidensOnUseOrAtLoad) {
   TempDir dir;
   LlamaModel m = InitModel(TinyConfig(), 4, at::kFloat);
   SaveOptions so;
   so.dtype = at::kBFloat16;
   ASSERT_TRUE(SaveCheckpoint(m, dir.path(), so).ok());
   const std::string file = fs::canonical(dir.File("model.safetensors")).string();
-  auto per_block = OpenCheckpoint(dir.path(), at::kFloat);  // fp32 compute of a bf16 model
+  auto on_use = OpenCheckpoint(dir.path(), at::kFloat);  // fp32 compute of a bf16 model
   auto at_load = OpenCheckpoint(dir.path(), at::kFloat, Widen::kAtLoad);
   auto copied = LoadCheckpoint(dir.path(), at::kFloat);
-  ASSERT_TRUE(per_block.ok() && at_load.ok() && copied.ok());
-  EXPECT_EQ(per_block->compute_dtype, at::kFloat);
-  EXPECT_EQ(per_block->layers[1].down_proj.scalar_type(), at::kBFloat16);
-  EXPECT_EQ(MappedFileAt(per_block->layers[1].down_proj.data_ptr()), file);
+  ASSERT_TRUE(on_use.ok() && at_load.ok() && copied.ok());
+  EXPECT_EQ(on_use->compute_dtype, at::kFloat);
+  EXPECT_EQ(on_use->layers[1].down_proj.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(MappedFileAt(on_use->layers[1].down_proj.data_ptr()), file);
   EXPECT_EQ(at_load->dtype(), at::kFloat);
   EXPECT_EQ(at_load->ComputeDtype(), at::kFloat);
 
   torch::NoGradGuard no_grad;
   at::Tensor tokens = at::randint(0, TinyConfig().vocab_size, {2, 9}, at::kLong);
   at::Tensor want = Forward(*copied, tokens);
-  at::Tensor got = Forward(*per_block, tokens);
+  at::Tensor got = Forward(*on_use, tokens);
   EXPECT_EQ(got.scalar_type(), at::kFloat);
-  EXPECT_TRUE(got.equal(want)) << "widening per block must compute what a widened copy computes";
+  EXPECT_TRUE(got.equal(want)) << "widening on use must compute what a widened copy computes";
   EXPECT_TRUE(Forward(*at_load, tokens).equal(want));
 }
 

@@ -27,7 +27,44 @@ at::Tensor Select(const at::Tensor& w, int64_t dim, const std::vector<int64_t>& 
   return w.index_select(dim, at::tensor(idx, at::kLong));
 }
 at::Tensor Rows(const at::Tensor& w, const std::vector<int64_t>& idx) { return Select(w, 0, idx); }
-at::Tensor Cols(const at::Tensor& w, const std::vector<int64_t>& idx) { return Select(w, 1, idx); }
+
+template <typename T>
+void GatherRows(const uint8_t* src, uint8_t* dst, int64_t cols_in, const std::vector<int64_t>& rows,
+                const std::vector<int64_t>& cols, int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; ++r) {
+    const T* in = reinterpret_cast<const T*>(src) + rows[r] * cols_in;
+    T* out = reinterpret_cast<T*>(dst) + r * static_cast<int64_t>(cols.size());
+    for (size_t j = 0; j < cols.size(); ++j) out[j] = in[cols[j]];
+  }
+}
+
+// w[rows][:, cols] of a 2-D matrix in one pass over the kept rows: no
+// intermediate matrix, and no per-element dispatch (index_select along
+// columns of a bf16 matrix copies element by element through memmove).
+at::Tensor Gather(const at::Tensor& w, const std::vector<int64_t>& rows, const std::vector<int64_t>& cols) {
+  const bool all_rows = IsIdentity(rows, w.size(0)), all_cols = IsIdentity(cols, w.size(1));
+  if (all_rows && all_cols) return w;
+  if (all_cols) return Rows(w, rows);
+  const at::Tensor in = w.contiguous();
+  at::Tensor out = at::empty({static_cast<int64_t>(rows.size()), static_cast<int64_t>(cols.size())}, in.options());
+  const auto* src = static_cast<const uint8_t*>(in.data_ptr());
+  auto* dst = static_cast<uint8_t*>(out.data_ptr());
+  const int64_t C = in.size(1), grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, C));
+  at::parallel_for(0, static_cast<int64_t>(rows.size()), grain, [&](int64_t b, int64_t e) {
+    switch (in.element_size()) {
+      case 2: GatherRows<uint16_t>(src, dst, C, rows, cols, b, e); break;
+      case 4: GatherRows<uint32_t>(src, dst, C, rows, cols, b, e); break;
+      default: GatherRows<uint64_t>(src, dst, C, rows, cols, b, e); break;
+    }
+  });
+  return out;
+}
+
+std::vector<int64_t> AllOf(int64_t n) {
+  std::vector<int64_t> v(n);
+  for (int64_t i = 0; i < n; ++i) v[i] = i;
+  return v;
+}
 at::Tensor MaybeRows(const at::Tensor& b, const std::vector<int64_t>& idx) {
   return b.defined() ? Rows(b, idx) : b;
 }
@@ -90,22 +127,22 @@ model::BlockWeights PruneBlock(const model::LlamaModel& src, const PrunePlan& pl
   if (lp.has_attention) {
     std::vector<int64_t> q_rows = HeadRows(lp.heads, c.head_dim), kv_rows = HeadRows(lp.groups, c.head_dim);
     b.input_norm = Rows(w.input_norm, ch);
-    b.q_proj = Cols(Rows(Redistributed(w.q_proj, lp, c.head_dim), q_rows), ch);  // (NH'*HS, C')
-    b.k_proj = Cols(Rows(w.k_proj, kv_rows), ch);                               // (G'*HS, C')
-    b.v_proj = Cols(Rows(w.v_proj, kv_rows), ch);
+    b.q_proj = Gather(Redistributed(w.q_proj, lp, c.head_dim), q_rows, ch);  // (NH'*HS, C')
+    b.k_proj = Gather(w.k_proj, kv_rows, ch);                               // (G'*HS, C')
+    b.v_proj = Gather(w.v_proj, kv_rows, ch);
     b.q_bias = MaybeRows(Redistributed(w.q_bias, lp, c.head_dim), q_rows);
     b.k_bias = MaybeRows(w.k_bias, kv_rows);
     b.v_bias = MaybeRows(w.v_bias, kv_rows);
-    b.o_proj = Cols(Rows(w.o_proj, ch), q_rows);  // (C', NH'*HS)
+    b.o_proj = Gather(w.o_proj, ch, q_rows);  // (C', NH'*HS)
     b.o_bias = MaybeRows(w.o_bias, ch);
   }
   if (lp.has_mlp) {
     b.post_norm = Rows(w.post_norm, ch);
-    b.gate_proj = Cols(Rows(w.gate_proj, lp.neurons), ch);  // (FF', C')
-    b.up_proj = Cols(Rows(w.up_proj, lp.neurons), ch);
+    b.gate_proj = Gather(w.gate_proj, lp.neurons, ch);  // (FF', C')
+    b.up_proj = Gather(w.up_proj, lp.neurons, ch);
     b.gate_bias = MaybeRows(w.gate_bias, lp.neurons);
     b.up_bias = MaybeRows(w.up_bias, lp.neurons);
-    b.down_proj = Cols(Rows(w.down_proj, ch), lp.neurons);  // (C', FF')
+    b.down_proj = Gather(w.down_proj, ch, lp.neurons);  // (C', FF')
     b.down_bias = MaybeRows(w.down_bias, ch);
   }
   return b;
@@ -116,10 +153,10 @@ model::LlamaModel ApplyPlan(const model::LlamaModel& src, const PrunePlan& plan)
   model::LlamaModel out;
   out.config = plan.config;
   out.compute_dtype = src.compute_dtype;
-  out.embed_tokens = Cols(src.embed_tokens, plan.channels);  // (V, C')
+  out.embed_tokens = Gather(src.embed_tokens, AllOf(src.embed_tokens.size(0)), plan.channels);  // (V, C')
   out.norm = Rows(src.norm, plan.channels);
   for (size_t k = 0; k < plan.layers.size(); ++k) out.layers.push_back(PruneBlock(src, plan, k));
-  out.lm_head = src.config.tie_word_embeddings ? out.embed_tokens : Cols(src.lm_head, plan.channels);  // (V, C')
+  out.lm_head = src.config.tie_word_embeddings ? out.embed_tokens : Gather(src.lm_head, AllOf(src.lm_head.size(0)), plan.channels);  // (V, C')
   return out;
 }
 
@@ -159,12 +196,12 @@ absl::Status PruneCheckpoint(const std::string& source_dir, const PrunePlan& pla
       return t;
     }
     if (name == "model.embed_tokens.weight") {
-      at::Tensor t = Cols(src.embed_tokens, plan.channels);
+      at::Tensor t = Gather(src.embed_tokens, AllOf(src.embed_tokens.size(0)), plan.channels);
       if (!t.is_same(src.embed_tokens)) model::ReleaseMappedPages(src.embed_tokens);  // copied already
       return t;
     }
     if (name == "model.norm.weight") return Rows(src.norm, plan.channels);
-    if (name == "lm_head.weight") return Cols(src.lm_head, plan.channels);
+    if (name == "lm_head.weight") return Gather(src.lm_head, AllOf(src.lm_head.size(0)), plan.channels);
     return absl::InternalError(absl::StrCat("prune: no rule for tensor '", name, "'"));
   };
   model::SaveOptions so = options;

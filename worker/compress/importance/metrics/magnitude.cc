@@ -13,8 +13,11 @@ std::vector<double> Magnitude(const model::LlamaModel& m0, bool l2) {
   for (int64_t l = 0; l < m.config.num_hidden_layers; ++l) {
     double s = 0;
     for (at::Tensor* t : BlockTensors(m, l)) {
-      at::Tensor f = t->to(at::kDouble);
-      s += l2 ? f.pow(2).sum().item<double>() : f.abs().sum().item<double>();
+      // In slices of 1M values: a widened copy of a whole matrix would be 4x the bf16 model's largest tensor.
+      for (const at::Tensor& part : t->flatten().split(int64_t{1} << 20)) {
+        at::Tensor f = part.to(at::kDouble);
+        s += l2 ? f.pow(2).sum().item<double>() : f.abs().sum().item<double>();
+      }
     }
     out.push_back(l2 ? std::sqrt(s) : s);
   }
