@@ -7,7 +7,8 @@
 //     slots (400 fit), the scheduler in process over RocksDB with sync on;
 //     the p50 and p99 of one placement decision (target p99 <= 10 ms).
 //
-//   coordinator_bench [--requests N]      (per client count; default 400)
+//   coordinator_bench [--requests N]      (per client count; default 3000: fewer
+//                                         measure the clients' ramp-up, not steady state)
 //   coordinator_bench --fleet 250,500,1000[,...] [--seconds S] [--threads T]
 //                                         (bench/fleet.h: a simulated fleet)
 // Prints one SUMMARY line.
@@ -113,7 +114,7 @@ Load Run(int clients, int per_client, const std::function<bool(int, int)>& call)
 }  // namespace
 
 int main(int argc, char** argv) {
-  int requests = 400;
+  int requests = 3000;
   bench::FleetOptions fleet;
   fleet.coordinator = SelfDir() + "/topiary-coordinator";
   for (int i = 1; i + 1 < argc; i += 2) {
