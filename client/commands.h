@@ -21,6 +21,9 @@ class CommandRegistry {
   void Add(CLI::App* app, std::function<int()> run) { commands_.emplace_back(app, std::move(run)); }
   // Runs the parsed subcommand; 2 if none was selected.
   int RunSelected() const;
+  // Parses the command line and runs the selected subcommand: the exit code
+  // (2 with one line on stderr for bad usage; --help and --version print and exit 0).
+  int ParseAndRun(CLI::App& app, int argc, char** argv) const;
 
  private:
   std::vector<std::pair<CLI::App*, std::function<int()>>> commands_;

@@ -79,12 +79,5 @@ int main(int argc, char** argv) {
   }
   topiary::cli::RegisterApiCommands(app, registry);
   AddDelegated(app, registry, topiary::cli::kRunCommand, argc, argv);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    std::fprintf(stderr, "topiary: %s (see topiary --help)\n", e.what());
-    return 2;
-  }
-  return registry.RunSelected();
+  return registry.ParseAndRun(app, argc, argv);
 }

@@ -22,12 +22,5 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("topiary ") + topiary::cli::kVersion);
   topiary::cli::CommandRegistry registry;
   topiary::cli::RegisterAll(app, registry);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    std::fprintf(stderr, "topiary: %s (see topiary --help)\n", e.what());
-    return 2;
-  }
-  return registry.RunSelected();
+  return registry.ParseAndRun(app, argc, argv);
 }

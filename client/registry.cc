@@ -14,4 +14,15 @@ int CommandRegistry::RunSelected() const {
   return 2;
 }
 
+int CommandRegistry::ParseAndRun(CLI::App& app, int argc, char** argv) const {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "topiary: %s (see topiary --help)\n", e.what());
+    return 2;
+  }
+  return RunSelected();
+}
+
 }  // namespace topiary::cli

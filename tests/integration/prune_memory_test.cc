@@ -21,15 +21,7 @@ double ReportedPeakMb(const std::string& output) {
 
 TEST(PruneMemory, PeakIsFarBelowTheModelOncePlusOneTensor) {
   testing::TempDir dir;
-  // 107M parameters in bf16 (214 MB): embed and lm_head 8000x1024, 6 blocks of 15.2M.
-  ASSERT_TRUE(WriteFileAtomically(dir.File("config.json"), R"({
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 1024,
-    "intermediate_size": 4096, "num_attention_heads": 16, "num_key_value_heads": 4, "num_hidden_layers": 6,
-    "vocab_size": 8000, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 256,
-    "tie_word_embeddings": false, "torch_dtype": "bfloat16"})").ok());
-  std::string tokens;
-  for (int i = 0; i < 4096; ++i) tokens += std::string{static_cast<char>(i % 251), static_cast<char>(i % 31)};
-  ASSERT_TRUE(WriteFileAtomically(dir.File("tokens.bin"), tokens).ok());
+  ASSERT_TRUE(testing::WriteMemoryTestInputs(dir.path()));  // a 107M bf16 config (214 MB) and tokens
   const std::string topiary = testing::BinDir() + "/topiary";
   const std::string teacher = testing::SourceDir() + "/models/kjv-llama-8m";
   auto run = [&](std::vector<std::string> args) {

@@ -152,12 +152,17 @@ std::string MappedFileAt(const void* p) {
   return "";
 }
 
+// A tiny random model saved in `dtype`.
+bool SaveTiny(const std::string& dir, uint64_t seed, at::ScalarType dtype) {
+  LlamaModel m = InitModel(TinyConfig(), seed, at::kFloat);
+  SaveOptions so;
+  so.dtype = dtype;
+  return SaveCheckpoint(m, dir, so).ok();
+}
+
 TEST(Checkpoint, OpenUsesTensorsOfTheComputeDtypeInPlace) {
   TempDir dir;
-  LlamaModel m = InitModel(TinyConfig(), 3, at::kFloat);
-  SaveOptions so;
-  so.dtype = at::kBFloat16;
-  ASSERT_TRUE(SaveCheckpoint(m, dir.path(), so).ok());
+  ASSERT_TRUE(SaveTiny(dir.path(), 3, at::kBFloat16));
   const std::string file = fs::canonical(dir.File("model.safetensors")).string();
 
   auto opened = OpenCheckpoint(dir.path(), at::kBFloat16);
@@ -176,10 +181,7 @@ TEST(Checkpoint, OpenUsesTensorsOfTheComputeDtypeInPlace) {
 
 TEST(Checkpoint, OpenWidensOnUseOrAtLoad) {
   TempDir dir;
-  LlamaModel m = InitModel(TinyConfig(), 4, at::kFloat);
-  SaveOptions so;
-  so.dtype = at::kBFloat16;
-  ASSERT_TRUE(SaveCheckpoint(m, dir.path(), so).ok());
+  ASSERT_TRUE(SaveTiny(dir.path(), 4, at::kBFloat16));
   const std::string file = fs::canonical(dir.File("model.safetensors")).string();
   auto on_use = OpenCheckpoint(dir.path(), at::kFloat);  // fp32 compute of a bf16 model
   auto at_load = OpenCheckpoint(dir.path(), at::kFloat, Widen::kAtLoad);
@@ -202,10 +204,7 @@ TEST(Checkpoint, OpenWidensOnUseOrAtLoad) {
 
 TEST(Checkpoint, OpenNarrowsWiderTensorsAtLoad) {
   TempDir dir;
-  LlamaModel m = InitModel(TinyConfig(), 5, at::kFloat);
-  SaveOptions so;
-  so.dtype = at::kFloat;
-  ASSERT_TRUE(SaveCheckpoint(m, dir.path(), so).ok());
+  ASSERT_TRUE(SaveTiny(dir.path(), 5, at::kFloat));
   auto opened = OpenCheckpoint(dir.path(), at::kBFloat16);
   ASSERT_TRUE(opened.ok());
   EXPECT_EQ(opened->dtype(), at::kBFloat16);
