@@ -19,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/cli_flags.h"
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/log.h"
@@ -293,6 +294,10 @@ int main(int argc, char** argv) {
                "without --tokens, serve a non-loopback address anyway (every caller is an admin)");
   app.add_option("--max-priority", c.max_priority, "the highest priority a spec may ask for (0-100)")
       ->capture_default_str();
+  bool check_flags = false;
+  app.add_flag("--check-flags", check_flags, "check the flags (and TOPIARY_COORDINATOR_* variables), then exit");
+  app.footer("Every flag may also come from a variable: --max-queued from TOPIARY_COORDINATOR_MAX_QUEUED.\n");
+  topiary::FlagsFromEnvironment(app, "TOPIARY_COORDINATOR");
   CLI11_PARSE(app, argc, argv);
   topiary::log::Level level;
   if (!topiary::log::ParseLevel(c.log_level, &level)) {
@@ -322,6 +327,10 @@ int main(int argc, char** argv) {
   if (c.max_priority < 0 || c.max_priority > 100) {
     std::fprintf(stderr, "topiary-coordinator: --max-priority: must be in [0, 100]\n");
     return 2;
+  }
+  if (check_flags) {
+    std::printf("topiary-coordinator: flags ok\n");
+    return 0;
   }
   topiary::log::SetLevel(level);
   return Run(c);

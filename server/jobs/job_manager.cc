@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/file_util.h"
@@ -31,6 +32,22 @@ bool IsTerminal(v1::JobState s) {
   return s == v1::JOB_SUCCEEDED || s == v1::JOB_FAILED || s == v1::JOB_CANCELLED;
 }
 
+const char* WaitingReasonClass(const std::string& r) {
+  // The scheduler's wording (server/scheduler/scheduler.cc, PlaceTask).
+  if (r.empty() || r == "waiting for the scheduler") return "scheduler";
+  if (absl::StartsWith(r, "waiting for a worker")) return "no_worker";
+  if (absl::StartsWith(r, "unschedulable")) return "unschedulable";
+  if (absl::StartsWith(r, "retrying")) return "retry_backoff";
+  if (absl::StartsWith(r, "waiting for ")) return "slots";
+  return "other";
+}
+
+const std::vector<std::string>& WaitingReasonClasses() {
+  static const std::vector<std::string> kClasses = {"scheduler", "no_worker",     "slots",
+                                                    "unschedulable", "retry_backoff", "other"};
+  return kClasses;
+}
+
 JobManager::JobManager(Store* store, const Clock* clock, JobManagerOptions options)
     : store_(store), clock_(clock), options_(std::move(options)) {}
 
@@ -41,6 +58,7 @@ Mutex& JobManager::JobLock(const std::string& id) {
 absl::Status JobManager::Recover() {
   std::map<v1::JobState, int64_t> counts;
   std::map<std::string, int64_t> queued_by_owner;
+  std::map<std::string, const char*> queued_reason;
   int64_t last_id_micros = 0;
   bool first = true;
   RETURN_IF_ERROR(store_->ScanJobs("", [&](const v1::Job& j) {
@@ -50,12 +68,16 @@ absl::Status JobManager::Recover() {
       first = false;
     }
     ++counts[j.state()];
-    if (j.state() == v1::JOB_QUEUED) ++queued_by_owner[j.owner()];
+    if (j.state() == v1::JOB_QUEUED) {
+      ++queued_by_owner[j.owner()];
+      queued_reason[j.id()] = WaitingReasonClass(j.waiting_reason());
+    }
     return true;
   }));
   MutexLock lock(&mu_);
   counts_ = std::move(counts);
   queued_by_owner_ = std::move(queued_by_owner);
+  queued_reason_ = std::move(queued_reason);
   last_id_micros_ = std::max(last_id_micros_, last_id_micros);
   return absl::OkStatus();
 }
@@ -90,6 +112,8 @@ void JobManager::Count(const v1::Job& job, v1::JobState before) {
   if (before == v1::JOB_QUEUED && job.state() != v1::JOB_QUEUED && --queued_by_owner_[job.owner()] <= 0) {
     queued_by_owner_.erase(job.owner());
   }
+  if (job.state() == v1::JOB_QUEUED) queued_reason_[job.id()] = WaitingReasonClass(job.waiting_reason());
+  else if (before == v1::JOB_QUEUED) queued_reason_.erase(job.id());
 }
 
 void JobManager::WakeWatchers(const std::string& id) {
@@ -386,6 +410,13 @@ absl::Status JobManager::WriteReportFiles(const std::string& id) {
 std::map<v1::JobState, int64_t> JobManager::CountByState() {
   MutexLock lock(&mu_);
   return counts_;
+}
+
+std::map<std::string, int64_t> JobManager::CountQueuedByReason() {
+  MutexLock lock(&mu_);
+  std::map<std::string, int64_t> counts;
+  for (const auto& [id, reason] : queued_reason_) ++counts[reason];
+  return counts;
 }
 
 void JobManager::Shutdown() {

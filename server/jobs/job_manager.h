@@ -52,6 +52,14 @@ struct JobManagerOptions {
 
 bool IsTerminal(v1::JobState state);
 
+// The class of a queued job's waiting_reason, a bounded label for metrics:
+// "scheduler" (not yet considered), "no_worker", "slots" (waiting for free
+// slots), "unschedulable" (no registered worker is big enough),
+// "retry_backoff", "other".
+const char* WaitingReasonClass(const std::string& waiting_reason);
+// Every class WaitingReasonClass returns, in a fixed order.
+const std::vector<std::string>& WaitingReasonClasses();
+
 class JobManager {
  public:
   JobManager(Store* store, const Clock* clock, JobManagerOptions options);
@@ -124,6 +132,8 @@ class JobManager {
 
   // Jobs per state, and jobs created since start, for metrics.
   std::map<v1::JobState, int64_t> CountByState();
+  // Queued jobs per WaitingReasonClass (classes with none are absent).
+  std::map<std::string, int64_t> CountQueuedByReason();
   int64_t created_total() const { return created_.load(); }
   // Wakes every watcher and makes WaitEvents fail from now on.
   void Shutdown();
@@ -155,6 +165,7 @@ class JobManager {
   std::map<v1::JobState, int64_t> counts_ ABSL_GUARDED_BY(mu_);
   // QUEUED jobs per owner, creates in flight included
   std::map<std::string, int64_t> queued_by_owner_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, const char*> queued_reason_ ABSL_GUARDED_BY(mu_);  // queued job id -> reason class
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<int64_t> created_{0};
   std::set<std::string> creating_ ABSL_GUARDED_BY(mu_);  // idempotency keys of creates in flight

@@ -40,7 +40,19 @@ class JobGauges : public prometheus::Collectable {
     prometheus::ClientMetric c;
     c.counter.value = static_cast<double>(jobs_->created_total());
     created.metric.push_back(c);
-    return {by_state, depth, created};
+    prometheus::MetricFamily waiting{"topiary_queue_waiting",
+                                     "Queued jobs by why they wait (scheduler, no_worker, slots, unschedulable, "
+                                     "retry_backoff, other).",
+                                     prometheus::MetricType::Gauge, {}};
+    const std::map<std::string, int64_t> reasons = jobs_->CountQueuedByReason();
+    for (const std::string& reason : WaitingReasonClasses()) {
+      prometheus::ClientMetric m;
+      m.label.push_back({"reason", reason});
+      auto it = reasons.find(reason);
+      m.gauge.value = it == reasons.end() ? 0.0 : static_cast<double>(it->second);
+      waiting.metric.push_back(m);
+    }
+    return {by_state, depth, created, waiting};
   }
 
  private:

@@ -3,6 +3,7 @@
 // time from JobManager, so they are never stale:
 //   topiary_jobs{state}               jobs per state (every state, 0 included)
 //   topiary_queue_depth               queued jobs
+//   topiary_queue_waiting{reason}     queued jobs by WaitingReasonClass
 //   topiary_job_submissions_total     jobs created since start
 //   topiary_grpc_requests_total{method,code}
 //   topiary_store_write_seconds       histogram of synced store batches

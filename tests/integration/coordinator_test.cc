@@ -410,7 +410,14 @@ TEST_F(CoordinatorTest, MetricsCountJobsAndRequestsAndPassPromtool) {
   ASSERT_TRUE(Create(kAlice, Request("m"), &job).ok());
   v1::CreateJobRequest bad = Request("");
   EXPECT_EQ(Create(kAlice, bad, &job).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  const std::string text = testing::ScrapeMetrics(coordinator_->metrics_port());
+  std::string text = testing::ScrapeMetrics(coordinator_->metrics_port());
+  // No worker has registered: once the scheduler has looked, the job waits for one.
+  for (int i = 0; i < 100 && text.find("topiary_queue_waiting{reason=\"no_worker\"} 1") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    text = testing::ScrapeMetrics(coordinator_->metrics_port());
+  }
+  EXPECT_NE(text.find("topiary_queue_waiting{reason=\"no_worker\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("topiary_queue_waiting{reason=\"slots\"} 0"), std::string::npos) << text;
   EXPECT_NE(text.find("topiary_jobs{state=\"queued\"} 1"), std::string::npos) << text;
   EXPECT_NE(text.find("topiary_jobs{state=\"cancelled\"} 0"), std::string::npos);
   EXPECT_NE(text.find("topiary_queue_depth 1"), std::string::npos);

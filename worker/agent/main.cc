@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/cli_flags.h"
 #include "common/log.h"
 #include "common/process.h"
 #include "common/rpc/channel.h"
@@ -75,6 +76,10 @@ int main(int argc, char** argv) {
   app.add_option("--memory", memory, "memory ranks may use in all, e.g. 20GiB (default: the machine's)");
   app.add_option("--rank-binary", o.rank_binary, "the rank program")->capture_default_str();
   app.add_option("--log-level", log_level, "debug|info|warn|error")->capture_default_str();
+  bool check_flags = false;
+  app.add_flag("--check-flags", check_flags, "check the flags (and TOPIARY_WORKER_* variables), then exit");
+  app.footer("Every flag may also come from a variable: --slots from TOPIARY_WORKER_SLOTS.\n");
+  topiary::FlagsFromEnvironment(app, "TOPIARY_WORKER");
   CLI11_PARSE(app, argc, argv);
   topiary::log::Level level;
   if (!topiary::log::ParseLevel(log_level, &level)) return Fail("--log-level: unknown level '" + log_level + "'");
@@ -86,6 +91,10 @@ int main(int argc, char** argv) {
     absl::StatusOr<int64_t> bytes = topiary::ParseBytes(memory, "--memory");
     if (!bytes.ok()) return Fail(std::string(bytes.status().message()));
     o.memory_bytes = *bytes;
+  }
+  if (check_flags) {  // before the files they name are read: they may be mounted elsewhere here
+    std::printf("topiary-worker: flags ok\n");
+    return 0;
   }
   if (access(o.rank_binary.c_str(), X_OK) != 0) return Fail("--rank-binary: " + o.rank_binary + " is not executable");
   if (!o.token_file.empty()) {

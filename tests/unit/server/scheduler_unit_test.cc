@@ -104,6 +104,7 @@ TEST_F(SchedulerUnitTest, PlacesCompletesAndForgetsTheJobsRendezvousKeys) {
   const std::string id = Submit();
   sched_->RunOnce();
   EXPECT_EQ(Get(id).waiting_reason(), "waiting for a worker to register");
+  EXPECT_EQ(jobs_->CountQueuedByReason(), (std::map<std::string, int64_t>{{"no_worker", 1}}));
   const WorkerCall w = Register("a");
   sched_->RunOnce();
   auto assigned = sched_->Poll(w, 0);
@@ -360,6 +361,8 @@ TEST_F(SchedulerUnitTest, UnfittableTasksWaitWithoutBlockingOthers) {
   sched_->RunOnce();
   EXPECT_EQ(Get(second_wide).state(), v1::JOB_QUEUED);
   EXPECT_NE(Get(second_wide).waiting_reason().find("waiting for 2 slots"), std::string::npos);
+  // The metrics' classes of the scheduler's own wording.
+  EXPECT_EQ(jobs_->CountQueuedByReason(), (std::map<std::string, int64_t>{{"slots", 1}, {"unschedulable", 1}}));
   auto on_b = sched_->Poll(b, 0);
   ASSERT_EQ(on_b->size(), 1u);
   EXPECT_EQ((*on_b)[0].job_id(), narrow);
