@@ -47,6 +47,7 @@ using namespace topiary::server;
 struct CoordinatorConfig {
   std::string listen = "127.0.0.1:7070";
   std::string metrics_address = "127.0.0.1:9464";
+  std::string health_listen;  // plaintext grpc.health.v1 only (for probes that cannot speak TLS); empty: none
   std::string state_dir;
   bool sync = true;
   std::vector<std::string> storage_roots;
@@ -143,11 +144,13 @@ int Run(const CoordinatorConfig& c) {
   CoordinatorMetrics metrics;
   // Health follows the store: NOT_SERVING while writes fail, SERVING again once they work.
   std::atomic<grpc::Server*> serving{nullptr};
+  std::atomic<grpc::Server*> health_serving{nullptr};
   std::atomic<bool> store_healthy{true};
   auto set_health = [&](bool healthy) {
     store_healthy.store(healthy);
     metrics.SetStoreHealthy(healthy);
     if (grpc::Server* s = serving.load()) s->GetHealthCheckService()->SetServingStatus(healthy);
+    if (grpc::Server* h = health_serving.load()) h->GetHealthCheckService()->SetServingStatus(healthy);
   };
   std::unique_ptr<Store> store = WithWriteTiming(WithHealth(std::move(*opened), set_health), &metrics);
   JobManagerOptions jo;
@@ -231,18 +234,40 @@ int Run(const CoordinatorConfig& c) {
     log::Error(absl::StrCat("cannot listen on ", c.listen));
     return 1;
   }
+  // Kubernetes' gRPC probes speak plaintext only: with TLS on --listen they
+  // need a port of their own, serving the health service and nothing else.
+  std::unique_ptr<grpc::Server> health_server;
+  int health_port = 0;
+  if (!c.health_listen.empty()) {
+    grpc::ServerBuilder health_builder;
+    health_builder.AddListeningPort(c.health_listen, grpc::InsecureServerCredentials(), &health_port);
+    health_server = health_builder.BuildAndStart();
+    if (!health_server || health_port == 0) {
+      log::Error(absl::StrCat("--health-listen: cannot listen on ", c.health_listen));
+      return 1;
+    }
+    health_server->GetHealthCheckService()->SetServingStatus(false);  // until the API serves
+    log::Info(absl::StrCat("health on port ", health_port));
+  }
   if (!c.port_file.empty()) {
-    if (absl::Status st = WriteFileAtomically(c.port_file, absl::StrCat(port, "\n", metrics_port, "\n")); !st.ok()) {
+    const std::string ports = absl::StrCat(port, "\n", metrics_port, "\n", health_port, "\n");
+    if (absl::Status st = WriteFileAtomically(c.port_file, ports); !st.ok()) {
       log::Error(absl::StrCat("--port-file: ", st.message()));
       return 1;
     }
   }
   serving.store(server.get());
+  health_serving.store(health_server.get());
   server->GetHealthCheckService()->SetServingStatus(store_healthy.load());
+  if (health_server) health_server->GetHealthCheckService()->SetServingStatus(store_healthy.load());
   log::Info(absl::StrCat("serving on port ", port));
   const int sig = WaitForTerminationSignal();
   log::Info(absl::StrCat("signal ", sig, ": draining for up to ", c.drain_seconds, "s"));
   serving.store(nullptr);
+  health_serving.store(nullptr);
+  if (health_server) {  // not ready from here on; the probes' port goes with the API
+    health_server->GetHealthCheckService()->SetServingStatus(false);
+  }
   jobs.Shutdown();  // open watches end with UNAVAILABLE; clients reconnect with their last seq
   scheduler.Stop();
   {
@@ -252,6 +277,7 @@ int Run(const CoordinatorConfig& c) {
   sweep_cv.SignalAll();
   sweeper.join();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(c.drain_seconds));
+  if (health_server) health_server->Shutdown(std::chrono::system_clock::now());
   log::Info("stopped");
   return 0;
 }
@@ -273,7 +299,10 @@ int main(int argc, char** argv) {
   app.add_option("--tls-client-ca", c.tls_client_ca, "CA for client certificates: mutual TLS (PEM)");
   app.add_option("--metrics-address", c.metrics_address, "Prometheus /metrics HOST:PORT (empty: off)")
       ->capture_default_str();
-  app.add_option("--port-file", c.port_file, "write the bound gRPC and metrics ports here (one per line) once serving");
+  app.add_option("--health-listen", c.health_listen,
+                 "also serve grpc.health.v1, plaintext and alone, on HOST:PORT (for probes; empty: off)");
+  app.add_option("--port-file", c.port_file,
+                 "write the bound gRPC, metrics and health ports here (one per line; 0: off) once serving");
   app.add_option("--max-queued", c.max_queued, "queued jobs beyond which CreateJob is refused")->capture_default_str();
   app.add_option("--max-queued-per-user", c.max_queued_per_user, "queued jobs one principal may have")
       ->capture_default_str();

@@ -552,9 +552,10 @@ TEST(CoordinatorDisk, AFailingDiskFlipsHealthAndLosesNothingAcknowledged) {
   setenv("LD_PRELOAD", (BinDir() + "/libfailing_fs.so").c_str(), 1);
   setenv("TOPIARY_FAILING_FS_FLAG", flag.c_str(), 1);
   setenv("TOPIARY_FAILING_FS_DIR", (dir + "/state").c_str(), 1);
-  Coordinator c(dir);
+  Coordinator c(dir, {"--health-listen", "127.0.0.1:0"});  // and the probes' plaintext health port
   c.Start();
   unsetenv("LD_PRELOAD");
+  ASSERT_GT(c.health_port(), 0);
   auto ctx = [] {
     auto x = std::make_unique<grpc::ClientContext>();
     x->AddMetadata("authorization", std::string("Bearer ") + kAlice);
@@ -570,11 +571,16 @@ TEST(CoordinatorDisk, AFailingDiskFlipsHealthAndLosesNothingAcknowledged) {
     return r;
   };
   auto health = grpc::health::v1::Health::NewStub(c.channel());
-  auto serving = [&] {
+  auto probe = grpc::health::v1::Health::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(c.health_port()), grpc::InsecureChannelCredentials()));
+  auto serving_on = [](grpc::health::v1::Health::Stub& stub) {
     grpc::ClientContext hctx;
     grpc::health::v1::HealthCheckResponse resp;
-    return health->Check(&hctx, {}, &resp).ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+    return stub.Check(&hctx, {}, &resp).ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
   };
+  // Both ports say the same; a disagreement reads as neither serving nor not.
+  auto serving = [&] { return serving_on(*health) && serving_on(*probe); };
+  auto not_serving = [&] { return !serving_on(*health) && !serving_on(*probe); };
   std::set<std::string> acknowledged;
   v1::Job job;
   for (int i = 0; i < 5; ++i) {
@@ -585,8 +591,8 @@ TEST(CoordinatorDisk, AFailingDiskFlipsHealthAndLosesNothingAcknowledged) {
   std::ofstream(flag) << "full\n";  // the disk is full from now on
   grpc::Status st = c.api().CreateJob(ctx().get(), request("during"), &job);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
-  for (int i = 0; i < 100 && serving(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_FALSE(serving());
+  for (int i = 0; i < 100 && !not_serving(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_TRUE(not_serving());
   EXPECT_EQ(c.api().CreateJob(ctx().get(), request("during"), &job).error_code(), grpc::StatusCode::UNAVAILABLE);
   v1::GetJobRequest get;
   get.set_id(*acknowledged.begin());

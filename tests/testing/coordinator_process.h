@@ -48,9 +48,10 @@ class Coordinator {
     auto port = ReadFileToString(dir_ + "/port", 64);
     ASSERT_TRUE(port.ok()) << "the coordinator did not start: " << *ReadFileToString(dir_ + "/coordinator.log", 1 << 20);
     std::vector<std::string> ports = absl::StrSplit(*port, '\n', absl::SkipEmpty());
-    ASSERT_EQ(ports.size(), 2u);
+    ASSERT_EQ(ports.size(), 3u);  // API, metrics, health (0: none)
     port_ = std::stoi(ports[0]);
     metrics_port_ = std::stoi(ports[1]);
+    health_port_ = std::stoi(ports[2]);
     if (!connect) return;
     channel_ = grpc::CreateChannel("127.0.0.1:" + ports[0], grpc::InsecureChannelCredentials());
     stub_ = v1::JobService::NewStub(channel_);
@@ -67,6 +68,7 @@ class Coordinator {
   v1::JobService::Stub& api() { return *stub_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
   int metrics_port() const { return metrics_port_; }
+  int health_port() const { return health_port_; }
   int port() const { return port_; }
 
   // Listen on a fixed address (so that workers reconnect after a restart).
@@ -76,7 +78,7 @@ class Coordinator {
   std::string dir_, listen_ = "127.0.0.1:0";
   std::vector<std::string> extra_;
   pid_t pid_ = -1;
-  int port_ = 0, metrics_port_ = 0;
+  int port_ = 0, metrics_port_ = 0, health_port_ = 0;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::JobService::Stub> stub_;
 };
