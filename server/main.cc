@@ -150,7 +150,7 @@ int Run(const CoordinatorConfig& c) {
     store_healthy.store(healthy);
     metrics.SetStoreHealthy(healthy);
     if (grpc::Server* s = serving.load()) s->GetHealthCheckService()->SetServingStatus(healthy);
-    if (grpc::Server* h = health_serving.load()) h->GetHealthCheckService()->SetServingStatus(healthy);
+    if (grpc::Server* h = health_serving.load()) h->GetHealthCheckService()->SetServingStatus("", healthy);
   };
   std::unique_ptr<Store> store = WithWriteTiming(WithHealth(std::move(*opened), set_health), &metrics);
   JobManagerOptions jo;
@@ -246,7 +246,10 @@ int Run(const CoordinatorConfig& c) {
       log::Error(absl::StrCat("--health-listen: cannot listen on ", c.health_listen));
       return 1;
     }
-    health_server->GetHealthCheckService()->SetServingStatus(false);  // until the API serves
+    // Service "": ready (follows the store). Service "liveness": the process
+    // answers; a full disk makes it unready, not restarted.
+    health_server->GetHealthCheckService()->SetServingStatus("", false);  // until the API serves
+    health_server->GetHealthCheckService()->SetServingStatus("liveness", true);
     log::Info(absl::StrCat("health on port ", health_port));
   }
   if (!c.port_file.empty()) {
@@ -259,7 +262,7 @@ int Run(const CoordinatorConfig& c) {
   serving.store(server.get());
   health_serving.store(health_server.get());
   server->GetHealthCheckService()->SetServingStatus(store_healthy.load());
-  if (health_server) health_server->GetHealthCheckService()->SetServingStatus(store_healthy.load());
+  if (health_server) health_server->GetHealthCheckService()->SetServingStatus("", store_healthy.load());
   log::Info(absl::StrCat("serving on port ", port));
   const int sig = WaitForTerminationSignal();
   log::Info(absl::StrCat("signal ", sig, ": draining for up to ", c.drain_seconds, "s"));
@@ -300,7 +303,8 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-address", c.metrics_address, "Prometheus /metrics HOST:PORT (empty: off)")
       ->capture_default_str();
   app.add_option("--health-listen", c.health_listen,
-                 "also serve grpc.health.v1, plaintext and alone, on HOST:PORT (for probes; empty: off)");
+                 "also serve grpc.health.v1, plaintext and alone, on HOST:PORT, for probes: service \"\" is "
+                 "readiness, \"liveness\" liveness (empty: off)");
   app.add_option("--port-file", c.port_file,
                  "write the bound gRPC, metrics and health ports here (one per line; 0: off) once serving");
   app.add_option("--max-queued", c.max_queued, "queued jobs beyond which CreateJob is refused")->capture_default_str();

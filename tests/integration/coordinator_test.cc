@@ -573,10 +573,12 @@ TEST(CoordinatorDisk, AFailingDiskFlipsHealthAndLosesNothingAcknowledged) {
   auto health = grpc::health::v1::Health::NewStub(c.channel());
   auto probe = grpc::health::v1::Health::NewStub(grpc::CreateChannel(
       "127.0.0.1:" + std::to_string(c.health_port()), grpc::InsecureChannelCredentials()));
-  auto serving_on = [](grpc::health::v1::Health::Stub& stub) {
+  auto serving_on = [](grpc::health::v1::Health::Stub& stub, const std::string& service = "") {
     grpc::ClientContext hctx;
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(service);
     grpc::health::v1::HealthCheckResponse resp;
-    return stub.Check(&hctx, {}, &resp).ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+    return stub.Check(&hctx, req, &resp).ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
   };
   // Both ports say the same; a disagreement reads as neither serving nor not.
   auto serving = [&] { return serving_on(*health) && serving_on(*probe); };
@@ -593,6 +595,7 @@ TEST(CoordinatorDisk, AFailingDiskFlipsHealthAndLosesNothingAcknowledged) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
   for (int i = 0; i < 100 && !not_serving(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_TRUE(not_serving());
+  EXPECT_TRUE(serving_on(*probe, "liveness"));  // unready, but not to be restarted
   EXPECT_EQ(c.api().CreateJob(ctx().get(), request("during"), &job).error_code(), grpc::StatusCode::UNAVAILABLE);
   v1::GetJobRequest get;
   get.set_id(*acknowledged.begin());
