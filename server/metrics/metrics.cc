@@ -109,7 +109,7 @@ class SchedulerSeries : public prometheus::Collectable {
       const std::map<std::string, double>& m = entry.second;
       auto get = [&](const char* k, MF& f, bool counter) {
         auto it = m.find(k);
-        if (it != m.end()) f.metric.push_back(Value(it->second, {{"job", job}}, counter));
+        if (it != m.end()) f.metric.push_back(Value(it->second, {{"job_id", job}}, counter));  // "job" is the scrape job's label
       };
       get("loss", loss, false);
       get("tokens", tokens, true);

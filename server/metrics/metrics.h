@@ -11,8 +11,8 @@
 //   topiary_slots{state}              used | free (live workers)
 //   topiary_schedule_latency_seconds  histogram of one placement decision
 //   topiary_stage_duration_seconds{stage}  histogram of finished stages
-//   topiary_train_loss{job}, topiary_train_tokens_total{job},
-//   topiary_train_tokens_per_second{job}, topiary_train_mfu_ratio{job}
+//   topiary_train_loss{job_id}, topiary_train_tokens_total{job_id},
+//   topiary_train_tokens_per_second{job_id}, topiary_train_mfu_ratio{job_id}
 //                                     per running job, from the workers'
 //                                     reports; gone when the job ends
 // (bounded cardinality).

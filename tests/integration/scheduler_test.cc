@@ -287,8 +287,8 @@ TEST_F(SchedulerTest, MetricsShowWorkersSlotsAndRunningJobs) {
   EXPECT_NE(text.find("topiary_workers{state=\"live\"} 1"), std::string::npos) << text;
   EXPECT_NE(text.find("topiary_slots{state=\"used\"} 2"), std::string::npos) << text;
   EXPECT_NE(text.find("topiary_slots{state=\"free\"} 1"), std::string::npos);
-  EXPECT_NE(text.find("topiary_train_loss{job=\"" + id + "\"}"), std::string::npos);
-  EXPECT_NE(text.find("topiary_train_mfu_ratio{job=\"" + id + "\"} 0.5"), std::string::npos);
+  EXPECT_NE(text.find("topiary_train_loss{job_id=\"" + id + "\"}"), std::string::npos);
+  EXPECT_NE(text.find("topiary_train_mfu_ratio{job_id=\"" + id + "\"} 0.5"), std::string::npos);
   EXPECT_NE(text.find("topiary_schedule_latency_seconds_count"), std::string::npos);
   std::ofstream(dir_ + "/scrape.txt") << text;
   auto r = testing::RunProcesses({{"/bin/sh", "-c", "promtool check metrics < " + dir_ + "/scrape.txt"}}, dir_,
@@ -300,7 +300,7 @@ TEST_F(SchedulerTest, MetricsShowWorkersSlotsAndRunningJobs) {
   ASSERT_TRUE(coordinator_->api().CancelJob(Ctx().get(), req, &out).ok());
   WaitFor(id, Finished);
   text = testing::ScrapeMetrics(coordinator_->metrics_port());
-  EXPECT_EQ(text.find("topiary_train_loss{job=\"" + id + "\"}"), std::string::npos);  // gone with the job
+  EXPECT_EQ(text.find("topiary_train_loss{job_id=\"" + id + "\"}"), std::string::npos);  // gone with the job
 }
 
 // The worker protocol over gRPC against the real coordinator: the test
