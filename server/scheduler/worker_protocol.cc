@@ -273,6 +273,9 @@ absl::Status Scheduler::Complete(const WorkerCall& who, const v1::CompleteTaskRe
   Placed& p = **placed;
   w->unacked.erase(absl::StrCat(req.task_id(), "#", req.rank()));
   if (p.ranks[req.rank()].done) return absl::OkStatus();  // recorded before
+  // The task's training series end with it: a job that evaluates or exports
+  // next has no stale tokens counter (which would read as a stalled run).
+  if (req.rank() == 0) job_metrics_.erase(p.job_id);
   if (!req.ok() && !p.cancelling) {
     const v1::FailureKind kind =
         req.failure_kind() == v1::FAILURE_INFRASTRUCTURE ? v1::FAILURE_INFRASTRUCTURE : v1::FAILURE_TASK;

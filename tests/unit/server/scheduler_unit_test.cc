@@ -130,6 +130,37 @@ TEST_F(SchedulerUnitTest, PlacesCompletesAndForgetsTheJobsRendezvousKeys) {
   EXPECT_TRUE(sched_->Complete(w, Done(a, "{\"loss\": 1.5}")).ok());
 }
 
+// A job's training series (topiary_train_*) end with the task that reported
+// them: the next stage of the same job shows none until it trains, so a
+// finished training stage never reads as a stalled one.
+TEST_F(SchedulerUnitTest, TrainingSeriesEndWithTheirTask) {
+  v1::JobSpec s;
+  s.set_name("two");
+  s.mutable_teacher()->set_path(root_ + "/t");
+  s.mutable_data()->mutable_calibration()->set_path(root_ + "/c.bin");
+  s.add_stages()->mutable_importance();
+  s.add_stages()->mutable_evaluate()->add_tasks(root_ + "/tasks.jsonl");
+  auto j = jobs_->Create(admin_, s, "");
+  ASSERT_TRUE(j.ok()) << j.status();
+  sched_->Notify(j->id());
+  const WorkerCall w = Register("a");
+  sched_->RunOnce();
+  auto first = sched_->Poll(w, 0);
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->size(), 1u);
+  v1::ReportProgressRequest p;
+  p.set_task_id((*first)[0].task_id());
+  p.set_rank(0);
+  p.set_attempt((*first)[0].attempt());
+  (*p.mutable_metrics())["tokens"] = 4096;
+  (*p.mutable_metrics())["loss"] = 2.5;
+  ASSERT_TRUE(sched_->Progress(w, p).ok());
+  EXPECT_EQ(sched_->TakeStats().job_metrics[j->id()].at("tokens"), 4096);
+  ASSERT_TRUE(sched_->Complete(w, Done((*first)[0])).ok());
+  EXPECT_EQ(Get(j->id()).state(), v1::JOB_RUNNING);  // the evaluate stage is next
+  EXPECT_EQ(sched_->TakeStats().job_metrics.count(j->id()), 0u);
+}
+
 TEST_F(SchedulerUnitTest, ALeaseThatRunsOutFailsTheTaskWithoutCountingIt) {
   const std::string id = Submit(/*max_retries=*/0);
   const WorkerCall w = Register("a");

@@ -195,5 +195,17 @@ TEST(Examples, EveryExampleSpecParsesAndValidates) {
   EXPECT_GE(n, 8);
 }
 
+// The spec the Kubernetes submit Job carries (deploy/submit) is valid under
+// the cluster's storage root.
+TEST(Examples, TheKubernetesSubmitSpecParsesAndValidates) {
+  const char* src = std::getenv("TOPIARY_SOURCE_DIR");
+  auto text = ReadFileToString(std::string(src ? src : ".") + "/deploy/submit/spec.yaml", 1 << 20);
+  ASSERT_TRUE(text.ok()) << text.status();
+  auto spec = ParseJobSpec(*text);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_TRUE(ValidateJobSpec(*spec, {"/storage"}).ok()) << ValidateJobSpec(*spec, {"/storage"});
+  EXPECT_EQ(spec->resources().ranks(), 16);
+}
+
 }  // namespace
 }  // namespace topiary::spec
