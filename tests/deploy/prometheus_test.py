@@ -20,22 +20,19 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
 
 import yaml
 
-SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testing"))
+from local_cluster import SRC, USER_TOKEN, LocalCluster, free_port, wait_for  # noqa: E402
+
 BIN, KJV = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
-USER_TOKEN, WORKER_TOKEN = "prom-test-user-token", "prom-test-worker-token"
 failures = []
-procs = []
 
 
 def check(cond, what):
@@ -43,30 +40,6 @@ def check(cond, what):
         failures.append(what)
         print("FAIL:", what)
     return cond
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spawn(args, log, env=None):
-    p = subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
-    procs.append(p)
-    return p
-
-
-def wait_for(predicate, seconds, what):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            if predicate():
-                return True
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("timed out waiting for " + what)
 
 
 class Prometheus:
@@ -127,27 +100,13 @@ def main():
     if not shutil.which("prometheus"):
         print("SKIPPED: Debian's prometheus is not installed (scripts/setup installs it)")
         return 77
-    tmp = tempfile.mkdtemp(prefix="topiary-prom-")
-    root = os.path.join(tmp, "root")
-    os.makedirs(os.path.join(root, "data"))
-    shutil.copytree(os.path.join(SRC, "models/kjv-llama-8m"), os.path.join(root, "models/teacher"))
-    for f in ("kjv-train.bin", "kjv-val.bin"):
-        shutil.copy(os.path.join(KJV, f), os.path.join(root, "data", f))
-    with open(os.path.join(tmp, "tokens"), "w") as f:
-        f.write(f"{USER_TOKEN} alice user\n{WORKER_TOKEN} workers worker\n")
-    with open(os.path.join(tmp, "worker-token"), "w") as f:
-        f.write(WORKER_TOKEN + "\n")
+    cluster = LocalCluster(BIN, KJV, "topiary-prom-")
+    tmp = cluster.tmp
     try:
         # The coordinator and a worker, as the manifests run them.
-        spawn([f"{BIN}/topiary-coordinator", "--listen", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0",
-               "--health-listen", "127.0.0.1:0", "--state-dir", os.path.join(tmp, "state"), "--storage-root", root,
-               "--tokens", os.path.join(tmp, "tokens"), "--port-file", os.path.join(tmp, "ports"),
-               "--lease-seconds", "5"], os.path.join(tmp, "coordinator.log"))
-        wait_for(lambda: len(open(os.path.join(tmp, "ports")).read().split()) == 3, 30, "the coordinator")
-        api_port, metrics_port, _ = open(os.path.join(tmp, "ports")).read().split()
-        spawn([f"{BIN}/topiary-worker", "--coordinator", f"127.0.0.1:{api_port}", "--slots", "2", "--name", "w1",
-               "--token-file", os.path.join(tmp, "worker-token"), "--work-dir", os.path.join(tmp, "work")],
-              os.path.join(tmp, "worker.log"))
+        api_port = cluster.start_coordinator()
+        metrics_port = cluster.metrics_port
+        cluster.start_worker("w1", 2)
 
         # Prometheus: the ServiceMonitor's scrape (job named after the metrics Service), the rules.
         with open(os.path.join(SRC, "deploy/base/monitoring/prometheusrule.yaml")) as f:
@@ -166,8 +125,9 @@ def main():
         with open(os.path.join(tmp, "prometheus.yml"), "w") as f:
             yaml.safe_dump(config, f)
         prom_port = free_port()
-        spawn(["prometheus", f"--config.file={tmp}/prometheus.yml", f"--storage.tsdb.path={tmp}/tsdb",
-               f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"], os.path.join(tmp, "prometheus.log"))
+        cluster.spawn("prometheus", ["prometheus", f"--config.file={tmp}/prometheus.yml",
+                                     f"--storage.tsdb.path={tmp}/tsdb", f"--web.listen-address=127.0.0.1:{prom_port}",
+                                     "--log.level=warn"])
         prom = Prometheus(prom_port)
         wait_for(lambda: urllib.request.urlopen(prom.base + "/-/ready", timeout=2).status == 200, 60, "Prometheus")
         start = time.time()
@@ -175,19 +135,7 @@ def main():
                  30, "the first scrape")
 
         # The job, through the Kubeflow component's command.
-        spec = f"""name: prometheus-test
-teacher: {{path: {root}/models/teacher}}
-data:
-  calibration: {{path: {root}/data/kjv-train.bin, format: u16, samples: 8, seq_len: 64}}
-  train: {{path: {root}/data/kjv-train.bin, format: u16, seq_len: 64}}
-  eval: {{path: {root}/data/kjv-val.bin, format: u16, seq_len: 64, samples: 8}}
-stages:
-  - importance: {{depth: [block_influence], batch: 2}}
-  - prune: {{target: {{hidden_size: 192, intermediate_size: 512, num_attention_heads: 6, num_key_value_heads: 3}}}}
-  - distill: {{tokens: 48K, lr: 2e-3, global_batch: 8}}
-  - evaluate: {{}}
-resources: {{ranks: 2}}
-"""
+        spec = cluster.spec("prometheus-test")
         env = {"PATH": f"{BIN}:/usr/bin:/bin", "TOPIARY_TOKEN": USER_TOKEN}
         inputs = {"spec": spec, "request_id": "kfp-run-1/distill", "server": f"127.0.0.1:{api_port}"}
         job_id_path = os.path.join(tmp, "outputs", "job_id", "data")
@@ -237,22 +185,7 @@ resources: {{ranks: 2}}
         active = prom.get("/api/v1/alerts")["data"]["alerts"]
         check(not active, f"no alert on a healthy run ({[a['labels']['alertname'] for a in active]})")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if failures:
-            for log in ("coordinator.log", "worker.log", "prometheus.log"):
-                path = os.path.join(tmp, log)
-                if os.path.exists(path):
-                    print(f"== {log} (last lines)")
-                    print("".join(open(path).readlines()[-30:]))
-        if not os.environ.get("KEEP"):
-            shutil.rmtree(tmp, ignore_errors=True)
+        cluster.close(show_logs=bool(failures))
     print(f"{len(failures)} failures" if failures else "the dashboard and alerts hold against a real scrape")
     return 1 if failures else 0
 
