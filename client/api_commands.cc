@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/cli_util.h"
+#include "client/contexts.h"
 #include "client/job_view.h"
 #include "client/local_state.h"
 #include "common/report/job_report.h"
@@ -40,7 +41,7 @@ inline constexpr int kExitJobFailed = 5;
 inline constexpr int kExitJobCancelled = 6;
 
 struct ApiFlags {
-  std::string server, token, tls_ca, tls_cert, tls_key, output = "table", state_dir;
+  std::string server, token, token_file, context, tls_ca, tls_cert, tls_key, output = "table", state_dir;
   double timeout = 30;
   // per command
   std::string id, file, request_id, page_token;
@@ -49,11 +50,6 @@ struct ApiFlags {
   int64_t from_seq = 0;
   std::vector<std::string> states, labels;
 };
-
-std::string Env(const char* name, const char* fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? v : fallback;
-}
 
 absl::Status FromGrpc(const grpc::Status& s) {
   if (s.ok()) return absl::OkStatus();
@@ -209,10 +205,13 @@ int Report(const char* command, const absl::Status& s) {
 }
 
 void AddCommon(CLI::App* cmd, ApiFlags* f) {
-  f->server = Env("TOPIARY_SERVER", "127.0.0.1:7070");
-  f->token = Env("TOPIARY_TOKEN", "");
-  cmd->add_option("--server", f->server, "coordinator HOST:PORT (env TOPIARY_SERVER)")->capture_default_str();
+  // Empty until given: the environment and the context fill the rest (client/contexts.h).
+  cmd->add_option("--server", f->server, "coordinator HOST:PORT (env TOPIARY_SERVER; else the context's; else "
+                                         "127.0.0.1:7070)");
   cmd->add_option("--token", f->token, "bearer token (env TOPIARY_TOKEN)");
+  cmd->add_option("--token-file", f->token_file, "file whose first line is the bearer token");
+  cmd->add_option("--context", f->context,
+                  "a named context of the config file (env TOPIARY_CONTEXT; default: its current-context)");
   cmd->add_option("--tls-ca", f->tls_ca, "CA certificate of the coordinator: use TLS");
   cmd->add_option("--tls-cert", f->tls_cert, "client certificate (mutual TLS)");
   cmd->add_option("--tls-key", f->tls_key, "client key (mutual TLS)");
@@ -236,6 +235,15 @@ void AddApi(CommandRegistry& registry, CLI::App* cmd, std::shared_ptr<ApiFlags> 
       local = *c;
       flags.server = local.address;
       flags.token = local.token;
+    } else {
+      Connection conn{flags.server, flags.token, flags.token_file, flags.tls_ca, flags.tls_cert, flags.tls_key,
+                      flags.context};
+      if (absl::Status st = ResolveConnection(&conn); !st.ok()) return Report(name, st);
+      flags.server = conn.server;
+      flags.token = conn.token;
+      flags.tls_ca = conn.tls_ca;
+      flags.tls_cert = conn.tls_cert;
+      flags.tls_key = conn.tls_key;
     }
     absl::StatusOr<Client> c = Client::Connect(flags);
     int code = 0;
@@ -260,6 +268,7 @@ CLI::App* Command(CLI::App& app, const char* name, const char* help, std::shared
 }  // namespace
 
 void RegisterApiCommands(CLI::App& app, CommandRegistry& registry) {
+  RegisterConfigCommands(app, registry);
   {
     auto f = std::make_shared<ApiFlags>();
     CLI::App* cmd = Command(app, "submit", "submit a job spec (YAML or JSON) to the coordinator", f, false);
