@@ -37,6 +37,7 @@
 #include "server/rpc/worker_service.h"
 #include "server/scheduler/rendezvous.h"
 #include "server/scheduler/scheduler.h"
+#include "server/store/backup.h"
 #include "server/store/store.h"
 
 namespace {
@@ -64,6 +65,10 @@ struct CoordinatorConfig {
   double backoff_seconds = 1;
   double recovery_grace_seconds = 0;
   double forget_workers_after_seconds = 3600;
+  std::string backup_dir;  // periodic checkpoints of the store (empty: none)
+  std::string backup_every = "6h";
+  int backup_keep = 7;
+  std::string backup_to, restore_from;  // one-off, without serving
 };
 
 // Exit codes: 0 after a drain on SIGTERM/SIGINT; 2 for bad flags or files;
@@ -90,6 +95,35 @@ bool IsLoopback(const std::string& listen) {
   std::string host = listen.substr(0, listen.rfind(':'));
   if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+// --backup-to: a checkpoint of a store no coordinator is running on.
+// --restore-from: a backup copied into an empty --state-dir.
+int RunOffline(const CoordinatorConfig& c) {
+  if (!c.restore_from.empty()) {
+    absl::StatusOr<int64_t> jobs = RestoreBackup(c.restore_from, c.state_dir);
+    if (!jobs.ok()) {
+      std::fprintf(stderr, "topiary-coordinator: %s\n", std::string(jobs.status().message()).c_str());
+      return jobs.status().code() == absl::StatusCode::kUnavailable ? 1 : 2;
+    }
+    std::printf("restored %lld jobs from %s into %s\n", static_cast<long long>(*jobs), c.restore_from.c_str(),
+                c.state_dir.c_str());
+    return 0;
+  }
+  RocksStoreOptions so;
+  so.dir = c.state_dir;
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenRocksStore(so);
+  if (!store.ok()) {
+    std::fprintf(stderr, "topiary-coordinator: --backup-to: %s (a running coordinator backs up with --backup-dir)\n",
+                 std::string(store.status().message()).c_str());
+    return 1;
+  }
+  if (absl::Status st = (*store)->Checkpoint(c.backup_to); !st.ok()) {
+    std::fprintf(stderr, "topiary-coordinator: --backup-to: %s\n", std::string(st.message()).c_str());
+    return 1;
+  }
+  std::printf("backed up %s to %s\n", c.state_dir.c_str(), c.backup_to.c_str());
+  return 0;
 }
 
 int Run(const CoordinatorConfig& c) {
@@ -186,14 +220,32 @@ int Run(const CoordinatorConfig& c) {
   Mutex sweep_mu;
   CondVar sweep_cv;
   bool sweep_stop = false;
+  // Backups: a checkpoint every --backup-every into --backup-dir, the first one at start.
+  const absl::Duration backup_every = absl::Microseconds(RetentionMicros(c.backup_every));
+  absl::Time next_sweep = absl::Now() + absl::Seconds(60);
+  absl::Time next_backup = c.backup_dir.empty() ? absl::InfiniteFuture() : absl::Now();
   std::thread sweeper([&] {
     MutexLock lock(&sweep_mu);
     for (;;) {
-      sweep_cv.WaitWithTimeout(&sweep_mu, absl::Seconds(60));
+      sweep_cv.WaitWithDeadline(&sweep_mu, std::min(next_sweep, next_backup));
       if (sweep_stop) return;
-      absl::StatusOr<int> n = jobs.DeleteExpired();
-      if (!n.ok()) log::Warn(absl::StrCat("retention: ", n.status().message()));
-      else if (*n > 0) log::Info(absl::StrCat("retention: deleted ", *n, " finished jobs older than ", c.retention));
+      if (absl::Now() >= next_sweep) {
+        next_sweep = absl::Now() + absl::Seconds(60);
+        absl::StatusOr<int> n = jobs.DeleteExpired();
+        if (!n.ok()) log::Warn(absl::StrCat("retention: ", n.status().message()));
+        else if (*n > 0) log::Info(absl::StrCat("retention: deleted ", *n, " finished jobs older than ", c.retention));
+      }
+      if (absl::Now() >= next_backup) {
+        next_backup = absl::Now() + backup_every;
+        absl::StatusOr<std::string> written =
+            WriteBackup(store.get(), c.backup_dir, c.backup_keep, Clock::Real()->WallMicros());
+        if (!written.ok()) {
+          log::Error(absl::StrCat("backup: ", written.status().message()));
+        } else {
+          log::Info(absl::StrCat("backup: wrote ", *written));
+          metrics.SetLastBackup(absl::ToUnixSeconds(absl::Now()));
+        }
+      }
     }
   });
   ReportWriter reports(&jobs);
@@ -327,6 +379,14 @@ int main(int argc, char** argv) {
                "without --tokens, serve a non-loopback address anyway (every caller is an admin)");
   app.add_option("--max-priority", c.max_priority, "the highest priority a spec may ask for (0-100)")
       ->capture_default_str();
+  app.add_option("--backup-dir", c.backup_dir,
+                 "write a checkpoint of the store here every --backup-every while serving (empty: no backups)");
+  app.add_option("--backup-every", c.backup_every, "how often (30d, 12h, 90m, 3600s)")->capture_default_str();
+  app.add_option("--backup-keep", c.backup_keep, "backups kept (the newest)")->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  app.add_option("--backup-to", c.backup_to,
+                 "write one checkpoint of --state-dir here and exit (no coordinator may be running on it)");
+  app.add_option("--restore-from", c.restore_from, "copy this backup into the empty --state-dir and exit");
   bool check_flags = false;
   app.add_flag("--check-flags", check_flags, "check the flags (and TOPIARY_COORDINATOR_* variables), then exit");
   app.footer("Every flag may also come from a variable: --max-queued from TOPIARY_COORDINATOR_MAX_QUEUED.\n");
@@ -361,10 +421,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "topiary-coordinator: --max-priority: must be in [0, 100]\n");
     return 2;
   }
+  if (RetentionMicros(c.backup_every) < 0) {
+    std::fprintf(stderr, "topiary-coordinator: --backup-every: '%s' is not a duration like 30d, 12h, 90m or 3600s\n",
+                 c.backup_every.c_str());
+    return 2;
+  }
+  if (!c.backup_to.empty() && !c.restore_from.empty()) {
+    std::fprintf(stderr, "topiary-coordinator: --backup-to and --restore-from exclude each other\n");
+    return 2;
+  }
   if (check_flags) {
     std::printf("topiary-coordinator: flags ok\n");
     return 0;
   }
   topiary::log::SetLevel(level);
+  if (!c.backup_to.empty() || !c.restore_from.empty()) return RunOffline(c);
   return Run(c);
 }

@@ -162,10 +162,18 @@ CoordinatorMetrics::CoordinatorMetrics() : registry_(std::make_shared<prometheus
                         .Help("1 while store writes work; 0 while they fail (the coordinator is NOT_SERVING).")
                         .Register(*registry_)
                         .Add({});
+  last_backup_ = &prometheus::BuildGauge()
+                      .Name("topiary_backup_last_success_timestamp_seconds")
+                      .Help("When the last backup of the store (--backup-dir) was written, in Unix seconds.")
+                      .Register(*registry_);
   store_healthy_->Set(1);
 }
 
 void CoordinatorMetrics::SetStoreHealthy(bool healthy) { store_healthy_->Set(healthy ? 1 : 0); }
+
+void CoordinatorMetrics::SetLastBackup(int64_t unix_seconds) {
+  last_backup_->Add({}).Set(static_cast<double>(unix_seconds));
+}
 
 void CoordinatorMetrics::WatchJobs(JobManager* jobs) { jobs_ = std::make_shared<JobGauges>(jobs); }
 

@@ -7,6 +7,7 @@
 //   topiary_job_submissions_total     jobs created since start
 //   topiary_grpc_requests_total{method,code}
 //   topiary_store_write_seconds       histogram of synced store batches
+//   topiary_backup_last_success_timestamp_seconds  the last backup (--backup-dir)
 //   topiary_workers{state}            live | lost
 //   topiary_slots{state}              used | free (live workers)
 //   topiary_schedule_latency_seconds  histogram of one placement decision
@@ -45,6 +46,8 @@ class CoordinatorMetrics {
   void ObserveStoreWrite(double seconds);
   // topiary_store_healthy: 1 while store writes work, 0 while they fail.
   void SetStoreHealthy(bool healthy);
+  // topiary_backup_last_success_timestamp_seconds (with --backup-dir only).
+  void SetLastBackup(int64_t unix_seconds);
 
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
   std::shared_ptr<prometheus::Collectable> job_gauges() const { return jobs_; }
@@ -55,6 +58,7 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Histogram* store_write_;
   prometheus::Gauge* store_healthy_;
+  prometheus::Family<prometheus::Gauge>* last_backup_;
   std::shared_ptr<prometheus::Collectable> jobs_;
   std::shared_ptr<prometheus::Collectable> scheduler_;
 };

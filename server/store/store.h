@@ -56,6 +56,11 @@ class Store {
   // After a failed write: tries to make the store writable again (RocksDB
   // resumes from its background error) and proves it with one synced write.
   virtual absl::Status Recover() { return absl::OkStatus(); }
+  // A consistent copy of the whole store in `dir` (which must not exist), as
+  // of one moment, while it keeps serving: a directory OpenRocksStore opens.
+  virtual absl::Status Checkpoint(const std::string& dir) {
+    return absl::UnimplementedError("this store has no checkpoints");
+  }
 };
 
 // A store that passes every call to another: decorators (health, write
@@ -82,6 +87,7 @@ class ForwardingStore : public Store {
   }
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Workers() override { return inner_->Workers(); }
   absl::Status Recover() override { return inner_->Recover(); }
+  absl::Status Checkpoint(const std::string& dir) override { return inner_->Checkpoint(dir); }
 
  protected:
   Store& inner() { return *inner_; }

@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "server/store/backup.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "testing/coordinator_process.h"
 #include "testing/processes.h"
@@ -431,6 +432,65 @@ TEST_F(CoordinatorTest, MetricsCountJobsAndRequestsAndPassPromtool) {
   auto r = testing::RunProcesses({{"/bin/sh", "-c", "promtool check metrics < " + dir_ + "/scrape.txt"}}, dir_,
                                  std::chrono::seconds(60));
   EXPECT_EQ(r[0].exit_code, 0) << r[0].output;
+}
+
+// Backups: checkpoints written while serving (--backup-dir, the newest
+// --backup-keep kept), one restored into a new state directory holds every
+// job acknowledged before it; an offline --backup-to refuses a store in use;
+// a restore refuses a non-empty state directory.
+TEST_F(CoordinatorTest, BackupsWhileServingRestoreEveryAcknowledgedJob) {
+  const std::string backups = dir_ + "/backups";
+  coordinator_->Kill(SIGTERM);
+  coordinator_ = std::make_unique<Coordinator>(
+      dir_, std::vector<std::string>{"--backup-dir", backups, "--backup-every", "1s", "--backup-keep", "2"});
+  coordinator_->Start();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    v1::Job job;
+    ASSERT_TRUE(Create(kAlice, Request("b" + std::to_string(i)), &job).ok());
+    ids.push_back(job.id());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));  // backups after the creates; older ones pruned
+  const std::vector<std::string> kept = server::ListBackups(backups);
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_NE(testing::ScrapeMetrics(coordinator_->metrics_port()).find("topiary_backup_last_success_timestamp_seconds "),
+            std::string::npos);
+  auto coordinator = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), BinDir() + "/topiary-coordinator");
+    return testing::RunProcesses({args}, dir_, std::chrono::seconds(60))[0];
+  };
+  // The store is in use: an offline backup says what to do instead.
+  auto busy = coordinator({"--state-dir", dir_ + "/state", "--backup-to", dir_ + "/offline"});
+  EXPECT_EQ(busy.exit_code, 1);
+  EXPECT_NE(busy.output.find("--backup-dir"), std::string::npos) << busy.output;
+  EXPECT_EQ(coordinator_->Kill(SIGKILL), -SIGKILL);
+
+  // The newest backup, restored where the store was, serves every job.
+  std::filesystem::rename(dir_ + "/state", dir_ + "/state.lost");
+  auto restored = coordinator({"--state-dir", dir_ + "/state", "--restore-from", kept.back()});
+  ASSERT_EQ(restored.exit_code, 0) << restored.output;
+  EXPECT_NE(restored.output.find("restored 5 jobs"), std::string::npos) << restored.output;
+  auto again = coordinator({"--state-dir", dir_ + "/state", "--restore-from", kept.back()});
+  EXPECT_EQ(again.exit_code, 2);
+  EXPECT_NE(again.output.find("is not empty"), std::string::npos) << again.output;
+  auto not_backup = coordinator({"--state-dir", dir_ + "/fresh", "--restore-from", dir_ + "/root"});
+  EXPECT_EQ(not_backup.exit_code, 2);
+  EXPECT_NE(not_backup.output.find("is not a backup"), std::string::npos) << not_backup.output;
+  coordinator_ = std::make_unique<Coordinator>(dir_);
+  coordinator_->Start();
+  for (const std::string& id : ids) {
+    v1::GetJobRequest get;
+    get.set_id(id);
+    v1::Job job;
+    EXPECT_TRUE(coordinator_->api().GetJob(Ctx(kAlice).get(), get, &job).ok()) << id << " lost";
+  }
+  // Offline, once the coordinator has stopped.
+  EXPECT_EQ(coordinator_->Kill(SIGTERM), 0);
+  auto offline = coordinator({"--state-dir", dir_ + "/state", "--backup-to", dir_ + "/offline"});
+  EXPECT_EQ(offline.exit_code, 0) << offline.output;
+  auto from_offline = coordinator({"--state-dir", dir_ + "/state2", "--restore-from", dir_ + "/offline"});
+  EXPECT_EQ(from_offline.exit_code, 0) << from_offline.output;
+  EXPECT_NE(from_offline.output.find("restored 5 jobs"), std::string::npos) << from_offline.output;
 }
 
 // The `topiary` API commands against the real coordinator: exit codes, one
