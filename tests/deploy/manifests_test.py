@@ -103,6 +103,11 @@ def check_overlay(name, objs):
     for svc in ("topiary-coordinator", "topiary-coordinator-metrics"):
         one(objs, "Service", svc)
     env, _ = check_flags(objs, name, f"{BIN}/topiary-coordinator", "TOPIARY_COORDINATOR", "topiary-coordinator") or ({}, {})
+    cmounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+    templates = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", [])}
+    check(cmounts.get(env.get("TOPIARY_COORDINATOR_STATE_DIR", "").rsplit("/", 1)[0]) in templates and
+          cmounts.get(env.get("TOPIARY_COORDINATOR_BACKUP_DIR")) in templates,
+          f"{name}: the store and its backups are on volume claims ({cmounts})")
     health = env.get("TOPIARY_COORDINATOR_HEALTH_LISTEN", "")
     check(health.endswith(":%d" % c.get("readinessProbe", {}).get("grpc", {}).get("port", -1)),
           f"{name}: the probes' port is the coordinator's --health-listen ({health})")
