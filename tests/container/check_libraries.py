@@ -1,0 +1,71 @@
+#!/usr/bin/python3
+"""Offline: every shared library the binaries of each image load (ldd, so
+transitively, as built here) belongs to a Debian package that image's
+runtime stage installs (docker/<image>.packages) or that those depend on, or
+to the base every Debian image has. An image then never starts with a
+missing library. Usage: check_libraries.py BUILD_DIR
+"""
+import os
+import re
+import subprocess
+import sys
+
+SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.path.abspath(sys.argv[1])
+IMAGES = {  # what docker/Dockerfile copies into each
+    "coordinator": ["bin/topiary-coordinator", "bin/topiary"],
+    "worker": ["bin/topiary-worker", "bin/topiary-rank", "bin/topiary-compute", "bin/topiary",
+               "lib/libtopiary_spm_shim.so"],
+}
+BASE = ["apt"]  # debootstrap --variant=minbase and debian:bookworm-slim hold apt and what it needs
+
+
+def packages_of(path):
+    for candidate in (path, os.path.realpath(path), re.sub(r"^/usr", "", path), "/usr" + path):
+        r = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True)
+        if r.returncode == 0:
+            return {line.split(":")[0] for line in r.stdout.splitlines()}
+    return set()
+
+
+def closure(roots):
+    r = subprocess.run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+                        "--no-breaks", "--no-replaces", "--no-enhances", "--installed"] + roots,
+                       capture_output=True, text=True)
+    return {line.strip() for line in r.stdout.splitlines() if line and not line.startswith(" ")} | set(roots)
+
+
+def main():
+    failures = 0
+    for image, binaries in IMAGES.items():
+        with open(os.path.join(SRC, "docker", image + ".packages")) as f:
+            listed = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+        provided = closure(listed + BASE)
+        needed = {}
+        for b in binaries:
+            path = os.path.join(BUILD, b)
+            if not os.path.exists(path):
+                print(f"{image}: {b} is not built")
+                failures += 1
+                continue
+            out = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+            for lib in re.findall(r"=> (/\S+)", out):
+                if lib.startswith(BUILD):
+                    continue  # ours, copied into the image
+                owners = packages_of(lib)
+                if not owners:
+                    print(f"{image}: {b} loads {lib}, which no package provides")
+                    failures += 1
+                for p in owners:
+                    needed.setdefault(p.split(":")[0], set()).add(os.path.basename(lib))
+        missing = {p: libs for p, libs in needed.items() if p not in provided}
+        for p, libs in sorted(missing.items()):
+            print(f"{image}: needs {p} (for {', '.join(sorted(libs))}), which docker/{image}.packages does not bring")
+        failures += len(missing)
+        print(f"{image}: {len(needed)} packages needed by {len(binaries)} binaries, all installed by "
+              f"{len(listed)} listed" if not missing else f"{image}: {len(missing)} packages missing")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
