@@ -20,12 +20,19 @@ IMAGES = {  # what docker/Dockerfile copies into each
 BASE = ["apt"]  # debootstrap --variant=minbase and debian:bookworm-slim hold apt and what it needs
 
 
-def packages_of(path):
-    for candidate in (path, os.path.realpath(path), re.sub(r"^/usr", "", path), "/usr" + path):
-        r = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True)
-        if r.returncode == 0:
-            return {line.split(":")[0] for line in r.stdout.splitlines()}
-    return set()
+def owners(paths):
+    """path -> the packages owning it (dpkg -S, in one call per spelling of the paths)."""
+    found = {}
+    for spell in (lambda p: p, os.path.realpath, lambda p: re.sub(r"^/usr", "", p), lambda p: "/usr" + p):
+        todo = {spell(p): p for p in paths if p not in found}
+        if not todo:
+            break
+        r = subprocess.run(["dpkg", "-S"] + sorted(todo), capture_output=True, text=True)
+        for line in r.stdout.splitlines():
+            pkgs, _, path = line.partition(": ")
+            if path in todo:
+                found[todo[path]] = {p.split(":")[0] for p in pkgs.split(", ")}
+    return found
 
 
 def closure(roots):
@@ -42,6 +49,7 @@ def main():
             listed = [l.strip() for l in f if l.strip() and not l.startswith("#")]
         provided = closure(listed + BASE)
         needed = {}
+        libs = {}
         for b in binaries:
             path = os.path.join(BUILD, b)
             if not os.path.exists(path):
@@ -50,14 +58,15 @@ def main():
                 continue
             out = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
             for lib in re.findall(r"=> (/\S+)", out):
-                if lib.startswith(BUILD):
-                    continue  # ours, copied into the image
-                owners = packages_of(lib)
-                if not owners:
-                    print(f"{image}: {b} loads {lib}, which no package provides")
-                    failures += 1
-                for p in owners:
-                    needed.setdefault(p.split(":")[0], set()).add(os.path.basename(lib))
+                if not lib.startswith(BUILD):  # ours are copied into the image
+                    libs.setdefault(lib, b)
+        owned = owners(libs)
+        for lib, b in sorted(libs.items()):
+            if lib not in owned:
+                print(f"{image}: {b} loads {lib}, which no package provides")
+                failures += 1
+            for p in owned.get(lib, ()):
+                needed.setdefault(p, set()).add(os.path.basename(lib))
         missing = {p: libs for p, libs in needed.items() if p not in provided}
         for p, libs in sorted(missing.items()):
             print(f"{image}: needs {p} (for {', '.join(sorted(libs))}), which docker/{image}.packages does not bring")
