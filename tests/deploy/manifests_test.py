@@ -19,17 +19,13 @@ import sys
 
 import yaml
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testing"))
+from checklist import Checklist  # noqa: E402
+
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN, WORK = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 TARGETS = {"cpu-dev": "deploy/overlays/cpu-dev", "gpu": "deploy/overlays/gpu", "submit": "deploy/submit"}
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-    return cond
+check = Checklist()
 
 
 def run(args, env=None, timeout=300, cwd=None):
@@ -242,8 +238,7 @@ def main():
     check(alerts <= tested, f"every alert has a unit test (untested: {sorted(alerts - tested)})")
     check(len(alerts) >= 7, f"the seven alerts ({sorted(alerts)})")
 
-    print(f"{len(failures)} failures" if failures else "all deploy checks passed")
-    return 1 if failures else 0
+    return check.exit_code("all deploy checks passed")
 
 
 if __name__ == "__main__":

@@ -29,17 +29,11 @@ import urllib.request
 import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testing"))
+from checklist import Checklist  # noqa: E402
 from local_cluster import SRC, USER_TOKEN, LocalCluster, free_port, wait_for  # noqa: E402
 
 BIN, KJV = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-    return cond
+check = Checklist()
 
 
 class Prometheus:
@@ -135,7 +129,7 @@ def main():
                  30, "the first scrape")
 
         # The job, through the Kubeflow component's command.
-        spec = cluster.spec("prometheus-test")
+        spec = cluster.spec("prometheus-test", distill_tokens="32K")  # training long enough for several scrapes
         env = {"PATH": f"{BIN}:/usr/bin:/bin", "TOPIARY_TOKEN": USER_TOKEN}
         inputs = {"spec": spec, "request_id": "kfp-run-1/distill", "server": f"127.0.0.1:{api_port}"}
         job_id_path = os.path.join(tmp, "outputs", "job_id", "data")
@@ -185,9 +179,8 @@ def main():
         active = prom.get("/api/v1/alerts")["data"]["alerts"]
         check(not active, f"no alert on a healthy run ({[a['labels']['alertname'] for a in active]})")
     finally:
-        cluster.close(show_logs=bool(failures))
-    print(f"{len(failures)} failures" if failures else "the dashboard and alerts hold against a real scrape")
-    return 1 if failures else 0
+        cluster.close(show_logs=bool(check.failures))
+    return check.exit_code("the dashboard and alerts hold against a real scrape")
 
 
 if __name__ == "__main__":

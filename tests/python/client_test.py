@@ -18,16 +18,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [sys.argv[3], os.path.join(HERE, "../../clients/python"), os.path.join(HERE, "../../clients/python/examples"),
                 os.path.join(HERE, "../testing")]
 import topiary_client as tc  # noqa: E402
+from checklist import Checklist  # noqa: E402
 from local_cluster import USER_TOKEN, LocalCluster, free_port  # noqa: E402
 
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-    return cond
+check = Checklist()
 
 
 def raises(exc_type, fn):
@@ -108,9 +102,8 @@ def main():
         raises(tc.NotFound, lambda: client.get(queued.id))
         client.close()
     finally:
-        cluster.close(show_logs=bool(failures))
-    print(f"{len(failures)} failures" if failures else "the Python client passed")
-    return 1 if failures else 0
+        cluster.close(show_logs=bool(check.failures))
+    return check.exit_code("the Python client passed")
 
 
 if __name__ == "__main__":

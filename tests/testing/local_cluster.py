@@ -87,7 +87,7 @@ class LocalCluster:
     def server(self):
         return f"127.0.0.1:{self.api_port}"
 
-    def spec(self, name="local-cluster", distill_tokens="48K"):
+    def spec(self, name="local-cluster", distill_tokens="16K"):
         """Importance, prune, distill (training series), evaluate, on the bundled teacher."""
         r = self.root
         return f"""name: {name}
