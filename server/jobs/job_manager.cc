@@ -52,7 +52,7 @@ JobManager::JobManager(Store* store, const Clock* clock, JobManagerOptions optio
     : store_(store), clock_(clock), options_(std::move(options)) {}
 
 Mutex& JobManager::JobLock(const std::string& id) {
-  return job_locks_[std::hash<std::string>()(id) % kJobLockStripes];
+  return job_locks_[LockStripe(id)];
 }
 
 absl::Status JobManager::Recover() {

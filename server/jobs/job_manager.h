@@ -137,6 +137,9 @@ class JobManager {
   int64_t created_total() const { return created_.load(); }
   // Wakes every watcher and makes WaitEvents fail from now on.
   void Shutdown();
+  // The lock stripe of job `id` (jobs on different stripes never wait for
+  // each other's store writes).
+  static size_t LockStripe(const std::string& id) { return std::hash<std::string>()(id) % kJobLockStripes; }
 
  private:
   absl::StatusOr<v1::Job> Visible(const Principal& who, const std::string& id);
