@@ -16,6 +16,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -248,6 +249,15 @@ int Run(const CoordinatorConfig& c) {
       }
     }
   });
+  // Every way out of Run stops it (a joinable thread's destructor aborts the process).
+  absl::Cleanup stop_sweeper = [&] {
+    {
+      MutexLock lock(&sweep_mu);
+      sweep_stop = true;
+    }
+    sweep_cv.SignalAll();
+    sweeper.join();
+  };
   ReportWriter reports(&jobs);
   scheduler.SetJobEndedListener([&](const std::string& id) { reports.Enqueue(id); });
   scheduler.Start();
@@ -325,12 +335,7 @@ int Run(const CoordinatorConfig& c) {
   }
   jobs.Shutdown();  // open watches end with UNAVAILABLE; clients reconnect with their last seq
   scheduler.Stop();
-  {
-    MutexLock lock(&sweep_mu);
-    sweep_stop = true;
-  }
-  sweep_cv.SignalAll();
-  sweeper.join();
+  std::move(stop_sweeper).Invoke();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(c.drain_seconds));
   if (health_server) health_server->Shutdown(std::chrono::system_clock::now());
   log::Info("stopped");

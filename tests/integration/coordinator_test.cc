@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -706,6 +707,31 @@ TEST(CoordinatorFlags, BadTokensFileExitsTwoWithOneLine) {
                                  dir, std::chrono::seconds(30));
   EXPECT_EQ(r[0].exit_code, 2);
   EXPECT_NE(r[0].output.find("tokens:1: token shorter than 16 characters"), std::string::npos) << r[0].output;
+  RemoveAll(dir).IgnoreError();
+}
+
+// A port that is taken, found after the store is open and the background
+// threads run: exit 1 naming the flag, not an abort.
+TEST(CoordinatorFlags, ABusyPortExitsOneNamingTheFlag) {
+  std::string dir = *MakeTempDir("topiary-coord-flags");
+  const int busy = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(busy, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(busy, 1), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(busy, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string taken = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  for (const char* flag : {"--health-listen", "--metrics-address"}) {
+    std::vector<std::string> args = {BinDir() + "/topiary-coordinator", "--state-dir", dir + "/s", "--listen",
+                                     "127.0.0.1:0", flag, taken};
+    if (std::string(flag) != "--metrics-address") args.insert(args.end(), {"--metrics-address", "127.0.0.1:0"});
+    auto r = testing::RunProcesses({args}, dir, std::chrono::seconds(30));
+    EXPECT_EQ(r[0].exit_code, 1) << flag << ": " << r[0].output;
+    EXPECT_NE(r[0].output.find(flag), std::string::npos) << r[0].output;
+  }
+  close(busy);
   RemoveAll(dir).IgnoreError();
 }
 
