@@ -18,6 +18,7 @@
 #include "worker/job/memory.h"
 #include "worker/model/config.h"
 #include "worker/stages/train_stage.h"
+#include "worker/train/train_checkpoint.h"
 
 namespace topiary::cli {
 namespace {
@@ -116,6 +117,14 @@ absl::Status RunTraining(TrainFlags f, stages::TrainMode mode) {
   ASSIGN_OR_RETURN(o.peak_flops, stages::ParsePeakFlops(f.peak_flops));
   o.checkpoint_every = f.checkpoint_every;
   o.checkpoint_dir = f.checkpoint_every > 0 || o.resume ? o.out + "/checkpoints" : "";
+  if (o.resume) {  // (a worker resumes "if any"; a user asking for --resume means it)
+    ASSIGN_OR_RETURN(std::optional<std::string> latest, train::LatestTrainCheckpoint(o.checkpoint_dir));
+    if (!latest.has_value()) {
+      return absl::FailedPreconditionError(absl::StrCat("--resume: no checkpoint in ", o.checkpoint_dir,
+                                                        " (run without --resume to start at step 0)"));
+    }
+    std::fprintf(stderr, "resuming from %s\n", latest->c_str());
+  }
   RETURN_IF_ERROR(CheckTrainingFits(f, mode));
   ASSIGN_OR_RETURN(stages::DistSession dist, stages::OpenDist(f.dist));
   stages::StageContext ctx = LocalContext(f.threads, &dist);

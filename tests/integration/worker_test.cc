@@ -62,16 +62,18 @@ json ReadJson(const std::string& path) {
   return text.ok() ? json::parse(*text, nullptr, false) : json();
 }
 
-std::vector<double> Losses(const std::string& train_log) {
+// One field of every step in a train_log.jsonl.
+std::vector<double> LogField(const std::string& train_log, const char* field = "loss") {
   std::vector<double> out;
   std::ifstream in(train_log);
   std::string line;
   while (std::getline(in, line)) {
     json j = json::parse(line, nullptr, false);
-    if (j.is_object() && j.contains("loss")) out.push_back(j["loss"].get<double>());
+    if (j.is_object() && j.contains(field)) out.push_back(j[field].get<double>());
   }
   return out;
 }
+std::vector<double> Losses(const std::string& train_log) { return LogField(train_log); }
 
 // Processes whose command line mentions `needle` (orphans of a killed worker).
 int ProcessesMentioning(const std::string& needle) {
@@ -267,6 +269,12 @@ TEST_F(WorkerTest, TwoRanksAcrossWorkersEqualOneProcess) {
   ASSERT_EQ(job_losses.size(), 8u);
   ASSERT_EQ(cli_losses.size(), 8u);
   for (size_t i = 0; i < job_losses.size(); ++i) EXPECT_NEAR(job_losses[i], cli_losses[i], 1e-4 * cli_losses[i]) << i;
+  // AdamW hardly sees a gradient's scale (and clipping hides it): the norm of
+  // the averaged gradient is what tells a mean over ranks from a sum.
+  const std::vector<double> job_norms = LogField(JobDir(id) + "/distill/train_log.jsonl", "grad_norm");
+  const std::vector<double> cli_norms = LogField(dir_ + "/cli-distill/train_log.jsonl", "grad_norm");
+  ASSERT_EQ(job_norms.size(), cli_norms.size());
+  for (size_t i = 0; i < job_norms.size(); ++i) EXPECT_NEAR(job_norms[i], cli_norms[i], 1e-3 * cli_norms[i]) << i;
 }
 
 // A worker killed (SIGKILL) or drained (SIGTERM) while it runs both ranks of
