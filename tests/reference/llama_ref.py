@@ -89,8 +89,11 @@ def inv_freq(cfg):
 
 
 def rms_norm(x, w, eps):
-    var = x.pow(2).mean(-1, keepdim=True)
-    return w * (x * torch.rsqrt(var + eps))
+    # In fp32 whatever the activations' dtype, rounded back before the weight
+    # (as Hugging Face's LlamaRMSNorm does).
+    xf = x.float()
+    var = xf.pow(2).mean(-1, keepdim=True)
+    return w * (xf * torch.rsqrt(var + eps)).to(x.dtype)
 
 
 def rotate_half(x):
@@ -98,8 +101,15 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def forward(cfg, w, tokens):
-    """tokens: LongTensor (B, T) -> logits (B, T, V), all in fp32."""
+def forward(cfg, w, tokens, dtype=torch.float32):
+    """tokens: LongTensor (B, T) -> logits (B, T, V) in `dtype`.
+
+    With dtype=torch.bfloat16 this is the plain bf16 forward of eager
+    PyTorch/Hugging Face: bf16 weights and activations, RMSNorm statistics and
+    the attention softmax in fp32, each rounded back to bf16 as it leaves.
+    Its distance from the fp32 forward is what bf16 rounding costs an
+    implementation that does nothing clever."""
+    w = {k: v.to(dtype) for k, v in w.items()}
     B, T = tokens.shape
     nh = cfg["num_attention_heads"]
     nkv = cfg.get("num_key_value_heads", nh)
@@ -110,7 +120,7 @@ def forward(cfg, w, tokens):
     has_mlp = topiary.get("has_mlp", [True] * cfg["num_hidden_layers"])
     freqs = torch.outer(torch.arange(T, dtype=torch.int64).float(), inv_freq(cfg))
     emb = torch.cat((freqs, freqs), dim=-1)
-    cos, sin = emb.cos(), emb.sin()
+    cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
     mask = torch.full((T, T), float("-inf")).triu(1)
 
     def lin(x, name):
@@ -129,8 +139,8 @@ def forward(cfg, w, tokens):
             k = k * cos + rotate_half(k) * sin
             k = k.repeat_interleave(nh // nkv, dim=1)
             v = v.repeat_interleave(nh // nkv, dim=1)
-            att = (q @ k.transpose(2, 3)) / math.sqrt(hd) + mask
-            att = torch.softmax(att.float(), dim=-1)
+            att = (q @ k.transpose(2, 3)) / math.sqrt(hd) + mask.to(dtype)
+            att = torch.softmax(att.float(), dim=-1).to(dtype)
             o = (att @ v).transpose(1, 2).reshape(B, T, nh * hd)
             x = x + lin(o, p + "self_attn.o_proj")
         if has_mlp[i]:
