@@ -13,8 +13,10 @@
 # Shapes (non-embedding parameters 6.30M -> 3.15M, embedding and lm_head kept):
 #   width: intermediate 768 -> 384, heads 8 -> 4, KV groups 4 -> 2 (hidden 256 kept)
 #   depth: 8 -> 4 blocks, the 4 whose removal costs least LM loss one at a time
-# Writes OUT_DIR/results.md (the table) and OUT_DIR/results.json, and prints
-# one SUMMARY line. About 15 minutes on 2 cores at the default budget.
+# Writes OUT_DIR/results.md (the table), OUT_DIR/results.json and
+# OUT_DIR/meta.json (date, commit, machine), and prints one SUMMARY line.
+# The README's table is generated from committed copies of these files
+# (results/recovery/, scripts/results_tables). About 15 minutes on 2 cores at the default budget.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-build/recovery}
@@ -26,6 +28,7 @@ kjv=build/kjv
 [ -x "$topiary" ] || scripts/build
 [ -s "$kjv/kjv-train.bin" ] || scripts/kjv_tokens "$kjv"
 mkdir -p "$out"
+scripts/run_meta "$out/meta.json" tokens="$tokens" seed="$seed"
 
 recipe=(--data "$kjv/kjv-train.bin" --eval-data "$kjv/kjv-val.bin" --seq-len 256 --tokens "$tokens"
         --global-batch 16 --micro-batch 8 --warmup 10 --log-every 25 --eval-windows 16 --seed "$seed")
