@@ -1,5 +1,5 @@
-// How close a student stays to its teacher on held-out windows (shared/
-// DESIGN.md §8): the student's own loss, the token-mean KL(p_teacher ‖
+// How close a student stays to its teacher on held-out windows
+// (docs/design.md, "The algorithms"): the student's own loss, the token-mean KL(p_teacher ‖
 // p_student), and top-1 agreement (the share of positions where both models'
 // most likely next token is the same). Same windows as EvaluateLoss.
 // Blocking; thread-compatible.
