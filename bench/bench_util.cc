@@ -50,12 +50,18 @@ double TimeBest(const std::function<void()>& fn, int warmup, int iters) {
 BenchArgs ParseBenchArgs(int argc, char** argv, BenchArgs a) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--shape") a.shape = v;
-    else if (k == "--mode") a.mode = v;
-    else if (k == "--dtype") a.dtype = v;
-    else if (k == "--batch") a.batch = std::stoll(v);
-    else if (k == "--seq") a.seq = std::stoll(v);
-    else if (k == "--iters") a.iters = std::stoi(v);
+    if (k == "--shape")
+      a.shape = v;
+    else if (k == "--mode")
+      a.mode = v;
+    else if (k == "--dtype")
+      a.dtype = v;
+    else if (k == "--batch")
+      a.batch = std::stoll(v);
+    else if (k == "--seq")
+      a.seq = std::stoll(v);
+    else if (k == "--iters")
+      a.iters = std::stoi(v);
   }
   return a;
 }

@@ -48,12 +48,14 @@ int main(int argc, char** argv) {
   for (int rep = 0; rep < 3; ++rep) {  // the first pass warms the page cache
     cat_s = std::min(cat_s, Seconds([&] { (void)std::system(cat.c_str()); }));
     load_s = std::min(load_s, Seconds([&] {
-      auto m = model::LoadCheckpoint(dir, at::kBFloat16);
-      if (!m.ok()) std::fprintf(stderr, "load failed\n"), std::exit(1);
-    }));
+                        auto m = model::LoadCheckpoint(dir, at::kBFloat16);
+                        if (!m.ok()) std::fprintf(stderr, "load failed\n"), std::exit(1);
+                      }));
   }
   if (argc <= 1) RemoveAll(dir).IgnoreError();
-  std::printf("SUMMARY checkpoint_bench bytes=%.2fGB save_s=%.2f load_s=%.3f cat_s=%.3f load_vs_cat=%.2f "
-              "load_gbps=%.2f\n", bytes / 1e9, save_s, load_s, cat_s, load_s / cat_s, bytes / load_s / 1e9);
+  std::printf(
+      "SUMMARY checkpoint_bench bytes=%.2fGB save_s=%.2f load_s=%.3f cat_s=%.3f load_vs_cat=%.2f "
+      "load_gbps=%.2f\n",
+      bytes / 1e9, save_s, load_s, cat_s, load_s / cat_s, bytes / load_s / 1e9);
   return 0;
 }

@@ -119,9 +119,12 @@ int main(int argc, char** argv) {
   fleet.coordinator = SelfDir() + "/topiary-coordinator";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--requests") requests = std::atoi(v.c_str());
-    else if (k == "--seconds") fleet.seconds = std::atof(v.c_str());
-    else if (k == "--threads") fleet.threads = std::atoi(v.c_str());
+    if (k == "--requests")
+      requests = std::atoi(v.c_str());
+    else if (k == "--seconds")
+      fleet.seconds = std::atof(v.c_str());
+    else if (k == "--threads")
+      fleet.threads = std::atoi(v.c_str());
     else if (k == "--fleet") {
       for (absl::string_view n : absl::StrSplit(v, ',', absl::SkipEmpty())) {
         int workers = 0;
@@ -135,9 +138,21 @@ int main(int argc, char** argv) {
   const double fsync_s = FsyncSeconds(dir);
 
   // ---- 1. the API over gRPC -------------------------------------------------
-  std::vector<std::string> args = {SelfDir() + "/topiary-coordinator", "--listen", "127.0.0.1:0", "--state-dir",
-                                   dir + "/state", "--storage-root", dir + "/root", "--metrics-address", "",
-                                   "--port-file", dir + "/port", "--max-queued", "1000000", "--log-level", "warn"};
+  std::vector<std::string> args = {SelfDir() + "/topiary-coordinator",
+                                   "--listen",
+                                   "127.0.0.1:0",
+                                   "--state-dir",
+                                   dir + "/state",
+                                   "--storage-root",
+                                   dir + "/root",
+                                   "--metrics-address",
+                                   "",
+                                   "--port-file",
+                                   dir + "/port",
+                                   "--max-queued",
+                                   "1000000",
+                                   "--log-level",
+                                   "warn"};
   std::vector<char*> cargv;
   for (auto& a : args) cargv.push_back(a.data());
   cargv.push_back(nullptr);
@@ -151,8 +166,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "coordinator_bench: the coordinator did not start\n");
     return 1;
   }
-  auto channel = grpc::CreateChannel("127.0.0.1:" + port->substr(0, port->find('\n')),
-                                     grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel("127.0.0.1:" + port->substr(0, port->find('\n')), grpc::InsecureChannelCredentials());
   auto stub = v1::JobService::NewStub(channel);
   std::vector<std::string> ids;
   std::mutex ids_mu;
@@ -178,10 +193,11 @@ int main(int argc, char** argv) {
       return stub->GetJob(&ctx, r, &job).ok();
     });
     if (clients == 1) create1_p50 = create.p50;
-    line += absl::StrFormat(" c%d_create_p50_ms=%.2f c%d_create_p99_ms=%.2f c%d_create_per_s=%.0f c%d_get_p50_ms=%.2f "
-                            "c%d_get_p99_ms=%.2f c%d_get_per_s=%.0f",
-                            clients, create.p50 * 1e3, clients, create.p99 * 1e3, clients, create.per_second, clients,
-                            get.p50 * 1e3, clients, get.p99 * 1e3, clients, get.per_second);
+    line += absl::StrFormat(
+        " c%d_create_p50_ms=%.2f c%d_create_p99_ms=%.2f c%d_create_per_s=%.0f c%d_get_p50_ms=%.2f "
+        "c%d_get_p99_ms=%.2f c%d_get_per_s=%.0f",
+        clients, create.p50 * 1e3, clients, create.p99 * 1e3, clients, create.per_second, clients, get.p50 * 1e3,
+        clients, get.p99 * 1e3, clients, get.per_second);
   }
   kill(pid, SIGTERM);
   waitpid(pid, nullptr, 0);
@@ -222,8 +238,9 @@ int main(int argc, char** argv) {
     placed = stats.slots_used;
   }
   RemoveAll(dir).IgnoreError();
-  std::printf("SUMMARY coordinator_bench sync=true fsync_p50_ms=%.2f create_p50_over_fsync=%.2f%s "
-              "sched_decisions_p50_ms=%.3f sched_p99_ms=%.3f sched_placed=%d_of_1000_over_100_workers\n",
-              fsync_s * 1e3, create1_p50 / fsync_s, line.c_str(), sched_p50 * 1e3, sched_p99 * 1e3, placed);
+  std::printf(
+      "SUMMARY coordinator_bench sync=true fsync_p50_ms=%.2f create_p50_over_fsync=%.2f%s "
+      "sched_decisions_p50_ms=%.3f sched_p99_ms=%.3f sched_placed=%d_of_1000_over_100_workers\n",
+      fsync_s * 1e3, create1_p50 / fsync_s, line.c_str(), sched_p50 * 1e3, sched_p99 * 1e3, placed);
   return 0;
 }

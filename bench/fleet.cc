@@ -44,10 +44,25 @@ struct Coordinator {
 };
 
 Coordinator Start(const std::string& binary, const std::string& dir) {
-  std::vector<std::string> args = {binary, "--listen", "127.0.0.1:0", "--state-dir", dir + "/state",
-                                   "--storage-root", dir + "/root", "--metrics-address", "", "--port-file",
-                                   dir + "/port", "--max-queued", "1000000", "--max-queued-per-user", "1000000",
-                                   "--lease-seconds", "30", "--log-level", "warn"};
+  std::vector<std::string> args = {binary,
+                                   "--listen",
+                                   "127.0.0.1:0",
+                                   "--state-dir",
+                                   dir + "/state",
+                                   "--storage-root",
+                                   dir + "/root",
+                                   "--metrics-address",
+                                   "",
+                                   "--port-file",
+                                   dir + "/port",
+                                   "--max-queued",
+                                   "1000000",
+                                   "--max-queued-per-user",
+                                   "1000000",
+                                   "--lease-seconds",
+                                   "30",
+                                   "--log-level",
+                                   "warn"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -165,7 +180,8 @@ void Drive(v1::WorkerService::Stub* stub, std::vector<SimWorker*> workers, const
           r.ref.set_rank(a.rank());
           r.ref.set_attempt(a.attempt());
           // Spread the ranks' reports over the period.
-          const size_t offset_ms = (std::hash<std::string>()(a.task_id()) + static_cast<size_t>(a.rank()) * 1250) % 10000;
+          const size_t offset_ms =
+              (std::hash<std::string>()(a.task_id()) + static_cast<size_t>(a.rank()) * 1250) % 10000;
           r.next_progress = Clock_::now() + std::chrono::milliseconds(offset_ms);
           w->ranks.push_back(r);
           placed_ranks->fetch_add(1);
@@ -278,7 +294,8 @@ SizeResult RunSize(const FleetOptions& o, int n) {
   }
   // Warm-up: until every slot runs a rank (or two minutes).
   const auto warm_end = Clock_::now() + std::chrono::seconds(120);
-  while (placed < int64_t{n} * kSlots && Clock_::now() < warm_end) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  while (placed < int64_t{n} * kSlots && Clock_::now() < warm_end)
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   res.placed = placed == int64_t{n} * kSlots;
   std::this_thread::sleep_for(kProgressEvery);  // every rank has reported once
   {
@@ -356,16 +373,18 @@ int RunFleet(const FleetOptions& o) {
   int held = 0;
   for (int n : o.sizes) {
     SizeResult r = RunSize(o, n);
-    line += absl::StrFormat(" w%d_hb_p99_ms=%.1f w%d_progress_p99_ms=%.1f w%d_leases_lost=%lld w%d_cpu_cores=%.2f "
-                            "w%d_bytes_per_hour_per_rank=%.0f",
-                            n, r.hb_p99 * 1e3, n, r.progress_p99 * 1e3, n, static_cast<long long>(r.leases_lost), n,
-                            r.cpu_cores, n, r.bytes_per_hour_per_rank);
+    line += absl::StrFormat(
+        " w%d_hb_p99_ms=%.1f w%d_progress_p99_ms=%.1f w%d_leases_lost=%lld w%d_cpu_cores=%.2f "
+        "w%d_bytes_per_hour_per_rank=%.0f",
+        n, r.hb_p99 * 1e3, n, r.progress_p99 * 1e3, n, static_cast<long long>(r.leases_lost), n, r.cpu_cores, n,
+        r.bytes_per_hour_per_rank);
     if (!r.Holds()) break;
     held = n;
   }
-  std::printf("SUMMARY coordinator_bench fleet ranks_per_worker=%d heartbeat_every_s=3 progress_every_s=10 "
-              "largest_fleet_held=%d%s\n",
-              kSlots, held, line.c_str());
+  std::printf(
+      "SUMMARY coordinator_bench fleet ranks_per_worker=%d heartbeat_every_s=3 progress_every_s=10 "
+      "largest_fleet_held=%d%s\n",
+      kSlots, held, line.c_str());
   return 0;
 }
 

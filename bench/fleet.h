@@ -20,10 +20,10 @@
 namespace topiary::bench {
 
 struct FleetOptions {
-  std::string coordinator;     // the topiary-coordinator binary
-  std::vector<int> sizes;      // workers, tried in order
-  double seconds = 60;         // measured per size, after every job is placed
-  int threads = 32;            // client threads driving the simulated workers
+  std::string coordinator;  // the topiary-coordinator binary
+  std::vector<int> sizes;   // workers, tried in order
+  double seconds = 60;      // measured per size, after every job is placed
+  int threads = 32;         // client threads driving the simulated workers
 };
 
 // Prints one SUMMARY line; returns the process exit code.

@@ -48,13 +48,14 @@ int main(int argc, char** argv) {
 
   const model::ParamCounts n = model::CountParams(c);
   const double tokens_per_call = static_cast<double>(a.batch * a.seq);
-  const double flops_per_token = 2.0 * static_cast<double>(n.non_embedding()) +
-                                 4.0 * c.num_hidden_layers * a.seq * c.hidden_size;
+  const double flops_per_token =
+      2.0 * static_cast<double>(n.non_embedding()) + 4.0 * c.num_hidden_layers * a.seq * c.hidden_size;
   const double tps = tokens_per_call / t_obs;
-  std::printf("SUMMARY importance_bench shape=%s dtype=%s batch=%lld seq=%lld tokens_per_s=%.0f "
-              "flops_over_peak=%.2f plain_flops_over_peak=%.2f hook_overhead=%.1f%% peak_gflops=%.0f\n",
-              a.shape.c_str(), a.dtype.c_str(), static_cast<long long>(a.batch), static_cast<long long>(a.seq), tps,
-              tps * flops_per_token / peak, tokens_per_call / t_plain * flops_per_token / peak,
-              100.0 * (t_obs / t_plain - 1), peak / 1e9);
+  std::printf(
+      "SUMMARY importance_bench shape=%s dtype=%s batch=%lld seq=%lld tokens_per_s=%.0f "
+      "flops_over_peak=%.2f plain_flops_over_peak=%.2f hook_overhead=%.1f%% peak_gflops=%.0f\n",
+      a.shape.c_str(), a.dtype.c_str(), static_cast<long long>(a.batch), static_cast<long long>(a.seq), tps,
+      tps * flops_per_token / peak, tokens_per_call / t_plain * flops_per_token / peak, 100.0 * (t_obs / t_plain - 1),
+      peak / 1e9);
   return 0;
 }

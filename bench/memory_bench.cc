@@ -60,10 +60,14 @@ int main(int argc, char** argv) {
   std::string shape = "1b", dir, topiary = bench::BinDir() + "/topiary", data;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--shape") shape = v;
-    else if (k == "--dir") dir = v;
-    else if (k == "--data") data = v;
-    else if (k == "--topiary") topiary = v;
+    if (k == "--shape")
+      shape = v;
+    else if (k == "--dir")
+      dir = v;
+    else if (k == "--data")
+      data = v;
+    else if (k == "--topiary")
+      topiary = v;
   }
   const bool keep = !dir.empty();
   if (dir.empty()) dir = *MakeTempDir("topiary-memory-bench");
@@ -97,22 +101,22 @@ int main(int argc, char** argv) {
                               "--max-new-tokens", "1", "--greedy"},
                              2);
   auto eval = [&](const char* dtype) {
-    return Run({topiary, "eval", "--model", model, "--data", data, "--dtype", dtype, "--seq-len", "32",
-                "--max-windows", "2", "--batch", "2"},
+    return Run({topiary, "eval", "--model", model, "--data", data, "--dtype", dtype, "--seq-len", "32", "--max-windows",
+                "2", "--batch", "2"},
                1);
   };
   const Measured eval_bf16 = eval("bf16"), eval_fp32 = eval("fp32");
   const Measured importance = Run({topiary, "importance", "--model", model, "--data", data, "--samples", "2",
                                    "--seq-len", "32", "--batch", "2", "--out", dir + "/importance"},
                                   1);
-  std::printf("SUMMARY memory_bench shape=%s checkpoint_gb=%.2f cat_s=%.2f startup_s=%.2f first_token_s=%.2f "
-              "first_token_over_startup_plus_cat=%.2f first_token_rss_over_ckpt=%.2f eval_bf16_s=%.2f "
-              "eval_bf16_rss_over_ckpt=%.2f eval_fp32_s=%.2f eval_fp32_rss_over_ckpt=%.2f importance_s=%.2f "
-              "importance_rss_gb=%.2f importance_rss_over_ckpt=%.2f\n",
-              shape.c_str(), gb, cat_m.seconds, start.seconds, first.seconds,
-              first.seconds / (start.seconds + cat_m.seconds), first.rss_gb / gb, eval_bf16.seconds,
-              eval_bf16.rss_gb / gb, eval_fp32.seconds, eval_fp32.rss_gb / gb, importance.seconds, importance.rss_gb,
-              importance.rss_gb / gb);
+  std::printf(
+      "SUMMARY memory_bench shape=%s checkpoint_gb=%.2f cat_s=%.2f startup_s=%.2f first_token_s=%.2f "
+      "first_token_over_startup_plus_cat=%.2f first_token_rss_over_ckpt=%.2f eval_bf16_s=%.2f "
+      "eval_bf16_rss_over_ckpt=%.2f eval_fp32_s=%.2f eval_fp32_rss_over_ckpt=%.2f importance_s=%.2f "
+      "importance_rss_gb=%.2f importance_rss_over_ckpt=%.2f\n",
+      shape.c_str(), gb, cat_m.seconds, start.seconds, first.seconds, first.seconds / (start.seconds + cat_m.seconds),
+      first.rss_gb / gb, eval_bf16.seconds, eval_bf16.rss_gb / gb, eval_fp32.seconds, eval_fp32.rss_gb / gb,
+      importance.seconds, importance.rss_gb, importance.rss_gb / gb);
   if (!keep) RemoveAll(dir).IgnoreError();
   return 0;
 }

@@ -38,8 +38,6 @@ namespace {
 
 using namespace topiary;
 
-
-
 // The student of --mode kd: the teacher shape with 3/4 of its layers and
 // a narrower MLP (depth and width pruned), hidden size kept.
 model::ModelConfig StudentOf(const model::ModelConfig& teacher) {
@@ -52,16 +50,17 @@ model::ModelConfig StudentOf(const model::ModelConfig& teacher) {
 // Runs the peer with the same shape (kd: the teacher shape; the peer derives
 // the same student) and the same allocator settings.
 double RunPeer(const bench::BenchArgs& a, const model::ModelConfig& c) {
-  std::string cmd = std::string(
-      "MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864 "
-      "/usr/bin/python3 ") + TOPIARY_SOURCE_DIR + "/bench/peers/llama_step.py" +
-      " --hidden " + std::to_string(c.hidden_size) + " --ffn " + std::to_string(c.intermediate_size) +
-      " --heads " + std::to_string(c.num_attention_heads) + " --kv-heads " + std::to_string(c.num_key_value_heads) +
-      " --layers " + std::to_string(c.num_hidden_layers) + " --vocab " + std::to_string(c.vocab_size) +
-      " --seq " + std::to_string(a.seq) + " --batch " + std::to_string(a.batch) + " --iters " +
-      std::to_string(a.iters) + " --mode " + a.mode + " --threads " + std::to_string(at::get_num_threads()) +
-      " --student-layers " + std::to_string(StudentOf(c).num_hidden_layers) + " --student-ffn " +
-      std::to_string(StudentOf(c).intermediate_size);
+  std::string cmd =
+      std::string(
+          "MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864 "
+          "/usr/bin/python3 ") +
+      TOPIARY_SOURCE_DIR + "/bench/peers/llama_step.py" + " --hidden " + std::to_string(c.hidden_size) + " --ffn " +
+      std::to_string(c.intermediate_size) + " --heads " + std::to_string(c.num_attention_heads) + " --kv-heads " +
+      std::to_string(c.num_key_value_heads) + " --layers " + std::to_string(c.num_hidden_layers) + " --vocab " +
+      std::to_string(c.vocab_size) + " --seq " + std::to_string(a.seq) + " --batch " + std::to_string(a.batch) +
+      " --iters " + std::to_string(a.iters) + " --mode " + a.mode + " --threads " +
+      std::to_string(at::get_num_threads()) + " --student-layers " + std::to_string(StudentOf(c).num_hidden_layers) +
+      " --student-ffn " + std::to_string(StudentOf(c).intermediate_size);
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return -1;
   char line[512];
@@ -129,7 +128,8 @@ int main(int argc, char** argv) {
     torch::autograd::profiler::RecordProfile guard(trace);
     step();
   }
-  struct rusage ru0 {}, ru1 {};
+  struct rusage ru0 {
+  }, ru1{};
   getrusage(RUSAGE_SELF, &ru0);
   double sec = bench::TimeBest(step, 1, a.iters);
   getrusage(RUSAGE_SELF, &ru1);
@@ -137,10 +137,11 @@ int main(int argc, char** argv) {
   const model::CpuCacheStats cache = model::GetCpuCacheStats();
   const double tokens = static_cast<double>(a.batch * a.seq);
   auto counts = model::CountParams(c);
-  double n_mul = static_cast<double>(counts.total() - counts.embedding + (c.tie_word_embeddings ? counts.embedding : 0));
+  double n_mul =
+      static_cast<double>(counts.total() - counts.embedding + (c.tie_word_embeddings ? counts.embedding : 0));
   double fwd_flops = 2 * n_mul + 4.0 * c.num_hidden_layers * a.seq * c.hidden_size;
-  double flops = ((train ? 3 : 1) * fwd_flops + (kd ? train::ForwardFlopsPerToken(teacher_config, a.seq) : 0)) *
-                 tokens / sec;
+  double flops =
+      ((train ? 3 : 1) * fwd_flops + (kd ? train::ForwardFlopsPerToken(teacher_config, a.seq) : 0)) * tokens / sec;
   std::string checkpoint;  // KD: a training checkpoint of the student (model + optimizer) saved and loaded
   if (kd) {
     for (auto& [n, t] : named) t->mutable_grad() = at::Tensor();
@@ -149,14 +150,18 @@ int main(int argc, char** argv) {
     std::filesystem::remove_all(dir);
     train::TrainState st;
     st.step = 1;
-    double save = bench::TimeBest([&] {
-      absl::Status s = train::WriteTrainCheckpoint(dir, st, m, *sharded, *comm, 1);
-      if (!s.ok()) std::fprintf(stderr, "checkpoint: %s\n", s.ToString().c_str()), std::exit(1);
-    }, 0, 1);
-    double load = bench::TimeBest([&] {
-      auto s = train::LoadTrainCheckpoint(dir + "/step-00000001", m, *sharded, *comm, 0);
-      if (!s.ok()) std::fprintf(stderr, "checkpoint: %s\n", s.status().ToString().c_str()), std::exit(1);
-    }, 0, 1);
+    double save = bench::TimeBest(
+        [&] {
+          absl::Status s = train::WriteTrainCheckpoint(dir, st, m, *sharded, *comm, 1);
+          if (!s.ok()) std::fprintf(stderr, "checkpoint: %s\n", s.ToString().c_str()), std::exit(1);
+        },
+        0, 1);
+    double load = bench::TimeBest(
+        [&] {
+          auto s = train::LoadTrainCheckpoint(dir + "/step-00000001", m, *sharded, *comm, 0);
+          if (!s.ok()) std::fprintf(stderr, "checkpoint: %s\n", s.status().ToString().c_str()), std::exit(1);
+        },
+        0, 1);
     uint64_t bytes = 0;
     for (auto& e : std::filesystem::recursive_directory_iterator(dir)) {
       if (e.is_regular_file()) bytes += e.file_size();
@@ -165,12 +170,13 @@ int main(int argc, char** argv) {
     checkpoint = absl::StrFormat(" ckpt_mb=%.0f ckpt_save_s=%.2f ckpt_load_s=%.2f", bytes / 1e6, save, load);
   }
   double peer = a.mode == "fwdbwd" || std::getenv("TOPIARY_BENCH_NO_PEER") ? -1 : RunPeer(a, kd ? teacher_config : c);
-  std::printf("SUMMARY model_bench shape=%s params=%.1fM mode=%s batch=%lld seq=%lld tokens_per_s=%.0f "
-              "gflops=%.1f bf16_peak_gflops=%.1f of_peak=%.3f peer_tokens_per_s=%.0f vs_peer=%.2f page_faults_per_step=%.0f "
-              "peak_buffers_mb=%.0f mapped_buffers_mb=%.0f%s\n",
-              a.shape.c_str(), counts.total() / 1e6, a.mode.c_str(), static_cast<long long>(a.batch),
-              static_cast<long long>(a.seq), tokens / sec, flops / 1e9, peak / 1e9, flops / peak, peer,
-              peer > 0 ? (tokens / sec) / peer : 0.0, faults_per_step, cache.peak_in_use_bytes / 1e6,
-              (cache.in_use_bytes + cache.cached_bytes) / 1e6, checkpoint.c_str());
+  std::printf(
+      "SUMMARY model_bench shape=%s params=%.1fM mode=%s batch=%lld seq=%lld tokens_per_s=%.0f "
+      "gflops=%.1f bf16_peak_gflops=%.1f of_peak=%.3f peer_tokens_per_s=%.0f vs_peer=%.2f page_faults_per_step=%.0f "
+      "peak_buffers_mb=%.0f mapped_buffers_mb=%.0f%s\n",
+      a.shape.c_str(), counts.total() / 1e6, a.mode.c_str(), static_cast<long long>(a.batch),
+      static_cast<long long>(a.seq), tokens / sec, flops / 1e9, peak / 1e9, flops / peak, peer,
+      peer > 0 ? (tokens / sec) / peer : 0.0, faults_per_step, cache.peak_in_use_bytes / 1e6,
+      (cache.in_use_bytes + cache.cached_bytes) / 1e6, checkpoint.c_str());
   return 0;
 }

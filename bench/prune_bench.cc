@@ -84,9 +84,12 @@ int main(int argc, char** argv) {
   int iters = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--dir") dir = v;
-    else if (k == "--iters") iters = std::stoi(v);
-    else if (k == "--shape") shape = v;
+    if (k == "--dir")
+      dir = v;
+    else if (k == "--iters")
+      iters = std::stoi(v);
+    else if (k == "--shape")
+      shape = v;
   }
   const bool keep = !dir.empty();
   if (dir.empty()) dir = *MakeTempDir("topiary-prune-bench");
@@ -124,27 +127,33 @@ int main(int argc, char** argv) {
     (void)MakeDirs(copy);
     ::sync();
     auto cp_run = bench::RunProcess(cp);
-    std::vector<std::string> cp_and_sync = {"sh", "-c", absl::StrCat("cp '", src_files[0], "' '", copy, "/x' && sync '", copy, "/x'")};
+    std::vector<std::string> cp_and_sync = {
+        "sh", "-c", absl::StrCat("cp '", src_files[0], "' '", copy, "/x' && sync '", copy, "/x'")};
     auto cp_sync_run = bench::RunProcess(cp_and_sync);
     Check(cp_run, "cp");
     Check(cp_sync_run, "cp + sync");
-    const double t = bench::TimeBest([&] {
-      RemoveAll(out).IgnoreError();
-      if (!compress::PruneCheckpoint(src, *depth_plan, out, {}).ok()) std::abort();
-    }, 0, 1);
+    const double t = bench::TimeBest(
+        [&] {
+          RemoveAll(out).IgnoreError();
+          if (!compress::PruneCheckpoint(src, *depth_plan, out, {}).ok()) std::abort();
+        },
+        0, 1);
     RemoveAll(out).IgnoreError();
     ::sync();  // the durable run's write-back must not land in the next timing
-    const double t_nosync = bench::TimeBest([&] {
-      RemoveAll(out).IgnoreError();
-      if (!compress::PruneCheckpoint(src, *depth_plan, out, nosync).ok()) std::abort();
-    }, 0, 1);
+    const double t_nosync = bench::TimeBest(
+        [&] {
+          RemoveAll(out).IgnoreError();
+          if (!compress::PruneCheckpoint(src, *depth_plan, out, nosync).ok()) std::abort();
+        },
+        0, 1);
     RemoveAll(out).IgnoreError();
     ::sync();
     auto cli = bench::RunProcess({topiary, "prune", "--model", src, "--drop-layers", "3,7", "--out", out});
     Check(cli, "topiary prune (depth)");
     if (i == 0) continue;
     cp_s = std::min(cp_s, cp_run.seconds), cp_sync_s = std::min(cp_sync_s, cp_sync_run.seconds);
-    prune_s = std::min(prune_s, t), prune_nosync_s = std::min(prune_nosync_s, t_nosync), cli_s = std::min(cli_s, cli.seconds);
+    prune_s = std::min(prune_s, t), prune_nosync_s = std::min(prune_nosync_s, t_nosync),
+    cli_s = std::min(cli_s, cli.seconds);
   }
 
   // ---- 2. width, as a user runs it -----------------------------------------
@@ -152,9 +161,17 @@ int main(int argc, char** argv) {
   if (!WriteFileAtomically(scores, RandomScores(c)).ok()) return 1;
   auto round_to = [](int64_t v, int64_t m) { return std::max<int64_t>(m, v / m * m); };
   const int64_t hidden = round_to(c.hidden_size * 3 / 4, 64), ffn = round_to(c.intermediate_size * 9 / 14, 256);
-  const std::vector<std::string> width_cmd = {
-      topiary, "prune", "--model", src, "--scores", scores, "--no-sync", "--out", out,
-      "--target", absl::StrCat("hidden_size=", hidden, ",intermediate_size=", ffn)};
+  const std::vector<std::string> width_cmd = {topiary,
+                                              "prune",
+                                              "--model",
+                                              src,
+                                              "--scores",
+                                              scores,
+                                              "--no-sync",
+                                              "--out",
+                                              out,
+                                              "--target",
+                                              absl::StrCat("hidden_size=", hidden, ",intermediate_size=", ffn)};
   double width_warm = 1e30, width_cold = 1e30, cp_warm = 1e30, cp_cold = 1e30, out_bytes = 0;
   int64_t width_rss_kb = 0;
   for (int i = 0; i < iters + 1; ++i) {
@@ -182,16 +199,18 @@ int main(int argc, char** argv) {
   const double largest = static_cast<double>(LargestTensorBytes(c));
   std::printf("SUMMARY prune_bench shape=%s source_gb=%.2f", shape.c_str(), src_bytes / 1e9);
   if (depth_case) {
-    std::printf(" depth_nosync_s=%.2f cp_s=%.2f depth_nosync_over_cp=%.2f depth_s=%.2f cp_sync_s=%.2f "
-                "depth_over_cp_sync=%.2f depth_cli_s=%.2f",
-                prune_nosync_s, cp_s, prune_nosync_s / cp_s, prune_s, cp_sync_s, prune_s / cp_sync_s, cli_s);
+    std::printf(
+        " depth_nosync_s=%.2f cp_s=%.2f depth_nosync_over_cp=%.2f depth_s=%.2f cp_sync_s=%.2f "
+        "depth_over_cp_sync=%.2f depth_cli_s=%.2f",
+        prune_nosync_s, cp_s, prune_nosync_s / cp_s, prune_s, cp_sync_s, prune_s / cp_sync_s, cli_s);
   }
-  std::printf(" width_read_gb=%.2f width_written_gb=%.2f width_warm_s=%.2f cp_warm_s=%.2f "
-              "width_over_cp_per_byte_warm=%.2f width_cold_s=%.2f cp_cold_s=%.2f width_over_cp_per_byte_cold=%.2f "
-              "width_peak_rss_gb=%.2f largest_tensor_gb=%.2f width_rss_over_largest_tensor=%.1f\n",
-              src_bytes / 1e9, out_bytes / 1e9, width_warm, cp_warm, per_byte_warm, width_cold, cp_cold, per_byte_cold,
-              static_cast<double>(width_rss_kb) * 1024 / 1e9, largest / 1e9,
-              static_cast<double>(width_rss_kb) * 1024 / largest);
+  std::printf(
+      " width_read_gb=%.2f width_written_gb=%.2f width_warm_s=%.2f cp_warm_s=%.2f "
+      "width_over_cp_per_byte_warm=%.2f width_cold_s=%.2f cp_cold_s=%.2f width_over_cp_per_byte_cold=%.2f "
+      "width_peak_rss_gb=%.2f largest_tensor_gb=%.2f width_rss_over_largest_tensor=%.1f\n",
+      src_bytes / 1e9, out_bytes / 1e9, width_warm, cp_warm, per_byte_warm, width_cold, cp_cold, per_byte_cold,
+      static_cast<double>(width_rss_kb) * 1024 / 1e9, largest / 1e9,
+      static_cast<double>(width_rss_kb) * 1024 / largest);
   RemoveAll(out).IgnoreError();
   RemoveAll(copy).IgnoreError();
   if (!keep) RemoveAll(dir).IgnoreError();

@@ -155,7 +155,8 @@ void PrintJobs(const ApiFlags& f, const std::vector<v1::Job>& jobs, const std::s
     std::printf("%-21s  %-24s  %-10s  %-10s  %-19s  %s\n", j.id().c_str(), j.spec().name().substr(0, 24).c_str(),
                 JobState(j.state()).c_str(), j.owner().c_str(), Time(j.create_time_micros()).c_str(),
                 absl::StrJoin(stages, " ").c_str());
-    if (j.state() == v1::JOB_QUEUED && !j.waiting_reason().empty()) std::printf("    waiting: %s\n", j.waiting_reason().c_str());
+    if (j.state() == v1::JOB_QUEUED && !j.waiting_reason().empty())
+      std::printf("    waiting: %s\n", j.waiting_reason().c_str());
     if (!j.error().empty()) std::printf("    error: %s\n", j.error().c_str());
   }
   if (!next.empty()) std::printf("(more: --page-token %s)\n", next.c_str());
@@ -177,14 +178,17 @@ int ExitFor(v1::JobState s) {
 absl::StatusOr<int> Watch(Client& c, const std::string& id, int64_t from_seq) {
   const bool table = c.flags().output == "table";
   JobView view(stdout, isatty(STDOUT_FILENO) && table);
-  ASSIGN_OR_RETURN(v1::JobState state,
-                   StreamJob(c.api(), [&] { return c.Ctx(true); }, id, from_seq, [&](const v1::WatchJobResponse& r) {
-                     if (table) return view.Show(r);
-                     if (!r.has_event()) return;
-                     std::string j = ToJson(r.event());
-                     std::printf("%s", c.flags().output == "json" ? (j + "\n").c_str() : ("---\n" + ToYaml(j)).c_str());
-                     std::fflush(stdout);
-                   }));
+  ASSIGN_OR_RETURN(v1::JobState state, StreamJob(
+                                           c.api(), [&] { return c.Ctx(true); }, id, from_seq,
+                                           [&](const v1::WatchJobResponse& r) {
+                                             if (table) return view.Show(r);
+                                             if (!r.has_event()) return;
+                                             std::string j = ToJson(r.event());
+                                             std::printf("%s", c.flags().output == "json"
+                                                                   ? (j + "\n").c_str()
+                                                                   : ("---\n" + ToYaml(j)).c_str());
+                                             std::fflush(stdout);
+                                           }));
   view.Close();
   return ExitFor(state);
 }
@@ -206,8 +210,9 @@ int Report(const char* command, const absl::Status& s) {
 
 void AddCommon(CLI::App* cmd, ApiFlags* f) {
   // Empty until given: the environment and the context fill the rest (client/contexts.h).
-  cmd->add_option("--server", f->server, "coordinator HOST:PORT (env TOPIARY_SERVER; else the context's; else "
-                                         "127.0.0.1:7070)");
+  cmd->add_option("--server", f->server,
+                  "coordinator HOST:PORT (env TOPIARY_SERVER; else the context's; else "
+                  "127.0.0.1:7070)");
   cmd->add_option("--token", f->token, "bearer token (env TOPIARY_TOKEN)");
   cmd->add_option("--token-file", f->token_file, "file whose first line is the bearer token");
   cmd->add_option("--context", f->context,
@@ -236,8 +241,8 @@ void AddApi(CommandRegistry& registry, CLI::App* cmd, std::shared_ptr<ApiFlags> 
       flags.server = local.address;
       flags.token = local.token;
     } else {
-      Connection conn{flags.server, flags.token, flags.token_file, flags.tls_ca, flags.tls_cert, flags.tls_key,
-                      flags.context};
+      Connection conn{flags.server,   flags.token,   flags.token_file, flags.tls_ca,
+                      flags.tls_cert, flags.tls_key, flags.context};
       if (absl::Status st = ResolveConnection(&conn); !st.ok()) return Report(name, st);
       flags.server = conn.server;
       flags.token = conn.token;
@@ -335,7 +340,8 @@ void RegisterApiCommands(CLI::App& app, CommandRegistry& registry) {
       }
       for (const std::string& l : f.labels) {
         std::vector<std::string> kv = absl::StrSplit(l, absl::MaxSplits('=', 1));
-        if (kv.size() != 2 || kv[0].empty()) return absl::InvalidArgumentError(absl::StrCat("--label: '", l, "' is not KEY=VALUE"));
+        if (kv.size() != 2 || kv[0].empty())
+          return absl::InvalidArgumentError(absl::StrCat("--label: '", l, "' is not KEY=VALUE"));
         (*req.mutable_labels())[kv[0]] = kv[1];
       }
       std::vector<v1::Job> jobs;
@@ -353,7 +359,8 @@ void RegisterApiCommands(CLI::App& app, CommandRegistry& registry) {
   }
   {
     auto f = std::make_shared<ApiFlags>();
-    CLI::App* cmd = Command(app, "watch", "follow a job's events until it finishes (exit: 0 succeeded, 5 failed, 6 cancelled)", f, true);
+    CLI::App* cmd = Command(
+        app, "watch", "follow a job's events until it finishes (exit: 0 succeeded, 5 failed, 6 cancelled)", f, true);
     cmd->add_option("--from-seq", f->from_seq, "only events after this sequence number")->capture_default_str();
     AddApi(registry, cmd, f, "watch", [](Client& c, const ApiFlags& f) { return Watch(c, f.id, f.from_seq); });
   }

@@ -32,14 +32,16 @@ absl::Status RunImportance(ImportanceFlags f) {
   auto& o = f.stage.importance;
   ASSIGN_OR_RETURN(o.agg.batch, compress::ParseAgg(f.batch_agg));
   ASSIGN_OR_RETURN(o.agg.seq, compress::ParseAgg(f.seq_agg));
-  if (f.mlp_activation == "down_proj_input") o.mlp = compress::MlpActivation::kDownProjInput;
-  else if (f.mlp_activation == "gate_proj_output") o.mlp = compress::MlpActivation::kGateOutput;
-  else return absl::InvalidArgumentError("--mlp-activation: expected down_proj_input or gate_proj_output");
+  if (f.mlp_activation == "down_proj_input")
+    o.mlp = compress::MlpActivation::kDownProjInput;
+  else if (f.mlp_activation == "gate_proj_output")
+    o.mlp = compress::MlpActivation::kGateOutput;
+  else
+    return absl::InvalidArgumentError("--mlp-activation: expected down_proj_input or gate_proj_output");
   o.extra_depth.clear();
   for (absl::string_view m : absl::StrSplit(f.depth, ',', absl::SkipEmpty())) o.extra_depth.emplace_back(m);
   ASSIGN_OR_RETURN(stages::DistSession dist, stages::OpenDist(f.dist));
-  ASSIGN_OR_RETURN(stages::ImportanceStageResult r,
-                   stages::RunImportance(LocalContext(f.threads, &dist), f.stage));
+  ASSIGN_OR_RETURN(stages::ImportanceStageResult r, stages::RunImportance(LocalContext(f.threads, &dist), f.stage));
   if (dist.comm->rank() != 0) {
     std::printf("rank %d of %d: done\n", dist.comm->rank(), dist.comm->world_size());
     return absl::OkStatus();
@@ -64,7 +66,8 @@ absl::StatusOr<std::vector<int64_t>> ParseList(const std::string& s, absl::strin
   std::vector<int64_t> out;
   for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty())) {
     int64_t v;
-    if (!absl::SimpleAtoi(p, &v)) return absl::InvalidArgumentError(absl::StrCat(field, ": '", p, "' is not an integer"));
+    if (!absl::SimpleAtoi(p, &v))
+      return absl::InvalidArgumentError(absl::StrCat(field, ": '", p, "' is not an integer"));
     out.push_back(v);
   }
   return out;
@@ -77,12 +80,18 @@ absl::Status ParseTarget(const std::string& text, compress::PruneTarget* t) {
     if (!absl::SimpleAtoi(p.second, &v)) {
       return absl::InvalidArgumentError(absl::StrCat("--target: '", kv, "' must be key=integer"));
     }
-    if (p.first == "hidden_size") t->hidden_size = v;
-    else if (p.first == "intermediate_size") t->intermediate_size = v;
-    else if (p.first == "num_attention_heads") t->num_attention_heads = v;
-    else if (p.first == "num_key_value_heads") t->num_key_value_heads = v;
-    else if (p.first == "num_hidden_layers") t->num_hidden_layers = v;
-    else return absl::InvalidArgumentError(absl::StrCat("--target: unknown key '", p.first, "'"));
+    if (p.first == "hidden_size")
+      t->hidden_size = v;
+    else if (p.first == "intermediate_size")
+      t->intermediate_size = v;
+    else if (p.first == "num_attention_heads")
+      t->num_attention_heads = v;
+    else if (p.first == "num_key_value_heads")
+      t->num_key_value_heads = v;
+    else if (p.first == "num_hidden_layers")
+      t->num_hidden_layers = v;
+    else
+      return absl::InvalidArgumentError(absl::StrCat("--target: unknown key '", p.first, "'"));
   }
   return absl::OkStatus();
 }
@@ -135,8 +144,10 @@ void RegisterCompressCommands(CLI::App& app, CommandRegistry& registry) {
     cmd->add_option("--batch-agg", f->batch_agg, "mean|l2|var")->capture_default_str();
     cmd->add_option("--seq-agg", f->seq_agg, "mean|l2|var")->capture_default_str();
     cmd->add_option("--mlp-activation", f->mlp_activation, "down_proj_input|gate_proj_output")->capture_default_str();
-    cmd->add_option("--depth", f->depth, "extra depth metrics (comma list): lm_loss, perplexity, taylor, "
-                    "magnitude_l1, magnitude_l2, reverse_order, random")->capture_default_str();
+    cmd->add_option("--depth", f->depth,
+                    "extra depth metrics (comma list): lm_loss, perplexity, taylor, "
+                    "magnitude_l1, magnitude_l2, reverse_order, random")
+        ->capture_default_str();
     cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
     AddDistFlags(cmd, &f->dist);
     AddRunner(registry, cmd, f, "importance", RunImportance);
@@ -146,9 +157,11 @@ void RegisterCompressCommands(CLI::App& app, CommandRegistry& registry) {
     auto* cmd = app.add_subcommand("prune", "prune to a target shape using importance scores");
     cmd->add_option("--model", f->stage.model, "Hugging Face model directory")->required();
     cmd->add_option("--scores", f->stage.scores, "scores.json from `topiary importance`");
-    cmd->add_option("--target", f->target, "hidden_size=..,intermediate_size=..,num_attention_heads=..,"
+    cmd->add_option("--target", f->target,
+                    "hidden_size=..,intermediate_size=..,num_attention_heads=..,"
                     "num_key_value_heads=..,num_hidden_layers=.. (any subset)");
-    cmd->add_option("--depth-metric", f->stage.target.depth_metric, "ranks layers for num_hidden_layers")->capture_default_str();
+    cmd->add_option("--depth-metric", f->stage.target.depth_metric, "ranks layers for num_hidden_layers")
+        ->capture_default_str();
     cmd->add_flag("--contiguous", f->stage.target.contiguous, "drop one window of consecutive layers");
     cmd->add_option("--drop-layers", f->drop_layers, "layers to remove (comma list)");
     cmd->add_option("--drop-attention", f->drop_attention, "attention sublayers to remove (not isomorphic)");
@@ -181,7 +194,8 @@ void RegisterCompressCommands(CLI::App& app, CommandRegistry& registry) {
         ->capture_default_str();
     cmd->add_option("--depth-metric", sp.depth_metric, "ranks layers when depth is cut")->capture_default_str();
     cmd->add_option("--seq-len", f->stage.eval.seq_len, "evaluation window")->capture_default_str();
-    cmd->add_option("--max-windows", f->stage.eval.max_windows, "windows per candidate (0: all)")->capture_default_str();
+    cmd->add_option("--max-windows", f->stage.eval.max_windows, "windows per candidate (0: all)")
+        ->capture_default_str();
     cmd->add_option("--out", f->stage.out, "writes search.txt and search.json here");
     cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
     AddRunner(registry, cmd, f, "search", RunSearch);

@@ -27,7 +27,7 @@ inline constexpr ComputeCommand kLocalComputeCommands[] = {
     {"distill", "recover a pruned student by distillation from its teacher"},
     {"streamline", "remove N contiguous blocks and train one replacement block in their place (LLM-Streamline)"},
 };
-inline constexpr ComputeCommand kRunCommand = {
-    "run", "run a job spec on this machine: a coordinator, workers, live progress"};
+inline constexpr ComputeCommand kRunCommand = {"run",
+                                               "run a job spec on this machine: a coordinator, workers, live progress"};
 
 }  // namespace topiary::cli

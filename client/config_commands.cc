@@ -32,8 +32,9 @@ int Fail(const char* command, const absl::Status& st) { return ReportStatus(absl
 void RegisterConfigCommands(CLI::App& app, CommandRegistry& registry) {
   CLI::App* config = app.add_subcommand("config", "named connections (contexts) of the API commands, as kubectl's");
   config->require_subcommand(1);
-  config->footer("The file: TOPIARY_CONFIG, else $XDG_CONFIG_HOME/topiary/config.yaml, else "
-                 "~/.config/topiary/config.yaml.\n");
+  config->footer(
+      "The file: TOPIARY_CONFIG, else $XDG_CONFIG_HOME/topiary/config.yaml, else "
+      "~/.config/topiary/config.yaml.\n");
   auto f = std::make_shared<ConfigFlags>();
 
   CLI::App* get = config->add_subcommand("get-contexts", "list the contexts; * marks the current one");
@@ -42,8 +43,8 @@ void RegisterConfigCommands(CLI::App& app, CommandRegistry& registry) {
     if (!c.ok()) return Fail("get-contexts", c.status());
     std::printf("%-9s %-24s %-32s %s\n", "CURRENT", "NAME", "SERVER", "TLS");
     for (const Context& x : c->contexts) {
-      std::printf("%-9s %-24s %-32s %s\n", x.name == c->current_context ? "*" : "", x.name.c_str(),
-                  x.server.c_str(), x.tls_ca.empty() ? "off" : "on");
+      std::printf("%-9s %-24s %-32s %s\n", x.name == c->current_context ? "*" : "", x.name.c_str(), x.server.c_str(),
+                  x.tls_ca.empty() ? "off" : "on");
     }
     return kExitOk;
   });
@@ -110,9 +111,9 @@ void RegisterConfigCommands(CLI::App& app, CommandRegistry& registry) {
     absl::StatusOr<ClientConfig> c = LoadClientConfig(DefaultClientConfigPath());
     if (!c.ok()) return Fail("delete-context", c.status());
     const size_t before = c->contexts.size();
-    c->contexts.erase(std::remove_if(c->contexts.begin(), c->contexts.end(),
-                                     [&](const Context& x) { return x.name == f->name; }),
-                      c->contexts.end());
+    c->contexts.erase(
+        std::remove_if(c->contexts.begin(), c->contexts.end(), [&](const Context& x) { return x.name == f->name; }),
+        c->contexts.end());
     if (c->contexts.size() == before) {
       return Fail("delete-context", absl::NotFoundError(absl::StrCat("no context '", f->name, "' in ", c->path)));
     }

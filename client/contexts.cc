@@ -76,14 +76,22 @@ absl::StatusOr<ClientConfig> LoadClientConfig(const std::string& path) {
           for (const auto& f : n) {
             const std::string name = f.first.as<std::string>();
             const std::string value = f.second.as<std::string>();
-            if (name == "name") c.name = value;
-            else if (name == "server") c.server = value;
-            else if (name == "token-file") c.token_file = ExpandHome(value);
-            else if (name == "tls-ca") c.tls_ca = ExpandHome(value);
-            else if (name == "tls-cert") c.tls_cert = ExpandHome(value);
-            else if (name == "tls-key") c.tls_key = ExpandHome(value);
-            else return Bad(path, absl::StrCat(where, ".", name, ": unknown field (name, server, token-file, tls-ca, "
-                                                              "tls-cert, tls-key)"));
+            if (name == "name")
+              c.name = value;
+            else if (name == "server")
+              c.server = value;
+            else if (name == "token-file")
+              c.token_file = ExpandHome(value);
+            else if (name == "tls-ca")
+              c.tls_ca = ExpandHome(value);
+            else if (name == "tls-cert")
+              c.tls_cert = ExpandHome(value);
+            else if (name == "tls-key")
+              c.tls_key = ExpandHome(value);
+            else
+              return Bad(path, absl::StrCat(where, ".", name,
+                                            ": unknown field (name, server, token-file, tls-ca, "
+                                            "tls-cert, tls-key)"));
           }
           if (c.name.empty()) return Bad(path, where + ": no name");
           if (config.Find(c.name) != nullptr) return Bad(path, absl::StrCat(where, ": '", c.name, "' named twice"));

@@ -32,13 +32,24 @@ absl::Status RunInspect(const InspectFlags& f) {
     if (e.is_regular_file(ec)) disk += static_cast<int64_t>(e.file_size(ec));
   }
   json j = {{"architecture", std::string(model::FamilyArchitecture(c.family))},
-            {"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
-            {"num_attention_heads", c.num_attention_heads}, {"num_key_value_heads", c.num_key_value_heads},
-            {"head_dim", c.head_dim}, {"num_hidden_layers", c.num_hidden_layers}, {"vocab_size", c.vocab_size},
-            {"tie_word_embeddings", c.tie_word_embeddings}, {"dtype", c.torch_dtype},
+            {"hidden_size", c.hidden_size},
+            {"intermediate_size", c.intermediate_size},
+            {"num_attention_heads", c.num_attention_heads},
+            {"num_key_value_heads", c.num_key_value_heads},
+            {"head_dim", c.head_dim},
+            {"num_hidden_layers", c.num_hidden_layers},
+            {"vocab_size", c.vocab_size},
+            {"tie_word_embeddings", c.tie_word_embeddings},
+            {"dtype", c.torch_dtype},
             {"isomorphic", c.IsIsomorphic()},
-            {"params", {{"total", p.total()}, {"non_embedding", p.non_embedding()}, {"embedding", p.embedding},
-                        {"lm_head", p.lm_head}, {"attention", p.attention}, {"mlp", p.mlp}, {"norms", p.norms}}},
+            {"params",
+             {{"total", p.total()},
+              {"non_embedding", p.non_embedding()},
+              {"embedding", p.embedding},
+              {"lm_head", p.lm_head},
+              {"attention", p.attention},
+              {"mlp", p.mlp},
+              {"norms", p.norms}}},
             {"size_on_disk_bytes", disk}};
   if (f.json) {
     std::printf("%s\n", j.dump(2).c_str());

@@ -32,9 +32,9 @@ class JobView {
   void Draw();
   FILE* out_;
   bool tty_;
-  int drawn_ = 0;  // bar lines on screen
-  std::map<std::string, v1::Progress> running_;        // stage -> latest progress
-  std::map<std::string, int64_t> last_printed_ms_;     // plain mode: stage -> last progress line
+  int drawn_ = 0;                                   // bar lines on screen
+  std::map<std::string, v1::Progress> running_;     // stage -> latest progress
+  std::map<std::string, int64_t> last_printed_ms_;  // plain mode: stage -> last progress line
   std::map<std::string, std::string> last_phase_;
 };
 

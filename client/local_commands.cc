@@ -107,12 +107,13 @@ absl::Status RunEval(EvalFlags f) {
     j["data"] = o.data.path;
     text = absl::StrFormat("loss %.4f  perplexity %.3f  over %lld tokens in %lld windows of %lld", r.loss->loss,
                            r.loss->perplexity, static_cast<long long>(r.loss->tokens),
-                           static_cast<long long>(r.loss->windows), static_cast<long long>(o.eval.seq_len)) + text;
+                           static_cast<long long>(r.loss->windows), static_cast<long long>(o.eval.seq_len)) +
+           text;
   }
   for (const stages::TaskScore& t : r.tasks) {
     j["tasks"] = {{"file", t.file}, {"examples", t.examples}, {"acc", t.acc}, {"acc_norm", t.acc_norm}};
-    text += absl::StrFormat("%s%s: acc %.4f  acc_norm %.4f over %lld examples", text.empty() ? "" : "\n", t.file,
-                            t.acc, t.acc_norm, static_cast<long long>(t.examples));
+    text += absl::StrFormat("%s%s: acc %.4f  acc_norm %.4f over %lld examples", text.empty() ? "" : "\n", t.file, t.acc,
+                            t.acc_norm, static_cast<long long>(t.examples));
   }
   std::printf("%s\n", f.json ? j.dump().c_str() : text.c_str());
   return absl::OkStatus();
@@ -178,9 +179,12 @@ void RegisterLocalCommands(CLI::App& app, CommandRegistry& registry) {
     cmd->add_option("--tasks", f->tasks, "zero-shot multiple choice JSONL: {context, choices, label} per line");
     cmd->add_option("--max-examples", o.max_examples, "score at most N task examples (0: all)")->capture_default_str();
     cmd->add_option("--seq-len", o.eval.seq_len, "window length T (and the longest task input)")
-        ->capture_default_str()->check(CLI::PositiveNumber);
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
     cmd->add_option("--max-windows", o.eval.max_windows, "score at most N windows (0: all)")->capture_default_str();
-    cmd->add_option("--batch", o.eval.batch_size, "windows per forward")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--batch", o.eval.batch_size, "windows per forward")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
     cmd->add_option("--dtype", f->dtype, "compute dtype fp32|bf16")->capture_default_str();
     cmd->add_option("--threads", f->threads, "CPU threads (0: all)");
     cmd->add_flag("--json", f->json, "print one JSON object");

@@ -95,12 +95,27 @@ absl::StatusOr<LocalCoordinator> AttachOrStartCoordinator(const LocalState& s, d
   ChildOptions o;
   o.log = s.Path("logs/coordinator.log");
   o.death_signal = death_signal;
-  ASSIGN_OR_RETURN(c.pid, SpawnChild({BinaryDir() + "/topiary-coordinator", "--listen", "127.0.0.1:0", "--state-dir",
-                                      s.Path("db"), "--storage-root", std::string(absl::StripAsciiWhitespace(storage)),
-                                      "--tokens", s.Path("tokens"), "--port-file", s.Path("port"),
-                                      "--metrics-address", "", "--lease-seconds", absl::StrCat(lease_seconds),
-                                      "--recovery-grace-seconds", absl::StrCat(recovery_grace_seconds),
-                                      "--backoff-seconds", "0.5", "--drain-seconds", "2"},
+  ASSIGN_OR_RETURN(c.pid, SpawnChild({BinaryDir() + "/topiary-coordinator",
+                                      "--listen",
+                                      "127.0.0.1:0",
+                                      "--state-dir",
+                                      s.Path("db"),
+                                      "--storage-root",
+                                      std::string(absl::StripAsciiWhitespace(storage)),
+                                      "--tokens",
+                                      s.Path("tokens"),
+                                      "--port-file",
+                                      s.Path("port"),
+                                      "--metrics-address",
+                                      "",
+                                      "--lease-seconds",
+                                      absl::StrCat(lease_seconds),
+                                      "--recovery-grace-seconds",
+                                      absl::StrCat(recovery_grace_seconds),
+                                      "--backoff-seconds",
+                                      "0.5",
+                                      "--drain-seconds",
+                                      "2"},
                                      o));
   for (int i = 0; i < 400; ++i) {
     if (int port = LivePort(s); port > 0) {

@@ -117,8 +117,9 @@ class Run {
     RETURN_IF_ERROR(spec::ValidateJobSpec(spec, {f_.storage}));
     if (f_.slots_per_worker <= 0) f_.slots_per_worker = SlotsNeeded(spec);
     if (f_.workers * f_.slots_per_worker < SlotsNeeded(spec)) {
-      return absl::InvalidArgumentError(absl::StrCat("--workers x --slots-per-worker: ", f_.workers * f_.slots_per_worker,
-                                                     " slots, but a stage needs ", SlotsNeeded(spec)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--workers x --slots-per-worker: ", f_.workers * f_.slots_per_worker,
+                       " slots, but a stage needs ", SlotsNeeded(spec)));
     }
     return spec;
   }
@@ -132,9 +133,8 @@ class Run {
     // Leases of 3 s and a 2 s recovery grace: on one machine a worker that is gone is gone.
     ASSIGN_OR_RETURN(coordinator_, AttachOrStartCoordinator(state, 3, 2, SIGTERM));
     if (coordinator_.pid < 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("--state-dir: another topiary run is using ", state.dir, " (its coordinator answers at ",
-                       coordinator_.address, ")"));
+      return absl::FailedPreconditionError(absl::StrCat("--state-dir: another topiary run is using ", state.dir,
+                                                        " (its coordinator answers at ", coordinator_.address, ")"));
     }
     children_.Add(coordinator_.pid, 5);
     ASSIGN_OR_RETURN(auto channel, rpc::MakeChannel({coordinator_.address, coordinator_.token, "", "", "", true}));
@@ -152,9 +152,9 @@ class Run {
     std::thread signals([this, id] { OnSignals(id); });
     signals.detach();
     JobView view(stdout, isatty(STDOUT_FILENO));
-    absl::StatusOr<v1::JobState> end =
-        StreamJob(*stub_, [this] { return rpc::MakeContext(coordinator_.token); }, id, 0,
-                  [&](const v1::WatchJobResponse& r) { view.Show(r); });
+    absl::StatusOr<v1::JobState> end = StreamJob(
+        *stub_, [this] { return rpc::MakeContext(coordinator_.token); }, id, 0,
+        [&](const v1::WatchJobResponse& r) { view.Show(r); });
     view.Close();
     if (!end.ok()) return end.status();
     PrintOutcome(id);
@@ -172,9 +172,9 @@ class Run {
       v1::Job job;
       if (stub_->GetJob(Ctx().get(), req, &job).ok() && job.state() != v1::JOB_SUCCEEDED &&
           job.state() != v1::JOB_FAILED && job.state() != v1::JOB_CANCELLED) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("--state-dir: job ", job.id(), " of an earlier run is unfinished in ", state.dir,
-                         "; continue it with --resume, or use another --state-dir"));
+        return absl::FailedPreconditionError(absl::StrCat("--state-dir: job ", job.id(),
+                                                          " of an earlier run is unfinished in ", state.dir,
+                                                          "; continue it with --resume, or use another --state-dir"));
       }
     }
     v1::CreateJobRequest req;
@@ -197,12 +197,24 @@ class Run {
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     const int threads = std::max(1, cores / std::max(1, f_.workers * std::max(1, f_.slots_per_worker)));
     for (int i = 0; i < f_.workers; ++i) {
-      std::vector<std::string> args = {BinaryDir() + "/topiary-worker", "--coordinator", coordinator_.address,
-                                       "--slots", absl::StrCat(std::max(1, f_.slots_per_worker)),
-                                       "--name", absl::StrCat("local-", i), "--work-dir",
-                                       state.Path(absl::StrCat("workers/", i)), "--token-file",
-                                       state.Path("worker-token"), "--device", f_.device, "--advertise-host",
-                                       "127.0.0.1", "--threads-per-rank", absl::StrCat(threads), "--drain-seconds",
+      std::vector<std::string> args = {BinaryDir() + "/topiary-worker",
+                                       "--coordinator",
+                                       coordinator_.address,
+                                       "--slots",
+                                       absl::StrCat(std::max(1, f_.slots_per_worker)),
+                                       "--name",
+                                       absl::StrCat("local-", i),
+                                       "--work-dir",
+                                       state.Path(absl::StrCat("workers/", i)),
+                                       "--token-file",
+                                       state.Path("worker-token"),
+                                       "--device",
+                                       f_.device,
+                                       "--advertise-host",
+                                       "127.0.0.1",
+                                       "--threads-per-rank",
+                                       absl::StrCat(threads),
+                                       "--drain-seconds",
                                        absl::StrCat(f_.drain_seconds)};
       if (memory > 0) args.insert(args.end(), {"--memory", absl::StrCat(memory / f_.workers)});
       ChildOptions o;
@@ -259,11 +271,13 @@ void RegisterRunCommand(CLI::App& app, CommandRegistry& registry) {
   CLI::App* cmd = app.add_subcommand("run", "run a job spec on this machine: a coordinator, workers, live progress");
   cmd->add_option("spec", f->spec_file, "job spec (YAML or JSON); relative paths are relative to its directory");
   cmd->add_option("--workers", f->workers, "workers to start")->capture_default_str();
-  cmd->add_option("--slots-per-worker", f->slots_per_worker, "slots of each worker (default: the ranks the spec needs)");
+  cmd->add_option("--slots-per-worker", f->slots_per_worker,
+                  "slots of each worker (default: the ranks the spec needs)");
   cmd->add_option("--state-dir", f->state_dir, "coordinator state, tokens and logs (default <storage>/.topiary)");
   cmd->add_option("--storage", f->storage, "storage root: every path of the spec must lie under it (default: .)");
   cmd->add_option("--device", f->device, "cpu | cuda")->capture_default_str();
-  cmd->add_option("--drain-seconds", f->drain_seconds, "on stop, how long ranks get to checkpoint")->capture_default_str();
+  cmd->add_option("--drain-seconds", f->drain_seconds, "on stop, how long ranks get to checkpoint")
+      ->capture_default_str();
   cmd->add_flag("--resume", f->resume, "continue the unfinished job of this state directory");
   cmd->add_flag("--dry-run", f->dry_run, "validate, resolve paths and print the plan; start nothing");
   registry.Add(cmd, [f] { return Run(*f).Main(); });

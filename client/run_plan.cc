@@ -95,7 +95,8 @@ class Planner {
 
   absl::StatusOr<std::string> Run() {
     absl::StatusOr<model::ModelConfig> teacher = model::LoadConfig(spec_.teacher().path());
-    if (!teacher.ok()) return absl::InvalidArgumentError(absl::StrCat("spec.teacher.path: ", teacher.status().message()));
+    if (!teacher.ok())
+      return absl::InvalidArgumentError(absl::StrCat("spec.teacher.path: ", teacher.status().message()));
     teacher_ = *teacher;
     student_ = teacher_;
     const int ranks = std::max(1, spec_.resources().ranks());
@@ -143,8 +144,8 @@ class Planner {
       }
       case v1::StageSpec::kImportance: {
         const compress::ImportanceOptions o = job::ImportanceOf(s.importance(), spec_.data().calibration());
-        Line(absl::StrFormat("  %d. %s (%s): %d sequences x %d tokens, depth metrics %s", i + 1, name, where,
-                             o.samples, o.seq_len, absl::StrJoin(o.extra_depth, ", ")));
+        Line(absl::StrFormat("  %d. %s (%s): %d sequences x %d tokens, depth metrics %s", i + 1, name, where, o.samples,
+                             o.seq_len, absl::StrJoin(o.extra_depth, ", ")));
         Line(absl::StrCat("     memory per rank: ",
                           job::ForwardMemory(teacher_, nullptr, "fp32", o.batch, o.seq_len).Describe()));
         double passes = 1;
@@ -183,7 +184,8 @@ class Planner {
         Line(absl::StrFormat("  %d. %s (1 rank): %d model(s) on %d windows of %d tokens%s", i + 1, name, models,
                              spec_.data().eval().path().empty() ? 0 : e.max_windows, e.seq_len,
                              examples > 0 ? absl::StrFormat(", %d task examples", examples) : ""));
-        Line(absl::StrCat("     memory: ", job::ForwardMemory(teacher_, &teacher_, "fp32", e.batch_size, e.seq_len).Describe()));
+        Line(absl::StrCat("     memory: ",
+                          job::ForwardMemory(teacher_, &teacher_, "fp32", e.batch_size, e.seq_len).Describe()));
         const double tokens = static_cast<double>(e.max_windows * e.seq_len) * 2 + examples * 4.0 * 64;
         Estimate(SpeedOf(teacher_, at::kFloat, e.batch_size, e.seq_len).forward * tokens * models,
                  "forward passes of every model and its teacher");
@@ -216,7 +218,8 @@ class Planner {
     const double tokens = static_cast<double>(r.steps * r.global_batch * r.seq_len);
     double per_token = SpeedOf(model, rc.dtype, r.micro_batch, r.seq_len).train;
     if (teacher != nullptr) per_token += SpeedOf(*teacher, rc.dtype, r.micro_batch, r.seq_len).forward;
-    Estimate(per_token * tokens, absl::StrFormat("%s tokens/s measured", FormatCount(per_token > 0 ? 1 / per_token : 0)));
+    Estimate(per_token * tokens,
+             absl::StrFormat("%s tokens/s measured", FormatCount(per_token > 0 ? 1 / per_token : 0)));
     if (teacher != nullptr || rc.tokens > 0) ++models_;
   }
 
@@ -250,11 +253,12 @@ class Planner {
       ASSIGN_OR_RETURN(probe_tokens, ParseCount(s.probe_tokens(), "search.probe_tokens"));
     }
     const int parallel = std::max(1, std::min(probes, o_.workers * o_.slots_per_worker));
-    Line(absl::StrFormat("  %d. %s: %d probe(s), %d at a time, within %.0f%% of %s parameters; %s", i + 1, name, probes,
-                         parallel, space.tolerance * 100, FormatCount(static_cast<double>(space.budget)),
-                         probe_tokens > 0 ? absl::StrCat("each distilled ", FormatCount(static_cast<double>(probe_tokens)),
-                                                         " tokens, then scored")
-                                          : "each scored zero-shot"));
+    Line(absl::StrFormat(
+        "  %d. %s: %d probe(s), %d at a time, within %.0f%% of %s parameters; %s", i + 1, name, probes, parallel,
+        space.tolerance * 100, FormatCount(static_cast<double>(space.budget)),
+        probe_tokens > 0
+            ? absl::StrCat("each distilled ", FormatCount(static_cast<double>(probe_tokens)), " tokens, then scored")
+            : "each scored zero-shot"));
     for (size_t k = 0; k < candidates.size(); ++k) {
       Line(absl::StrFormat("     probe %d: %s, %.1f%%, %s", k, Shape(candidates[k].config),
                            100.0 * candidates[k].params / model::CountParams(teacher_).total(),

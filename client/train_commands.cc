@@ -39,8 +39,12 @@ struct TrainFlags {
 
 void PrintStep(const TrainFlags& f, const train::StepMetrics& s) {
   if (f.json) {
-    json j = {{"step", s.step}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm},
-              {"tokens", s.tokens}, {"tokens_per_second", s.tokens_per_second},
+    json j = {{"step", s.step},
+              {"loss", s.loss},
+              {"lr", s.lr},
+              {"grad_norm", s.grad_norm},
+              {"tokens", s.tokens},
+              {"tokens_per_second", s.tokens_per_second},
               {"optimizer_state_bytes", s.optimizer_state_bytes}};
     if (s.kl >= 0) j["kl"] = s.kl, j["ce"] = s.ce;
     if (s.hidden >= 0) j["hidden"] = s.hidden;
@@ -49,13 +53,15 @@ void PrintStep(const TrainFlags& f, const train::StepMetrics& s) {
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::string parts;
-    if (s.kl >= 0) parts = absl::StrFormat(" (kl %.4f ce %.4f%s)", s.kl, s.ce,
-                                           s.hidden >= 0 ? absl::StrFormat(" hidden %.4f", s.hidden) : "");
+    if (s.kl >= 0)
+      parts = absl::StrFormat(" (kl %.4f ce %.4f%s)", s.kl, s.ce,
+                              s.hidden >= 0 ? absl::StrFormat(" hidden %.4f", s.hidden) : "");
     std::printf("step %lld/%lld  loss %.4f%s  lr %.2e  gnorm %.2f  %.0f tok/s%s%s\n", static_cast<long long>(s.step),
                 static_cast<long long>(s.steps), s.loss, parts.c_str(), s.lr, s.grad_norm, s.tokens_per_second,
                 s.mfu >= 0 ? absl::StrFormat("  mfu %.2f", s.mfu).c_str() : "",
-                s.eval_loss >= 0 ? absl::StrFormat("  eval_loss %.4f (ppl %.2f)", s.eval_loss, std::exp(s.eval_loss)).c_str()
-                                 : "");
+                s.eval_loss >= 0
+                    ? absl::StrFormat("  eval_loss %.4f (ppl %.2f)", s.eval_loss, std::exp(s.eval_loss)).c_str()
+                    : "");
   }
   std::fflush(stdout);
 }
@@ -90,7 +96,8 @@ absl::Status CheckTrainingFits(const TrainFlags& f, stages::TrainMode mode) {
                           f.dist.world_size, o.recipe.micro_batch, o.recipe.seq_len, o.use_lora);
   const char* what = mode == stages::TrainMode::kDistill ? "distillation" : "training";
   int64_t budget = -1;
-  if (f.memory_budget == "auto") budget = job::AvailableMemory();
+  if (f.memory_budget == "auto")
+    budget = job::AvailableMemory();
   else if (f.memory_budget != "off") {
     ASSIGN_OR_RETURN(budget, ParseBytes(f.memory_budget, "--memory-budget"));
   }
@@ -108,9 +115,12 @@ absl::Status RunTraining(TrainFlags f, stages::TrainMode mode) {
     ASSIGN_OR_RETURN(o.tokens, ParseCount(f.tokens, "--tokens"));
   }
   ASSIGN_OR_RETURN(o.hidden.pairs, ParsePairs(f.hidden_pairs));
-  if (f.hidden_loss == "cosine") o.hidden.loss = train::HiddenLoss::kCosine;
-  else if (f.hidden_loss == "mse") o.hidden.loss = train::HiddenLoss::kMse;
-  else return absl::InvalidArgumentError(absl::StrCat("--hidden-loss: '", f.hidden_loss, "' is not cosine or mse"));
+  if (f.hidden_loss == "cosine")
+    o.hidden.loss = train::HiddenLoss::kCosine;
+  else if (f.hidden_loss == "mse")
+    o.hidden.loss = train::HiddenLoss::kMse;
+  else
+    return absl::InvalidArgumentError(absl::StrCat("--hidden-loss: '", f.hidden_loss, "' is not cosine or mse"));
   o.use_lora = f.lora_rank != 0;
   o.lora.rank = f.lora_rank;
   o.lora.targets = absl::StrSplit(f.lora_targets, ',', absl::SkipEmpty());
@@ -120,8 +130,8 @@ absl::Status RunTraining(TrainFlags f, stages::TrainMode mode) {
   if (o.resume) {  // (a worker resumes "if any"; a user asking for --resume means it)
     ASSIGN_OR_RETURN(std::optional<std::string> latest, train::LatestTrainCheckpoint(o.checkpoint_dir));
     if (!latest.has_value()) {
-      return absl::FailedPreconditionError(absl::StrCat("--resume: no checkpoint in ", o.checkpoint_dir,
-                                                        " (run without --resume to start at step 0)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("--resume: no checkpoint in ", o.checkpoint_dir, " (run without --resume to start at step 0)"));
     }
     std::fprintf(stderr, "resuming from %s\n", latest->c_str());
   }
@@ -207,7 +217,8 @@ void RegisterTrainCommands(CLI::App& app, CommandRegistry& registry) {
     cmd->add_option("--hidden-pairs", f->hidden_pairs,
                     "hidden-state loss between block outputs, STUDENT:TEACHER[,...] (e.g. 3:7)");
     cmd->add_option("--hidden-loss", f->hidden_loss, "cosine | mse")->capture_default_str();
-    cmd->add_option("--hidden-weight", f->stage.hidden.weight, "weight of the hidden-state term")->capture_default_str();
+    cmd->add_option("--hidden-weight", f->stage.hidden.weight, "weight of the hidden-state term")
+        ->capture_default_str();
     AddRecipeFlags(cmd, f.get());
     AddLoraFlags(cmd, f.get());
     AddRunner(registry, cmd, f, "distill",

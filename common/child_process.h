@@ -18,9 +18,9 @@
 namespace topiary {
 
 struct ChildOptions {
-  std::string log;              // stdout and stderr (appended); empty: /dev/null
+  std::string log;  // stdout and stderr (appended); empty: /dev/null
   bool own_process_group = true;
-  int death_signal = 0;         // sent to the child when the parent dies (0: none)
+  int death_signal = 0;  // sent to the child when the parent dies (0: none)
 };
 
 absl::StatusOr<pid_t> SpawnChild(const std::vector<std::string>& argv, const ChildOptions& options);

@@ -53,8 +53,7 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path, size_t max
   auto size = std::filesystem::file_size(path, ec);
   if (ec) return absl::NotFoundError(absl::StrCat("cannot read ", path, ": ", ec.message()));
   if (size > max_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, " is ", size, " bytes, more than the limit of ", max_bytes));
+    return absl::InvalidArgumentError(absl::StrCat(path, " is ", size, " bytes, more than the limit of ", max_bytes));
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));

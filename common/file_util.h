@@ -12,8 +12,7 @@
 namespace topiary {
 
 // Reads a whole file. Refuses files larger than `max_bytes`.
-absl::StatusOr<std::string> ReadFileToString(const std::string& path,
-                                             size_t max_bytes = size_t{1} << 30);
+absl::StatusOr<std::string> ReadFileToString(const std::string& path, size_t max_bytes = size_t{1} << 30);
 
 // Writes `contents` to `path` atomically: a temporary file in the same
 // directory is written, fsynced, then renamed over `path`, and the directory

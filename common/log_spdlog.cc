@@ -19,9 +19,8 @@ spdlog::logger& Logger() {
 
 void Write(Level level, absl::string_view message) {
   if (static_cast<int>(level) < static_cast<int>(GetLevel())) return;
-  static const spdlog::level::level_enum kMap[] = {
-      spdlog::level::debug, spdlog::level::info, spdlog::level::warn,
-      spdlog::level::err};
+  static const spdlog::level::level_enum kMap[] = {spdlog::level::debug, spdlog::level::info, spdlog::level::warn,
+                                                   spdlog::level::err};
   Logger().log(kMap[static_cast<int>(level)], "{}", fmt::string_view(message.data(), message.size()));
 }
 

@@ -15,8 +15,8 @@ void Write(Level level, absl::string_view message) {
   char stamp[32];
   std::strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", std::gmtime(&now));
   std::lock_guard<std::mutex> lock(mu);
-  std::fprintf(stderr, "%s %c %.*s\n", stamp, kLetter[static_cast<int>(level)],
-               static_cast<int>(message.size()), message.data());
+  std::fprintf(stderr, "%s %c %.*s\n", stamp, kLetter[static_cast<int>(level)], static_cast<int>(message.size()),
+               message.data());
 }
 
 }  // namespace topiary::log

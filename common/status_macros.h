@@ -15,10 +15,10 @@
 #define TOPIARY_STATUS_CONCAT_INNER(a, b) a##b
 #define TOPIARY_STATUS_CONCAT(a, b) TOPIARY_STATUS_CONCAT_INNER(a, b)
 
-#define RETURN_IF_ERROR(expr)                                  \
-  do {                                                         \
-    ::absl::Status topiary_status_ = (expr);                   \
-    if (!topiary_status_.ok()) return topiary_status_;         \
+#define RETURN_IF_ERROR(expr)                          \
+  do {                                                 \
+    ::absl::Status topiary_status_ = (expr);           \
+    if (!topiary_status_.ok()) return topiary_status_; \
   } while (0)
 
 #define TOPIARY_ASSIGN_OR_RETURN_IMPL(tmp, lhs, rexpr) \
@@ -27,5 +27,4 @@
   lhs = std::move(tmp).value()
 
 #define ASSIGN_OR_RETURN(lhs, rexpr) \
-  TOPIARY_ASSIGN_OR_RETURN_IMPL(     \
-      TOPIARY_STATUS_CONCAT(topiary_statusor_, __LINE__), lhs, rexpr)
+  TOPIARY_ASSIGN_OR_RETURN_IMPL(TOPIARY_STATUS_CONCAT(topiary_statusor_, __LINE__), lhs, rexpr)

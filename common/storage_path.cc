@@ -37,7 +37,7 @@ absl::StatusOr<std::string> ResolvePath(const std::string& path) {
   }
   std::deque<std::string> todo;
   PushComponents(path, &todo);
-  std::string cur;  // resolved so far; "" is the root
+  std::string cur;       // resolved so far; "" is the root
   bool missing = false;  // once a component does not exist, the rest is lexical
   int links = 0;
   while (!todo.empty()) {
@@ -90,8 +90,9 @@ absl::Status CheckStoragePath(const std::string& path, const std::vector<std::st
     absl::StatusOr<std::string> r = ResolvePath(root);
     if (r.ok() && Under(*resolved, *r)) return absl::OkStatus();
   }
-  return Bad(field, absl::StrCat("'", path, "'", *resolved != path ? absl::StrCat(" (resolves to ", *resolved, ")") : "",
-                                 " is outside the storage roots"));
+  return Bad(field,
+             absl::StrCat("'", path, "'", *resolved != path ? absl::StrCat(" (resolves to ", *resolved, ")") : "",
+                          " is outside the storage roots"));
 }
 
 }  // namespace topiary

@@ -23,7 +23,6 @@ absl::StatusOr<std::string> ResolvePath(const std::string& path);
 // INVALID_ARGUMENT "<field>: ..." unless `path` (the value of `field`) is
 // absolute, has no ".." and resolves to one of `roots` or below. With no
 // roots every path is refused.
-absl::Status CheckStoragePath(const std::string& path, const std::vector<std::string>& roots,
-                              const std::string& field);
+absl::Status CheckStoragePath(const std::string& path, const std::vector<std::string>& roots, const std::string& field);
 
 }  // namespace topiary

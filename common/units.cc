@@ -12,8 +12,7 @@ namespace topiary {
 namespace {
 
 // Splits "4.5e9GB" into a number and a suffix; fails on anything else.
-absl::StatusOr<std::pair<double, std::string>> SplitNumber(absl::string_view text,
-                                                           absl::string_view field) {
+absl::StatusOr<std::pair<double, std::string>> SplitNumber(absl::string_view text, absl::string_view field) {
   std::string s(absl::StripAsciiWhitespace(text));
   if (s.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": empty value"));
   const char* begin = s.c_str();
@@ -28,8 +27,7 @@ absl::StatusOr<std::pair<double, std::string>> SplitNumber(absl::string_view tex
   return std::make_pair(value, std::string(absl::StripAsciiWhitespace(end)));
 }
 
-absl::StatusOr<int64_t> Scale(double value, double mult, absl::string_view text,
-                              absl::string_view field) {
+absl::StatusOr<int64_t> Scale(double value, double mult, absl::string_view text, absl::string_view field) {
   double v = value * mult;
   if (v > 9.2e18) return absl::InvalidArgumentError(absl::StrCat(field, ": '", text, "' is too large"));
   double rounded = std::round(v);
@@ -47,12 +45,19 @@ absl::StatusOr<int64_t> ParseCount(absl::string_view text, absl::string_view fie
   auto [value, suffix] = *split;
   std::string u = absl::AsciiStrToUpper(suffix);
   double mult = 1;
-  if (u.empty()) mult = 1;
-  else if (u == "K") mult = 1e3;
-  else if (u == "M") mult = 1e6;
-  else if (u == "B" || u == "G") mult = 1e9;
-  else if (u == "T") mult = 1e12;
-  else return absl::InvalidArgumentError(absl::StrCat(field, ": unknown suffix '", suffix, "' in '", text, "' (use K, M, B or T)"));
+  if (u.empty())
+    mult = 1;
+  else if (u == "K")
+    mult = 1e3;
+  else if (u == "M")
+    mult = 1e6;
+  else if (u == "B" || u == "G")
+    mult = 1e9;
+  else if (u == "T")
+    mult = 1e12;
+  else
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": unknown suffix '", suffix, "' in '", text, "' (use K, M, B or T)"));
   return Scale(value, mult, text, field);
 }
 
@@ -62,16 +67,26 @@ absl::StatusOr<int64_t> ParseBytes(absl::string_view text, absl::string_view fie
   auto [value, suffix] = *split;
   std::string u = absl::AsciiStrToUpper(suffix);
   double mult;
-  if (u.empty() || u == "B") mult = 1;
-  else if (u == "KB") mult = 1e3;
-  else if (u == "MB") mult = 1e6;
-  else if (u == "GB") mult = 1e9;
-  else if (u == "TB") mult = 1e12;
-  else if (u == "KIB") mult = 1024.0;
-  else if (u == "MIB") mult = 1024.0 * 1024;
-  else if (u == "GIB") mult = 1024.0 * 1024 * 1024;
-  else if (u == "TIB") mult = 1024.0 * 1024 * 1024 * 1024;
-  else return absl::InvalidArgumentError(absl::StrCat(field, ": unknown size suffix '", suffix, "' in '", text, "'"));
+  if (u.empty() || u == "B")
+    mult = 1;
+  else if (u == "KB")
+    mult = 1e3;
+  else if (u == "MB")
+    mult = 1e6;
+  else if (u == "GB")
+    mult = 1e9;
+  else if (u == "TB")
+    mult = 1e12;
+  else if (u == "KIB")
+    mult = 1024.0;
+  else if (u == "MIB")
+    mult = 1024.0 * 1024;
+  else if (u == "GIB")
+    mult = 1024.0 * 1024 * 1024;
+  else if (u == "TIB")
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  else
+    return absl::InvalidArgumentError(absl::StrCat(field, ": unknown size suffix '", suffix, "' in '", text, "'"));
   return Scale(value, mult, text, field);
 }
 

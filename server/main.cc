@@ -80,11 +80,20 @@ int64_t RetentionMicros(const std::string& text) {
   double unit = 1;
   std::string number = text;
   switch (text.back()) {
-    case 'd': unit = 86400, number.pop_back(); break;
-    case 'h': unit = 3600, number.pop_back(); break;
-    case 'm': unit = 60, number.pop_back(); break;
-    case 's': number.pop_back(); break;
-    default: break;
+    case 'd':
+      unit = 86400, number.pop_back();
+      break;
+    case 'h':
+      unit = 3600, number.pop_back();
+      break;
+    case 'm':
+      unit = 60, number.pop_back();
+      break;
+    case 's':
+      number.pop_back();
+      break;
+    default:
+      break;
   }
   double v = 0;
   if (!absl::SimpleAtod(number, &v) || !(v > 0) || v * unit > 1e10) return -1;
@@ -128,13 +137,14 @@ int RunOffline(const CoordinatorConfig& c) {
 }
 
 int Run(const CoordinatorConfig& c) {
-  log::Info(absl::StrCat("topiary-coordinator: listen=", c.listen, " metrics_address=",
-                         c.metrics_address.empty() ? "(off)" : c.metrics_address, " state_dir=", c.state_dir,
-                         " sync=", c.sync ? "true" : "false", " storage_roots=[", absl::StrJoin(c.storage_roots, ","),
-                         "] tokens=", c.tokens.empty() ? "(none: authentication off)" : c.tokens,
-                         " tls=", c.tls_cert.empty() ? "off" : (c.tls_client_ca.empty() ? "on" : "mutual"),
-                         " drain_seconds=", c.drain_seconds, " max_queued=", c.max_queued, " max_priority=", c.max_priority,
-                         " lease_seconds=", c.lease_seconds, " backoff_seconds=", c.backoff_seconds));
+  log::Info(absl::StrCat(
+      "topiary-coordinator: listen=", c.listen,
+      " metrics_address=", c.metrics_address.empty() ? "(off)" : c.metrics_address, " state_dir=", c.state_dir,
+      " sync=", c.sync ? "true" : "false", " storage_roots=[", absl::StrJoin(c.storage_roots, ","),
+      "] tokens=", c.tokens.empty() ? "(none: authentication off)" : c.tokens,
+      " tls=", c.tls_cert.empty() ? "off" : (c.tls_client_ca.empty() ? "on" : "mutual"),
+      " drain_seconds=", c.drain_seconds, " max_queued=", c.max_queued, " max_priority=", c.max_priority,
+      " lease_seconds=", c.lease_seconds, " backoff_seconds=", c.backoff_seconds));
   Authenticator auth;
   if (!c.tokens.empty()) {
     absl::StatusOr<Authenticator> a = Authenticator::FromFile(c.tokens);
@@ -233,8 +243,10 @@ int Run(const CoordinatorConfig& c) {
       if (absl::Now() >= next_sweep) {
         next_sweep = absl::Now() + absl::Seconds(60);
         absl::StatusOr<int> n = jobs.DeleteExpired();
-        if (!n.ok()) log::Warn(absl::StrCat("retention: ", n.status().message()));
-        else if (*n > 0) log::Info(absl::StrCat("retention: deleted ", *n, " finished jobs older than ", c.retention));
+        if (!n.ok())
+          log::Warn(absl::StrCat("retention: ", n.status().message()));
+        else if (*n > 0)
+          log::Info(absl::StrCat("retention: deleted ", *n, " finished jobs older than ", c.retention));
       }
       if (absl::Now() >= next_backup) {
         next_backup = absl::Now() + backup_every;
@@ -282,8 +294,7 @@ int Run(const CoordinatorConfig& c) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  JobServiceImpl job_service(&jobs, &auth,
-                             [&](const char* method, int code) { metrics.CountRequest(method, code); });
+  JobServiceImpl job_service(&jobs, &auth, [&](const char* method, int code) { metrics.CountRequest(method, code); });
   builder.RegisterService(&job_service);
   WorkerServiceImpl worker_service(&scheduler, &rendezvous, &auth,
                                    [&](const char* method, int code) { metrics.CountRequest(method, code); });
@@ -387,7 +398,8 @@ int main(int argc, char** argv) {
   app.add_option("--backup-dir", c.backup_dir,
                  "write a checkpoint of the store here every --backup-every while serving (empty: no backups)");
   app.add_option("--backup-every", c.backup_every, "how often (30d, 12h, 90m, 3600s)")->capture_default_str();
-  app.add_option("--backup-keep", c.backup_keep, "backups kept (the newest)")->check(CLI::Range(1, 10000))
+  app.add_option("--backup-keep", c.backup_keep, "backups kept (the newest)")
+      ->check(CLI::Range(1, 10000))
       ->capture_default_str();
   app.add_option("--backup-to", c.backup_to,
                  "write one checkpoint of --state-dir here and exit (no coordinator may be running on it)");

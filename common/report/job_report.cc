@@ -136,7 +136,8 @@ json Training(const v1::Stage& stage, const std::string& job_dir, const char* ki
   if (!fs::exists(log)) log = job_dir + "/.work/" + stage.name() + "/train_log.jsonl";  // unfinished
   absl::StatusOr<std::string> text = ReadFileToString(log, size_t{256} << 20);
   if (!text.ok()) return json();
-  json t = {{"stage", stage.name()}, {"kind", kind}, {"step", json::array()}, {"loss", json::array()},
+  json t = {{"stage", stage.name()},      {"kind", kind},
+            {"step", json::array()},      {"loss", json::array()},
             {"eval_step", json::array()}, {"eval_loss", json::array()}};
   std::istringstream in(*text);
   std::string line;
@@ -156,8 +157,7 @@ json Training(const v1::Stage& stage, const std::string& job_dir, const char* ki
 double Seconds(int64_t from, int64_t to) { return from > 0 && to >= from ? (to - from) / 1e6 : 0; }
 
 std::string Time(int64_t micros) {
-  return micros > 0 ? absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMicros(micros), absl::UTCTimeZone())
-                    : "";
+  return micros > 0 ? absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMicros(micros), absl::UTCTimeZone()) : "";
 }
 
 }  // namespace
@@ -186,8 +186,10 @@ json BuildReport(const v1::Job& job, const std::string& job_dir) {
     const v1::Stage& s = job.stages(i);
     const v1::StageSpec& spec_stage = job.spec().stages(i);
     const std::string dir = job_dir + "/" + s.name();
-    json st = {{"name", s.name()}, {"kind", spec::StageKindName(spec_stage)},
-               {"state", v1::StageState_Name(s.state())}, {"seconds", Seconds(s.start_time_micros(), s.end_time_micros())}};
+    json st = {{"name", s.name()},
+               {"kind", spec::StageKindName(spec_stage)},
+               {"state", v1::StageState_Name(s.state())},
+               {"seconds", Seconds(s.start_time_micros(), s.end_time_micros())}};
     int attempts = 0;
     std::string error;
     for (const v1::Task& t : s.tasks()) {
@@ -242,7 +244,9 @@ json BuildReport(const v1::Job& job, const std::string& job_dir) {
       for (const json& c : r["search"]["candidates"]) {
         if (!c.value("winner", false)) continue;
         const std::string path = absl::StrCat(dir, "/probe-", c["index"].get<int>(), "/model");
-        r["result"] = {{"path", path}, {"config", c.value("config", json::object())}, {"params", c.value("params", 0)},
+        r["result"] = {{"path", path},
+                       {"config", c.value("config", json::object())},
+                       {"params", c.value("params", 0)},
                        {"bytes", DirBytes(path)}};
       }
     }

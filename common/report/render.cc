@@ -154,7 +154,8 @@ std::string RenderMarkdown(const json& r) {
     }
     absl::StrAppend(&out, t.Markdown());
   }
-  if (r.contains("search")) absl::StrAppend(&out, "## Search (stage `", Str(r["search"], "stage"), "`)\n\n", Search(r).Markdown());
+  if (r.contains("search"))
+    absl::StrAppend(&out, "## Search (stage `", Str(r["search"], "stage"), "`)\n\n", Search(r).Markdown());
   if (!r["training"].empty()) absl::StrAppend(&out, "## Training\n\n", Training(r).Markdown());
   if (r.contains("evaluation")) absl::StrAppend(&out, "## Evaluation\n\n", Evaluation(r).Markdown());
   if (r.contains("sample")) {
@@ -168,7 +169,8 @@ std::string RenderMarkdown(const json& r) {
 
 std::string RenderHtml(const json& r) {
   std::string out =
-      "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Topiary report: " + EscapeXml(Str(r["job"], "name")) +
+      "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Topiary report: " +
+      EscapeXml(Str(r["job"], "name")) +
       "</title>\n<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
       "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
       "th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;overflow:auto}.failed{color:#b00}</style>\n"
@@ -220,10 +222,12 @@ std::string RenderHtml(const json& r) {
 }
 
 std::string RenderSummary(const json& r, const std::string& job_dir) {
-  std::string out = absl::StrCat("job ", Str(r["job"], "id"), " (", Str(r["job"], "name"), "): ",
-                                 Str(r["job"], "state"), " after ", Num(r["job"], "seconds", FormatSeconds), "\n");
+  std::string out =
+      absl::StrCat("job ", Str(r["job"], "id"), " (", Str(r["job"], "name"), "): ", Str(r["job"], "state"), " after ",
+                   Num(r["job"], "seconds", FormatSeconds), "\n");
   if (r.contains("failed_stage")) {
-    absl::StrAppend(&out, "  stage ", Str(r["failed_stage"], "name"), " failed: ", Str(r["failed_stage"], "error"), "\n");
+    absl::StrAppend(&out, "  stage ", Str(r["failed_stage"], "name"), " failed: ", Str(r["failed_stage"], "error"),
+                    "\n");
   }
   for (const char* which : {"teacher", "result"}) {
     if (!r.contains(which)) continue;

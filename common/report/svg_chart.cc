@@ -24,11 +24,20 @@ std::string EscapeXml(const std::string& text) {
   std::string out;
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out.push_back(c);
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out.push_back(c);
     }
   }
   return out;
@@ -52,24 +61,26 @@ std::string LineChart(const std::vector<Series>& series, const ChartOptions& o) 
   if (y_hi == y_lo) y_hi = y_lo + 1;
   auto px = [&](double x) { return left + pw * (x - x_lo) / (x_hi - x_lo); };
   auto py = [&](double y) { return top + ph - ph * (y - y_lo) / (y_hi - y_lo); };
-  std::string svg = absl::StrFormat("<svg %swidth=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"12\">\n"
-                                    "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-                                    "<text x=\"%.0f\" y=\"24\" font-size=\"15\">%s</text>\n",
-                                    o.standalone ? "xmlns=\"http://www.w3.org/2000/svg\" " : "", W, H, left,
-                                    EscapeXml(o.title));
-  absl::StrAppendFormat(&svg, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#444\"/>\n",
+  std::string svg = absl::StrFormat(
+      "<svg %swidth=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+      "<text x=\"%.0f\" y=\"24\" font-size=\"15\">%s</text>\n",
+      o.standalone ? "xmlns=\"http://www.w3.org/2000/svg\" " : "", W, H, left, EscapeXml(o.title));
+  absl::StrAppendFormat(&svg,
+                        "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#444\"/>\n",
                         left, top, pw, ph);
   for (int k = 0; k <= 4; ++k) {  // axis ticks
     const double xv = x_lo + (x_hi - x_lo) * k / 4, yv = y_lo + (y_hi - y_lo) * k / 4;
-    absl::StrAppendFormat(&svg, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", px(xv),
-                          top + ph + 16, Tick(xv));
+    absl::StrAppendFormat(&svg, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", px(xv), top + ph + 16,
+                          Tick(xv));
     absl::StrAppendFormat(&svg, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", left - 6, py(yv) + 4,
                           Tick(yv));
   }
   absl::StrAppendFormat(&svg, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", left + pw / 2, H - 12,
                         EscapeXml(o.x_label));
-  absl::StrAppendFormat(&svg, "<text x=\"14\" y=\"%.0f\" transform=\"rotate(-90 14 %.0f)\" text-anchor=\"middle\">%s</text>\n",
-                        top + ph / 2, top + ph / 2, EscapeXml(o.y_label));
+  absl::StrAppendFormat(
+      &svg, "<text x=\"14\" y=\"%.0f\" transform=\"rotate(-90 14 %.0f)\" text-anchor=\"middle\">%s</text>\n",
+      top + ph / 2, top + ph / 2, EscapeXml(o.y_label));
   int k = 0;
   for (const Series& s : series) {
     if (s.y.empty()) continue;

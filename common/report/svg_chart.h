@@ -16,8 +16,8 @@ struct Series {
 
 struct ChartOptions {
   std::string title, x_label, y_label;
-  bool normalise = false;   // each series min-max scaled to [0, 1] (metrics of different units on one chart)
-  bool standalone = true;   // an .svg file (with the xmlns attribute) rather than SVG inside HTML
+  bool normalise = false;  // each series min-max scaled to [0, 1] (metrics of different units on one chart)
+  bool standalone = true;  // an .svg file (with the xmlns attribute) rather than SVG inside HTML
   int width = 720, height = 420;
 };
 

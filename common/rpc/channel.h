@@ -14,11 +14,11 @@
 namespace topiary::rpc {
 
 struct ChannelOptions {
-  std::string address;               // HOST:PORT
-  std::string token;                 // bearer token ("" for none)
-  std::string tls_ca;                // PEM file of the CA that signed the server (TLS when set)
-  std::string tls_cert, tls_key;     // PEM files of a client certificate (mutual TLS)
-  bool fast_reconnect = false;       // retry a lost connection every 100-500 ms (daemons)
+  std::string address;            // HOST:PORT
+  std::string token;              // bearer token ("" for none)
+  std::string tls_ca;             // PEM file of the CA that signed the server (TLS when set)
+  std::string tls_cert, tls_key;  // PEM files of a client certificate (mutual TLS)
+  bool fast_reconnect = false;    // retry a lost connection every 100-500 ms (daemons)
 };
 
 // Reads the PEM files now (NOT_FOUND / INVALID_ARGUMENT naming the flag).

@@ -101,7 +101,8 @@ absl::StatusOr<json> ConvertValue(const YAML::Node& node, const FieldDescriptor*
   }
   if (f->cpp_type() == FieldDescriptor::CPPTYPE_UINT32 || f->cpp_type() == FieldDescriptor::CPPTYPE_UINT64) {
     uint64_t v = 0;
-    if (!absl::SimpleAtoi(s, &v)) return Bad(path, absl::StrCat("'", s.substr(0, 64), "' is not a non-negative integer"));
+    if (!absl::SimpleAtoi(s, &v))
+      return Bad(path, absl::StrCat("'", s.substr(0, 64), "' is not a non-negative integer"));
     return json(s);
   }
   if (f->type() == FieldDescriptor::TYPE_BOOL) {
@@ -116,7 +117,8 @@ absl::StatusOr<json> Convert(const YAML::Node& node, const Descriptor* d, const 
   if (!node.IsMap()) return Bad(path, "expected a mapping");
   json out = json::object();
   for (const auto& kv : node) {
-    if (--*budget < 0) return Bad("spec", absl::StrCat("more than ", kMaxSpecValues, " values (aliases counted each time)"));
+    if (--*budget < 0)
+      return Bad("spec", absl::StrCat("more than ", kMaxSpecValues, " values (aliases counted each time)"));
     if (!kv.first.IsScalar()) return Bad(path, "keys must be names");
     const std::string key = kv.first.Scalar();
     const FieldDescriptor* f = d->FindFieldByName(key);
@@ -137,7 +139,8 @@ absl::StatusOr<json> Convert(const YAML::Node& node, const Descriptor* d, const 
       if (!kv.second.IsSequence()) return Bad(p, "expected a list");
       json a = json::array();
       for (size_t i = 0; i < kv.second.size(); ++i) {
-        if (--*budget < 0) return Bad("spec", absl::StrCat("more than ", kMaxSpecValues, " values (aliases counted each time)"));
+        if (--*budget < 0)
+          return Bad("spec", absl::StrCat("more than ", kMaxSpecValues, " values (aliases counted each time)"));
         auto v = ConvertValue(kv.second[i], f, absl::StrCat(p, "[", i, "]"), budget);
         if (!v.ok()) return v.status();
         a.push_back(*v);

@@ -8,14 +8,22 @@ namespace topiary::spec {
 
 const char* StageKindName(const v1::StageSpec& s) {
   switch (s.kind_case()) {
-    case v1::StageSpec::kTeacherCorrection: return "teacher_correction";
-    case v1::StageSpec::kImportance: return "importance";
-    case v1::StageSpec::kPrune: return s.prune().has_search() ? "search" : "prune";
-    case v1::StageSpec::kDistill: return "distill";
-    case v1::StageSpec::kStreamline: return "streamline";
-    case v1::StageSpec::kEvaluate: return "evaluate";
-    case v1::StageSpec::kExport: return "export";
-    case v1::StageSpec::KIND_NOT_SET: break;
+    case v1::StageSpec::kTeacherCorrection:
+      return "teacher_correction";
+    case v1::StageSpec::kImportance:
+      return "importance";
+    case v1::StageSpec::kPrune:
+      return s.prune().has_search() ? "search" : "prune";
+    case v1::StageSpec::kDistill:
+      return "distill";
+    case v1::StageSpec::kStreamline:
+      return "streamline";
+    case v1::StageSpec::kEvaluate:
+      return "evaluate";
+    case v1::StageSpec::kExport:
+      return "export";
+    case v1::StageSpec::KIND_NOT_SET:
+      break;
   }
   return "stage";
 }

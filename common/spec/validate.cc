@@ -14,10 +14,10 @@ absl::Status Bad(const std::string& field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
 }
 
-#define RETURN_IF_BAD(expr)                \
-  do {                                     \
-    absl::Status status_ = (expr);         \
-    if (!status_.ok()) return status_;     \
+#define RETURN_IF_BAD(expr)            \
+  do {                                 \
+    absl::Status status_ = (expr);     \
+    if (!status_.ok()) return status_; \
   } while (0)
 
 // Finite and within [lo, hi].
@@ -75,10 +75,11 @@ absl::Status CheckIndexList(const google::protobuf::RepeatedField<int64_t>& v, c
 }
 
 absl::Status CheckTarget(const v1::PruneTarget& t, const std::string& field, const Limits& limits) {
-  const std::pair<const char*, int64_t> sizes[] = {
-      {"hidden_size", t.hidden_size()},           {"intermediate_size", t.intermediate_size()},
-      {"num_attention_heads", t.num_attention_heads()}, {"num_key_value_heads", t.num_key_value_heads()},
-      {"num_hidden_layers", t.num_hidden_layers()}};
+  const std::pair<const char*, int64_t> sizes[] = {{"hidden_size", t.hidden_size()},
+                                                   {"intermediate_size", t.intermediate_size()},
+                                                   {"num_attention_heads", t.num_attention_heads()},
+                                                   {"num_key_value_heads", t.num_key_value_heads()},
+                                                   {"num_hidden_layers", t.num_hidden_layers()}};
   bool any = t.drop_layers_size() + t.drop_attention_size() + t.drop_mlp_size() > 0;
   for (const auto& [name, v] : sizes) {
     if (v < 0) return Bad(absl::StrCat(field, ".", name), "must be positive");
@@ -183,7 +184,8 @@ absl::Status CheckStage(const v1::StageSpec& s, const std::string& field, const 
     case v1::StageSpec::kImportance: {
       const v1::ImportanceStage& im = s.importance();
       const std::string f = field + ".importance";
-      RETURN_IF_BAD(CheckEnum<v1::Aggregation>(im.width().batch_agg(), v1::Aggregation_IsValid, f + ".width.batch_agg"));
+      RETURN_IF_BAD(
+          CheckEnum<v1::Aggregation>(im.width().batch_agg(), v1::Aggregation_IsValid, f + ".width.batch_agg"));
       RETURN_IF_BAD(CheckEnum<v1::Aggregation>(im.width().seq_agg(), v1::Aggregation_IsValid, f + ".width.seq_agg"));
       RETURN_IF_BAD(CheckEnum<v1::MlpActivation>(im.width().mlp_activation(), v1::MlpActivation_IsValid,
                                                  f + ".width.mlp_activation"));
@@ -240,7 +242,9 @@ absl::Status CheckOrder(const v1::JobSpec& spec, const std::vector<std::string>&
     const std::string field = absl::StrCat("spec.stages[", i, "]");
     const v1::StageSpec& s = spec.stages(i);
     switch (s.kind_case()) {
-      case v1::StageSpec::kImportance: importance = true; break;
+      case v1::StageSpec::kImportance:
+        importance = true;
+        break;
       case v1::StageSpec::kPrune:
         if (!importance) return Bad(field + ".prune", "needs an importance stage before it");
         pruned = true;
@@ -254,14 +258,17 @@ absl::Status CheckOrder(const v1::JobSpec& spec, const std::vector<std::string>&
         if (pruned) return Bad(field + ".teacher_correction", "must come before pruning");
         train = true;
         break;
-      case v1::StageSpec::kStreamline: pruned = train = true; break;
+      case v1::StageSpec::kStreamline:
+        pruned = train = true;
+        break;
       case v1::StageSpec::kEvaluate:
         evaluate_data = evaluate_data || s.evaluate().tasks_size() == 0;
         break;
       case v1::StageSpec::kExport:
         if (i + 1 != spec.stages_size()) return Bad(field + ".export", "must be the last stage");
         break;
-      case v1::StageSpec::KIND_NOT_SET: break;
+      case v1::StageSpec::KIND_NOT_SET:
+        break;
     }
   }
   RETURN_IF_BAD(CheckData(spec.data().calibration(), roots, "spec.data.calibration", importance));
@@ -295,7 +302,8 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, const std::vector<std::str
     return Bad("spec.labels", absl::StrCat(spec.labels_size(), " labels; at most ", limits.max_labels));
   }
   for (const auto& [k, v] : spec.labels()) {
-    if (k.empty() || k.size() > 63) return Bad("spec.labels", absl::StrCat("key '", k.substr(0, 64), "' must have 1 to 63 characters"));
+    if (k.empty() || k.size() > 63)
+      return Bad("spec.labels", absl::StrCat("key '", k.substr(0, 64), "' must have 1 to 63 characters"));
     if (v.size() > 255) return Bad(absl::StrCat("spec.labels.", k), "longer than 255 characters");
   }
   return absl::OkStatus();

@@ -28,9 +28,7 @@ bool Owns(const Principal& who, const v1::Job& job) {
 
 }  // namespace
 
-bool IsTerminal(v1::JobState s) {
-  return s == v1::JOB_SUCCEEDED || s == v1::JOB_FAILED || s == v1::JOB_CANCELLED;
-}
+bool IsTerminal(v1::JobState s) { return s == v1::JOB_SUCCEEDED || s == v1::JOB_FAILED || s == v1::JOB_CANCELLED; }
 
 const char* WaitingReasonClass(const std::string& r) {
   // The scheduler's wording (server/scheduler/scheduler.cc, PlaceTask).
@@ -43,7 +41,7 @@ const char* WaitingReasonClass(const std::string& r) {
 }
 
 const std::vector<std::string>& WaitingReasonClasses() {
-  static const std::vector<std::string> kClasses = {"scheduler", "no_worker",     "slots",
+  static const std::vector<std::string> kClasses = {"scheduler",     "no_worker",     "slots",
                                                     "unschedulable", "retry_backoff", "other"};
   return kClasses;
 }
@@ -51,9 +49,7 @@ const std::vector<std::string>& WaitingReasonClasses() {
 JobManager::JobManager(Store* store, const Clock* clock, JobManagerOptions options)
     : store_(store), clock_(clock), options_(std::move(options)) {}
 
-Mutex& JobManager::JobLock(const std::string& id) {
-  return job_locks_[LockStripe(id)];
-}
+Mutex& JobManager::JobLock(const std::string& id) { return job_locks_[LockStripe(id)]; }
 
 absl::Status JobManager::Recover() {
   std::map<v1::JobState, int64_t> counts;
@@ -112,8 +108,10 @@ void JobManager::Count(const v1::Job& job, v1::JobState before) {
   if (before == v1::JOB_QUEUED && job.state() != v1::JOB_QUEUED && --queued_by_owner_[job.owner()] <= 0) {
     queued_by_owner_.erase(job.owner());
   }
-  if (job.state() == v1::JOB_QUEUED) queued_reason_[job.id()] = WaitingReasonClass(job.waiting_reason());
-  else if (before == v1::JOB_QUEUED) queued_reason_.erase(job.id());
+  if (job.state() == v1::JOB_QUEUED)
+    queued_reason_[job.id()] = WaitingReasonClass(job.waiting_reason());
+  else if (before == v1::JOB_QUEUED)
+    queued_reason_.erase(job.id());
 }
 
 void JobManager::WakeWatchers(const std::string& id) {
@@ -138,7 +136,7 @@ absl::StatusOr<v1::Job> JobManager::Create(const Principal& who, const v1::JobSp
 }
 
 absl::StatusOr<v1::Job> JobManager::CreateJob(const Principal& who, const v1::JobSpec& given,
-                                                 const std::string& request_id) {
+                                              const std::string& request_id) {
   RETURN_IF_ERROR(spec::ValidateJobSpec(given, options_.storage_roots, options_.limits));
   v1::JobSpec spec = given;  // with defaults, as stored
   if (spec.resources().ranks() == 0) spec.mutable_resources()->set_ranks(1);
@@ -164,8 +162,8 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(const Principal& who, const v1::Jo
     }
     const int64_t queued = counts_[v1::JOB_QUEUED] + creating_count_;
     if (queued >= options_.max_queued) {
-      return absl::ResourceExhaustedError(absl::StrCat("queue full: ", queued, " jobs queued (limit ",
-                                                       options_.max_queued, ")"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("queue full: ", queued, " jobs queued (limit ", options_.max_queued, ")"));
     }
     if (queued_by_owner_[who.name] >= options_.max_queued_per_user) {
       return absl::ResourceExhaustedError(absl::StrCat(who.name, " has ", queued_by_owner_[who.name],
@@ -247,7 +245,8 @@ absl::StatusOr<JobManager::ListResponse> JobManager::List(const Principal& who, 
       auto it = j.spec().labels().find(k);
       if (it == j.spec().labels().end() || it->second != v) return true;
     }
-    if (static_cast<int>(out.jobs.size()) == size || (!out.jobs.empty() && bytes + j.ByteSizeLong() > options_.max_list_bytes)) {
+    if (static_cast<int>(out.jobs.size()) == size ||
+        (!out.jobs.empty() && bytes + j.ByteSizeLong() > options_.max_list_bytes)) {
       more = true;
       return false;
     }
@@ -278,8 +277,8 @@ absl::StatusOr<v1::Job> JobManager::CancelJob(const Principal& who, const std::s
   ASSIGN_OR_RETURN(v1::Job job, Visible(who, id));
   const v1::JobState before = job.state();
   if (IsTerminal(before)) {
-    return absl::FailedPreconditionError(absl::StrCat("job ", id, " already finished (",
-                                                      v1::JobState_Name(before), ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " already finished (", v1::JobState_Name(before), ")"));
   }
   if (before == v1::JOB_CANCELLING) return job;
   std::vector<v1::Event> events;
@@ -384,8 +383,8 @@ JobManager::WatchSlot::~WatchSlot() {
 absl::StatusOr<v1::JobReport> JobManager::Report(const Principal& who, const std::string& id) {
   ASSIGN_OR_RETURN(v1::Job job, Visible(who, id));
   if (!IsTerminal(job.state())) {
-    return absl::FailedPreconditionError(absl::StrCat("job ", id, " is ", v1::JobState_Name(job.state()),
-                                                      "; the report is written when it finishes"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " is ", v1::JobState_Name(job.state()), "; the report is written when it finishes"));
   }
   const std::string dir = absl::StrCat(options_.jobs_root, "/", job.id());
   v1::JobReport out;

@@ -40,12 +40,12 @@ struct Principal {
 
 struct JobManagerOptions {
   std::vector<std::string> storage_roots;
-  std::string jobs_root;       // <storage root>/jobs: where a job's stages and report live
+  std::string jobs_root;  // <storage root>/jobs: where a job's stages and report live
   spec::Limits limits;
-  int64_t max_queued = 10000;  // CreateJob answers RESOURCE_EXHAUSTED beyond it
-  int max_watches_per_user = 64;   // open WatchJob streams per principal
-  int max_watches = 1024;          // open WatchJob streams in all
-  size_t max_list_bytes = 4 << 20; // a ListJobs page stops here (with a page token for the rest)
+  int64_t max_queued = 10000;          // CreateJob answers RESOURCE_EXHAUSTED beyond it
+  int max_watches_per_user = 64;       // open WatchJob streams per principal
+  int max_watches = 1024;              // open WatchJob streams in all
+  size_t max_list_bytes = 4 << 20;     // a ListJobs page stops here (with a page token for the rest)
   int64_t max_queued_per_user = 1000;  // CreateJob answers RESOURCE_EXHAUSTED beyond it for that owner
   int64_t retention_micros = int64_t{30} * 24 * 3600 * 1000000;  // finished jobs are deleted after this
 };
@@ -74,7 +74,7 @@ class JobManager {
   struct ListRequest {
     int page_size = 0;  // 0: 50; at most 1000
     std::string page_token;
-    std::vector<v1::JobState> states;          // any of (empty: all)
+    std::vector<v1::JobState> states;           // any of (empty: all)
     std::map<std::string, std::string> labels;  // all of
   };
   struct ListResponse {
@@ -153,7 +153,7 @@ class JobManager {
   void Count(const v1::Job& job, v1::JobState before) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WakeWatchers(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NextId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Mutex& JobLock(const std::string& id) ;
+  Mutex& JobLock(const std::string& id);
 
   Store* store_;
   const Clock* clock_;

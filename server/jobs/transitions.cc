@@ -151,8 +151,8 @@ std::vector<v1::Event> FailTask(v1::Job& j, const TaskFailure& f, int64_t wall, 
   t.clear_done_ranks();
   if (f.kind == v1::FAILURE_TASK) t.set_task_failures(t.task_failures() + 1);
   if (f.kind == v1::FAILURE_INFRASTRUCTURE) t.set_infra_failures(t.infra_failures() + 1);
-  ev.push_back(TaskEvent(s, t, absl::StrCat(f.kind == v1::FAILURE_TASK ? "failed: " : "infrastructure failure: ",
-                                            f.error)));
+  ev.push_back(
+      TaskEvent(s, t, absl::StrCat(f.kind == v1::FAILURE_TASK ? "failed: " : "infrastructure failure: ", f.error)));
   const bool too_many = f.kind == v1::FAILURE_TASK ? t.task_failures() > j.spec().max_retries()
                                                    : t.infra_failures() > f.max_infra_failures;
   if (too_many) {
@@ -172,8 +172,9 @@ std::vector<v1::Event> FailTask(v1::Job& j, const TaskFailure& f, int64_t wall, 
   t.set_state(v1::TASK_PENDING);
   t.clear_workers();
   const int64_t backoff = f.backoff_micros ? f.backoff_micros(out->retry) : 0;
-  ev.push_back(TaskEvent(s, t, absl::StrFormat("retry %d in %.1fs%s", out->retry, backoff / 1e6,
-                                               f.kind == v1::FAILURE_INFRASTRUCTURE ? " (not counted)" : "")));
+  ev.push_back(TaskEvent(s, t,
+                         absl::StrFormat("retry %d in %.1fs%s", out->retry, backoff / 1e6,
+                                         f.kind == v1::FAILURE_INFRASTRUCTURE ? " (not counted)" : "")));
   return ev;
 }
 

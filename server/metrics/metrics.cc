@@ -30,20 +30,23 @@ class JobGauges : public prometheus::Collectable {
       m.gauge.value = count(static_cast<v1::JobState>(s));
       by_state.metric.push_back(m);
     }
-    prometheus::MetricFamily depth{"topiary_queue_depth", "Jobs waiting to be scheduled.",
-                                   prometheus::MetricType::Gauge, {}};
+    prometheus::MetricFamily depth{
+        "topiary_queue_depth", "Jobs waiting to be scheduled.", prometheus::MetricType::Gauge, {}};
     prometheus::ClientMetric d;
     d.gauge.value = count(v1::JOB_QUEUED);
     depth.metric.push_back(d);
-    prometheus::MetricFamily created{"topiary_job_submissions_total", "Jobs created since the coordinator started.",
-                                     prometheus::MetricType::Counter, {}};
+    prometheus::MetricFamily created{"topiary_job_submissions_total",
+                                     "Jobs created since the coordinator started.",
+                                     prometheus::MetricType::Counter,
+                                     {}};
     prometheus::ClientMetric c;
     c.counter.value = static_cast<double>(jobs_->created_total());
     created.metric.push_back(c);
     prometheus::MetricFamily waiting{"topiary_queue_waiting",
                                      "Queued jobs by why they wait (scheduler, no_worker, slots, unschedulable, "
                                      "retry_backoff, other).",
-                                     prometheus::MetricType::Gauge, {}};
+                                     prometheus::MetricType::Gauge,
+                                     {}};
     const std::map<std::string, int64_t> reasons = jobs_->CountQueuedByReason();
     for (const std::string& reason : WaitingReasonClasses()) {
       prometheus::ClientMetric m;
@@ -62,8 +65,10 @@ class JobGauges : public prometheus::Collectable {
 prometheus::ClientMetric Value(double v, std::vector<prometheus::ClientMetric::Label> labels, bool counter = false) {
   prometheus::ClientMetric m;
   m.label = std::move(labels);
-  if (counter) m.counter.value = v;
-  else m.gauge.value = v;
+  if (counter)
+    m.counter.value = v;
+  else
+    m.gauge.value = v;
   return m;
 }
 
@@ -71,8 +76,8 @@ class SchedulerSeries : public prometheus::Collectable {
  public:
   explicit SchedulerSeries(Scheduler* s)
       : scheduler_(s),
-        latency_(prometheus::Histogram::BucketBoundaries{0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03,
-                                                         0.1}) {}
+        latency_(
+            prometheus::Histogram::BucketBoundaries{0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1}) {}
   std::vector<prometheus::MetricFamily> Collect() const override {
     MutexLock lock(&mu_);
     Scheduler::Stats st = scheduler_->TakeStats();
@@ -80,8 +85,10 @@ class SchedulerSeries : public prometheus::Collectable {
     for (const auto& [stage, sec] : st.stage_seconds) {
       auto it = stages_.find(stage);
       if (it == stages_.end()) {
-        it = stages_.emplace(stage, std::make_unique<prometheus::Histogram>(prometheus::Histogram::BucketBoundaries{
-                                        1, 10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600})).first;
+        it = stages_
+                 .emplace(stage, std::make_unique<prometheus::Histogram>(prometheus::Histogram::BucketBoundaries{
+                                     1, 10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600}))
+                 .first;
       }
       it->second->Observe(sec);
     }
@@ -92,8 +99,8 @@ class SchedulerSeries : public prometheus::Collectable {
     MF slots{"topiary_slots", "Slots of live workers by state.", MT::Gauge, {}};
     slots.metric = {Value(st.slots_used, {{"state", "used"}}),
                     Value(st.slots_total - st.slots_used, {{"state", "free"}})};
-    MF latency{"topiary_schedule_latency_seconds", "Duration of one placement decision.", MT::Histogram,
-               {latency_.Collect()}};
+    MF latency{
+        "topiary_schedule_latency_seconds", "Duration of one placement decision.", MT::Histogram, {latency_.Collect()}};
     MF stage{"topiary_stage_duration_seconds", "Duration of finished stages.", MT::Histogram, {}};
     for (const auto& [name, h] : stages_) {
       prometheus::ClientMetric m = h->Collect();
@@ -109,7 +116,8 @@ class SchedulerSeries : public prometheus::Collectable {
       const std::map<std::string, double>& m = entry.second;
       auto get = [&](const char* k, MF& f, bool counter) {
         auto it = m.find(k);
-        if (it != m.end()) f.metric.push_back(Value(it->second, {{"job_id", job}}, counter));  // "job" is the scrape job's label
+        if (it != m.end())
+          f.metric.push_back(Value(it->second, {{"job_id", job}}, counter));  // "job" is the scrape job's label
       };
       get("loss", loss, false);
       get("tokens", tokens, true);
@@ -151,12 +159,12 @@ CoordinatorMetrics::CoordinatorMetrics() : registry_(std::make_shared<prometheus
                    .Name("topiary_grpc_requests_total")
                    .Help("gRPC requests by method and status code.")
                    .Register(*registry_);
-  store_write_ = &prometheus::BuildHistogram()
-                      .Name("topiary_store_write_seconds")
-                      .Help("Duration of one durable store batch (synced when --sync).")
-                      .Register(*registry_)
-                      .Add({}, prometheus::Histogram::BucketBoundaries{0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1,
-                                                                       0.3, 1});
+  store_write_ =
+      &prometheus::BuildHistogram()
+           .Name("topiary_store_write_seconds")
+           .Help("Duration of one durable store batch (synced when --sync).")
+           .Register(*registry_)
+           .Add({}, prometheus::Histogram::BucketBoundaries{0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1});
   store_healthy_ = &prometheus::BuildGauge()
                         .Name("topiary_store_healthy")
                         .Help("1 while store writes work; 0 while they fail (the coordinator is NOT_SERVING).")
@@ -182,10 +190,11 @@ void CoordinatorMetrics::WatchScheduler(Scheduler* scheduler) {
 }
 
 void CoordinatorMetrics::CountRequest(const std::string& method, int code) {
-  static const char* const kCodes[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-                                       "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  static const char* const kCodes[] = {
+      "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+      "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+      "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+      "DATA_LOSS", "UNAUTHENTICATED"};
   const char* name = code >= 0 && code <= 16 ? kCodes[code] : "UNKNOWN";
   requests_->Add({{"method", method}, {"code", name}}).Increment();
 }

@@ -38,10 +38,14 @@ absl::StatusOr<Authenticator> Authenticator::FromFile(const std::string& path) {
     if (f.size() != 3) return bad("want TOKEN PRINCIPAL ROLE");
     Principal p;
     p.name = f[1];
-    if (f[2] == "user") p.role = Principal::Role::kUser;
-    else if (f[2] == "admin") p.role = Principal::Role::kAdmin;
-    else if (f[2] == "worker") p.role = Principal::Role::kWorker;
-    else return bad(absl::StrCat("role '", f[2], "' is not user, admin or worker"));
+    if (f[2] == "user")
+      p.role = Principal::Role::kUser;
+    else if (f[2] == "admin")
+      p.role = Principal::Role::kAdmin;
+    else if (f[2] == "worker")
+      p.role = Principal::Role::kWorker;
+    else
+      return bad(absl::StrCat("role '", f[2], "' is not user, admin or worker"));
     if (f[0].size() < 16) return bad("token shorter than 16 characters");
     if (!a.tokens_.emplace(Digest(f[0]), p).second) return bad("token given twice");
   }

@@ -24,9 +24,9 @@ absl::StatusOr<Principal> JobServiceImpl::Caller(grpc::ServerContext* ctx) const
   return p;
 }
 
-#define TOPIARY_CALLER(ctx)                              \
-  absl::StatusOr<Principal> who_or = Caller(ctx);        \
-  if (!who_or.ok()) return ToGrpc(who_or.status());      \
+#define TOPIARY_CALLER(ctx)                         \
+  absl::StatusOr<Principal> who_or = Caller(ctx);   \
+  if (!who_or.ok()) return ToGrpc(who_or.status()); \
   const Principal& who = *who_or
 
 grpc::Status JobServiceImpl::Create(grpc::ServerContext* ctx, const v1::CreateJobRequest* req, v1::Job* resp) {
@@ -102,8 +102,7 @@ grpc::Status JobServiceImpl::Watch(grpc::ServerContext* ctx, const v1::WatchJobR
   }
 }
 
-grpc::Status JobServiceImpl::Report(grpc::ServerContext* ctx, const v1::GetJobReportRequest* req,
-                                    v1::JobReport* resp) {
+grpc::Status JobServiceImpl::Report(grpc::ServerContext* ctx, const v1::GetJobReportRequest* req, v1::JobReport* resp) {
   TOPIARY_CALLER(ctx);
   absl::StatusOr<v1::JobReport> r = jobs_->Report(who, req->id());
   if (!r.ok()) return ToGrpc(r.status());

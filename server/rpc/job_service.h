@@ -24,15 +24,13 @@ class JobServiceImpl final : public v1::JobService::Service {
 
   grpc::Status CreateJob(grpc::ServerContext* ctx, const v1::CreateJobRequest* req, v1::Job* resp) override;
   grpc::Status GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* resp) override;
-  grpc::Status ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
-                        v1::ListJobsResponse* resp) override;
+  grpc::Status ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req, v1::ListJobsResponse* resp) override;
   grpc::Status CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* resp) override;
   grpc::Status DeleteJob(grpc::ServerContext* ctx, const v1::DeleteJobRequest* req,
                          v1::DeleteJobResponse* resp) override;
   grpc::Status WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
                         grpc::ServerWriter<v1::WatchJobResponse>* writer) override;
-  grpc::Status GetJobReport(grpc::ServerContext* ctx, const v1::GetJobReportRequest* req,
-                            v1::JobReport* resp) override;
+  grpc::Status GetJobReport(grpc::ServerContext* ctx, const v1::GetJobReportRequest* req, v1::JobReport* resp) override;
 
  private:
   absl::StatusOr<Principal> Caller(grpc::ServerContext* ctx) const;

@@ -71,7 +71,8 @@ v1::Assignment Scheduler::MakeAssignment(const v1::Job& j, int stage, const v1::
   for (const v1::Stage& s : j.stages()) a.add_stage_names(s.name());
   for (const std::string& root : options_.storage_roots) a.add_storage_roots(root);
   for (int k = 0; k < stage; ++k) {
-    if (!j.stages(k).result_json().empty()) (*a.mutable_stage_results())[j.stages(k).name()] = j.stages(k).result_json();
+    if (!j.stages(k).result_json().empty())
+      (*a.mutable_stage_results())[j.stages(k).name()] = j.stages(k).result_json();
   }
   return a;
 }
@@ -94,10 +95,10 @@ absl::Status Scheduler::Recover() {
     w.live = w.lost_wall == 0;  // a worker lost before the restart stays lost
     {
       MutexLock leases(&lease_mu_);
-      leases_[id] = Lease{w.principal, w.secret_sha256,
-                          now + (options_.recovery_grace_micros > 0 ? options_.recovery_grace_micros
-                                                                    : 3 * options_.lease_micros),
-                          w.live};
+      leases_[id] =
+          Lease{w.principal, w.secret_sha256,
+                now + (options_.recovery_grace_micros > 0 ? options_.recovery_grace_micros : 3 * options_.lease_micros),
+                w.live};
     }
     workers_[id] = std::move(w);
   }
@@ -139,8 +140,8 @@ absl::Status Scheduler::Recover() {
       if (!known) FailTask(t.id(), v1::FAILURE_INFRASTRUCTURE, "a worker of this task is unknown after a restart");
     }
   }
-  log::Info(absl::StrCat("scheduler: ", workers_.size(), " workers, ", active_.size(), " active jobs, ",
-                         placed_.size(), " placed tasks recovered"));
+  log::Info(absl::StrCat("scheduler: ", workers_.size(), " workers, ", active_.size(), " active jobs, ", placed_.size(),
+                         " placed tasks recovered"));
   return absl::OkStatus();
 }
 
@@ -242,7 +243,8 @@ void Scheduler::ForgetLostWorkers() {
     }
   }
   if (!b.delete_workers.empty()) {
-    if (absl::Status st = store_->Write(b); !st.ok()) log::Warn(absl::StrCat("scheduler: forget workers: ", st.message()));
+    if (absl::Status st = store_->Write(b); !st.ok())
+      log::Warn(absl::StrCat("scheduler: forget workers: ", st.message()));
   }
 }
 
@@ -286,8 +288,9 @@ void Scheduler::ExpireLeases(int64_t now) {
     }
     for (const std::string& t : lost) {
       if (placed_.count(t)) {
-        FailTask(t, v1::FAILURE_INFRASTRUCTURE, absl::StrCat("worker ", w.info.name(), " lost (no heartbeat within ",
-                                                             options_.lease_micros / 1000000.0, "s)"));
+        FailTask(t, v1::FAILURE_INFRASTRUCTURE,
+                 absl::StrCat("worker ", w.info.name(), " lost (no heartbeat within ",
+                              options_.lease_micros / 1000000.0, "s)"));
       }
     }
   }
@@ -453,8 +456,8 @@ bool Scheduler::PlaceTask(const v1::Job& job, int s, int i, int64_t now, std::ma
       return false;
     }
     if (capacity < R) {  // can never fit the registered workers: hold it, reserve nothing
-      *reason = absl::StrFormat("unschedulable: needs %d ranks of %d slots, the registered workers hold at most %d",
-                                R, S, capacity);
+      *reason = absl::StrFormat("unschedulable: needs %d ranks of %d slots, the registered workers hold at most %d", R,
+                                S, capacity);
       return false;
     }
     *reason = absl::StrFormat("waiting for %d slots (%d ranks x %d), %d free%s", R * S, R, S, avail,

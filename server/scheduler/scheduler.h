@@ -59,11 +59,11 @@ struct SchedulerOptions {
   // back before they count as lost (0: three leases); their channels need a
   // reconnect first.
   int64_t recovery_grace_micros = 0;
-  int64_t backoff_micros = 1'000'000;      // first retry delay, doubling per retry
+  int64_t backoff_micros = 1'000'000;  // first retry delay, doubling per retry
   int64_t max_backoff_micros = 60'000'000;
-  std::string storage_root;                // stage outputs go to <root>/jobs/<job>/<stage>
-  std::vector<std::string> storage_roots;  // every root, sent with assignments (workers check paths)
-  int64_t redeliver_micros = 2'000'000;    // re-send an unacknowledged assignment after this long
+  std::string storage_root;                    // stage outputs go to <root>/jobs/<job>/<stage>
+  std::vector<std::string> storage_roots;      // every root, sent with assignments (workers check paths)
+  int64_t redeliver_micros = 2'000'000;        // re-send an unacknowledged assignment after this long
   int64_t forget_lost_micros = 3'600'000'000;  // a lost worker is deleted this long after its lease ran out
 };
 
@@ -116,8 +116,8 @@ class Scheduler {
   struct Stats {
     int workers_live = 0, workers_lost = 0;
     int slots_total = 0, slots_used = 0;
-    std::vector<double> decision_seconds;  // since the last TakeStats
-    std::vector<std::pair<std::string, double>> stage_seconds;  // stage kind, duration; since the last TakeStats
+    std::vector<double> decision_seconds;                              // since the last TakeStats
+    std::vector<std::pair<std::string, double>> stage_seconds;         // stage kind, duration; since the last TakeStats
     std::map<std::string, std::map<std::string, double>> job_metrics;  // running job -> name -> value
   };
   Stats TakeStats();
@@ -132,9 +132,9 @@ class Scheduler {
     std::string principal;
     std::string secret_sha256;
     int used = 0;
-    bool live = true;       // mirrors its Lease; changed under both locks
-    bool draining = false;  // says it is shutting down: nothing new goes there
-    int64_t lost_wall = 0;  // wall micros when it was declared lost
+    bool live = true;                        // mirrors its Lease; changed under both locks
+    bool draining = false;                   // says it is shutting down: nothing new goes there
+    int64_t lost_wall = 0;                   // wall micros when it was declared lost
     std::map<std::string, Unacked> unacked;  // "task#rank" -> assignment not yet acknowledged
   };
   struct Rank {
@@ -176,8 +176,8 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PlaceJob(const v1::Job& job, int64_t now, std::map<std::string, int>& free, int& reserved)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool PlaceTask(const v1::Job& job, int stage, int index, int64_t now, std::map<std::string, int>& free,
-                 int& reserved, std::string* reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool PlaceTask(const v1::Job& job, int stage, int index, int64_t now, std::map<std::string, int>& free, int& reserved,
+                 std::string* reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireLeases(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_LOCKS_EXCLUDED(lease_mu_);
   // Deletes workers lost longer than forget_lost_micros (and their records).
   void ForgetLostWorkers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_LOCKS_EXCLUDED(lease_mu_);

@@ -53,8 +53,7 @@ absl::Status CheckWorkerSecret(const WorkerCall& who, const std::string& secret_
     return absl::PermissionDeniedError(absl::StrCat("worker ", who.worker_id, ": wrong worker secret"));
   }
   if (principal != who.principal) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("worker ", who.worker_id, " was registered by another principal"));
+    return absl::PermissionDeniedError(absl::StrCat("worker ", who.worker_id, " was registered by another principal"));
   }
   return absl::OkStatus();
 }
@@ -130,8 +129,8 @@ absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::Register(const std::string
     }
     workers_[id] = std::move(w);
   }
-  log::Info(absl::StrCat("scheduler: worker ", id, " (", req.name(), ", ", req.slots(), " slots, ",
-                         req.device_kind(), ") registered by ", principal));
+  log::Info(absl::StrCat("scheduler: worker ", id, " (", req.name(), ", ", req.slots(), " slots, ", req.device_kind(),
+                         ") registered by ", principal));
   Wake();
   v1::RegisterWorkerResponse r;
   r.set_worker_id(id);
@@ -212,7 +211,8 @@ absl::StatusOr<std::vector<v1::Assignment>> Scheduler::Poll(const WorkerCall& wh
       if (stop_) return out;
     }
     absl::Time until = deadline;
-    if (next_due != INT64_MAX) until = std::min(until, absl::Now() + absl::Microseconds(std::max<int64_t>(1000, next_due - now)));
+    if (next_due != INT64_MAX)
+      until = std::min(until, absl::Now() + absl::Microseconds(std::max<int64_t>(1000, next_due - now)));
     if (assigned_.WaitWithDeadline(&mu_, until) && absl::Now() >= deadline) return std::vector<v1::Assignment>();
   }
 }
@@ -238,7 +238,8 @@ absl::StatusOr<bool> Scheduler::Progress(const WorkerCall& who, const v1::Report
   absl::StatusOr<v1::Job> job = jobs_->Update(
       p.job_id,
       [&](v1::Job& j) -> absl::StatusOr<std::vector<v1::Event>> {
-        return jobs::ReportProgress(j, p.stage, p.task, first, req.rank() == 0 && req.has_progress() ? &req.progress() : nullptr);
+        return jobs::ReportProgress(j, p.stage, p.task, first,
+                                    req.rank() == 0 && req.has_progress() ? &req.progress() : nullptr);
       },
       std::move(batch));
   if (!job.ok()) return job.status();

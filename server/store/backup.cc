@@ -25,8 +25,8 @@ absl::StatusOr<std::string> WriteBackup(Store* store, const std::string& backup_
   std::error_code ec;
   fs::create_directories(backup_dir, ec);
   if (ec) return absl::UnavailableError(absl::StrCat("backup: ", backup_dir, ": ", ec.message()));
-  const std::string name =
-      absl::StrCat("backup-", absl::FormatTime("%Y%m%dT%H%M%SZ", absl::FromUnixMicros(now_micros), absl::UTCTimeZone()));
+  const std::string name = absl::StrCat(
+      "backup-", absl::FormatTime("%Y%m%dT%H%M%SZ", absl::FromUnixMicros(now_micros), absl::UTCTimeZone()));
   const std::string final_path = backup_dir + "/" + name;
   if (fs::exists(final_path, ec)) return final_path;  // twice in one second: the same moment
   const std::string partial = backup_dir + "/.partial-" + name;

@@ -25,8 +25,8 @@ class HealthStore : public ForwardingStore {
 
   absl::Status Write(const StoreBatch& b) override {
     if (!healthy_.load()) {
-      return absl::UnavailableError(absl::StrCat("store: writes are failing (", last_error(),
-                                                 "); nothing was changed, try again later"));
+      return absl::UnavailableError(
+          absl::StrCat("store: writes are failing (", last_error(), "); nothing was changed, try again later"));
     }
     absl::Status s = inner().Write(b);
     if (!s.ok() && (absl::IsUnavailable(s) || absl::IsInternal(s))) {

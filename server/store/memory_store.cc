@@ -115,8 +115,8 @@ std::string OwnerIndexKey(const std::string& owner, const std::string& job_id) {
 }
 
 std::string StateIndexKey(v1::JobState state, const std::string& job_id) {
-  return absl::StrCat("s", std::string(1, '\0'), absl::StrFormat("%02d", static_cast<int>(state)),
-                      std::string(1, '\0'), job_id);
+  return absl::StrCat("s", std::string(1, '\0'), absl::StrFormat("%02d", static_cast<int>(state)), std::string(1, '\0'),
+                      job_id);
 }
 
 std::unique_ptr<Store> MakeMemoryStore() { return std::make_unique<MemoryStore>(); }

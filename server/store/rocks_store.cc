@@ -92,7 +92,8 @@ class RocksStore : public Store {
       // Writes of one job are serialised by the JobManager, so the record read here is the latest.
       absl::StatusOr<std::optional<v1::Job>> old = GetJob(j.id());
       if (!old.ok()) return old.status();
-      if (old->has_value() && (*old)->state() != j.state()) wb.Delete(cfs_[kIndex], StateIndexKey((*old)->state(), j.id()));
+      if (old->has_value() && (*old)->state() != j.state())
+        wb.Delete(cfs_[kIndex], StateIndexKey((*old)->state(), j.id()));
       if (!old->has_value()) wb.Put(cfs_[kIndex], OwnerIndexKey(j.owner(), j.id()), "");
       if (!old->has_value() || (*old)->state() != j.state()) wb.Put(cfs_[kIndex], StateIndexKey(j.state(), j.id()), "");
       wb.Put(cfs_[kJobs], j.id(), j.SerializeAsString());
@@ -207,8 +208,8 @@ class RocksStore : public Store {
       v = std::to_string(kSchemaVersion);
     }
     if (v != std::to_string(kSchemaVersion)) {
-      return absl::FailedPreconditionError(absl::StrCat("store: schema version ", v, " on disk, this build reads ",
-                                                        kSchemaVersion));
+      return absl::FailedPreconditionError(
+          absl::StrCat("store: schema version ", v, " on disk, this build reads ", kSchemaVersion));
     }
     return absl::OkStatus();
   }

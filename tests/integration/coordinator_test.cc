@@ -297,8 +297,8 @@ TEST_F(CoordinatorTest, ReflectionListsTheServices) {
 // Bytes that do not parse as the request are the client's fault: INVALID_ARGUMENT, not INTERNAL.
 TEST_F(CoordinatorTest, UnparsableRequestsAreInvalidArgument) {
   grpc::GenericStub generic(coordinator_->channel());
-  for (const char* method : {"/topiary.v1.JobService/CreateJob", "/topiary.v1.JobService/ListJobs",
-                             "/topiary.v1.WorkerService/Heartbeat"}) {
+  for (const char* method :
+       {"/topiary.v1.JobService/CreateJob", "/topiary.v1.JobService/ListJobs", "/topiary.v1.WorkerService/Heartbeat"}) {
     grpc::CompletionQueue cq;
     auto ctx = Ctx(kAlice);
     grpc::Slice slice(std::string("\xff\xff\xff\xff\x0f"));
@@ -418,8 +418,8 @@ PowerCutOutcome KillNineAndCutPower(const std::string& dir, std::unique_ptr<Coor
   for (auto& t : clients) t.join();
   out.acked = acked.size();
   out.cut = testing::PowerCut(dir + "/state", journal, baseline);
-  std::printf("power cut: %zu jobs acknowledged; %d files cut, %lld bytes dropped\n", acked.size(),
-              out.cut.files_cut, static_cast<long long>(out.cut.bytes_dropped));
+  std::printf("power cut: %zu jobs acknowledged; %d files cut, %lld bytes dropped\n", acked.size(), out.cut.files_cut,
+              static_cast<long long>(out.cut.bytes_dropped));
   coordinator = std::make_unique<Coordinator>(dir, flags);
   coordinator->Start();
   for (const auto& [id, seq] : acked) {
@@ -443,8 +443,8 @@ PowerCutOutcome KillNineAndCutPower(const std::string& dir, std::unique_ptr<Coor
 }
 
 TEST_F(CoordinatorTest, KillNineAndAPowerCutLoseNothingAcknowledged) {
-  PowerCutOutcome o = KillNineAndCutPower(dir_, coordinator_, {}, [&] { return Ctx(kAlice); },
-                                          [&](const std::string& n) { return Request(n); });
+  PowerCutOutcome o = KillNineAndCutPower(
+      dir_, coordinator_, {}, [&] { return Ctx(kAlice); }, [&](const std::string& n) { return Request(n); });
   EXPECT_GT(o.acked, 10u);
   EXPECT_EQ(o.lost, 0u) << "of " << o.acked << " acknowledged jobs";
 }
@@ -452,8 +452,9 @@ TEST_F(CoordinatorTest, KillNineAndAPowerCutLoseNothingAcknowledged) {
 // The same with --sync false loses acknowledged jobs: the cut is real, and
 // the test above would notice a store that stopped syncing.
 TEST_F(CoordinatorTest, WithoutSyncAPowerCutLosesAcknowledgedJobs) {
-  PowerCutOutcome o = KillNineAndCutPower(dir_, coordinator_, {"--sync", "false"}, [&] { return Ctx(kAlice); },
-                                          [&](const std::string& n) { return Request(n); });
+  PowerCutOutcome o = KillNineAndCutPower(
+      dir_, coordinator_, {"--sync", "false"}, [&] { return Ctx(kAlice); },
+      [&](const std::string& n) { return Request(n); });
   EXPECT_GT(o.acked, 10u);
   EXPECT_GT(o.lost, 0u) << "of " << o.acked << " acknowledged jobs, after dropping " << o.cut.bytes_dropped
                         << " unsynced bytes";
@@ -611,7 +612,8 @@ TEST(CoordinatorTls, MutualTlsAdmitsOnlyClientsWithACertificate) {
   std::filesystem::create_directories(dir + "/root");
   std::ofstream(dir + "/tokens") << kAlice << " alice user\n";
   const std::string script =
-      "set -e; cd " + dir + "; "
+      "set -e; cd " + dir +
+      "; "
       "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=topiary-test-ca "
       "2>/dev/null; "
       "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > san.ext; "
@@ -623,8 +625,8 @@ TEST(CoordinatorTls, MutualTlsAdmitsOnlyClientsWithACertificate) {
       "2>/dev/null";
   auto made = testing::RunProcesses({{"/bin/sh", "-c", script}}, dir, std::chrono::seconds(60));
   ASSERT_EQ(made[0].exit_code, 0) << made[0].output;
-  Coordinator c(dir, {"--tls-cert", dir + "/server.pem", "--tls-key", dir + "/server.key", "--tls-client-ca",
-                      dir + "/ca.pem"});
+  Coordinator c(
+      dir, {"--tls-cert", dir + "/server.pem", "--tls-key", dir + "/server.key", "--tls-client-ca", dir + "/ca.pem"});
   c.Start(/*connect=*/false);
   const std::string target = "127.0.0.1:" + std::to_string(c.port());
   auto call = [&](std::shared_ptr<grpc::ChannelCredentials> creds) {
@@ -645,10 +647,10 @@ TEST(CoordinatorTls, MutualTlsAdmitsOnlyClientsWithACertificate) {
   EXPECT_EQ(call(grpc::SslCredentials(no_cert)), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(call(grpc::InsecureChannelCredentials()), grpc::StatusCode::UNAVAILABLE);
   // The CLI speaks TLS too.
-  auto cli = testing::RunProcesses({{BinDir() + "/topiary", "list", "--server", target, "--token", kAlice,
-                                     "--tls-ca", dir + "/ca.pem", "--tls-cert", dir + "/client.pem", "--tls-key",
-                                     dir + "/client.key"}},
-                                   dir, std::chrono::seconds(60));
+  auto cli =
+      testing::RunProcesses({{BinDir() + "/topiary", "list", "--server", target, "--token", kAlice, "--tls-ca",
+                              dir + "/ca.pem", "--tls-cert", dir + "/client.pem", "--tls-key", dir + "/client.key"}},
+                            dir, std::chrono::seconds(60));
   EXPECT_EQ(cli[0].exit_code, 0) << cli[0].output;
   c.Kill(SIGKILL);
   RemoveAll(dir).IgnoreError();
@@ -684,8 +686,8 @@ TEST(CoordinatorDisk, AFailingDiskFlipsHealthAndLosesNothingAcknowledged) {
     return r;
   };
   auto health = grpc::health::v1::Health::NewStub(c.channel());
-  auto probe = grpc::health::v1::Health::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(c.health_port()), grpc::InsecureChannelCredentials()));
+  auto probe = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(c.health_port()), grpc::InsecureChannelCredentials()));
   auto serving_on = [](grpc::health::v1::Health::Stub& stub, const std::string& service = "") {
     grpc::ClientContext hctx;
     grpc::health::v1::HealthCheckRequest req;
@@ -713,7 +715,7 @@ TEST(CoordinatorDisk, AFailingDiskFlipsHealthAndLosesNothingAcknowledged) {
   v1::GetJobRequest get;
   get.set_id(*acknowledged.begin());
   EXPECT_TRUE(c.api().GetJob(ctx().get(), get, &job).ok());  // reads still work
-  std::filesystem::remove(flag);  // room again
+  std::filesystem::remove(flag);                             // room again
   for (int i = 0; i < 200 && !serving(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_TRUE(serving());
   ASSERT_TRUE(c.api().CreateJob(ctx().get(), request("after"), &job).ok());
@@ -776,8 +778,8 @@ TEST(CoordinatorFlags, ABusyPortExitsOneNamingTheFlag) {
   ASSERT_EQ(getsockname(busy, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   const std::string taken = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
   for (const char* flag : {"--health-listen", "--metrics-address"}) {
-    std::vector<std::string> args = {BinDir() + "/topiary-coordinator", "--state-dir", dir + "/s", "--listen",
-                                     "127.0.0.1:0", flag, taken};
+    std::vector<std::string> args = {
+        BinDir() + "/topiary-coordinator", "--state-dir", dir + "/s", "--listen", "127.0.0.1:0", flag, taken};
     if (std::string(flag) != "--metrics-address") args.insert(args.end(), {"--metrics-address", "127.0.0.1:0"});
     auto r = testing::RunProcesses({args}, dir, std::chrono::seconds(30));
     EXPECT_EQ(r[0].exit_code, 1) << flag << ": " << r[0].output;

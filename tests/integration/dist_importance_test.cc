@@ -20,11 +20,32 @@ std::string KjvDir() {
 }
 
 std::vector<std::string> Args(const std::string& out, int rank, int world, const std::string& rdzv) {
-  return {testing::BinDir() + "/topiary", "importance", "--model", testing::SourceDir() + "/models/kjv-llama-8m",
-          "--data", KjvDir() + "/kjv-train.bin", "--seq-len", "64", "--samples", "12", "--batch", "2",
-          "--depth", "lm_loss,taylor,magnitude_l2,random", "--threads", "1", "--out", out,
-          "--rank", std::to_string(rank), "--world-size", std::to_string(world), "--rendezvous", rdzv,
-          "--dist-timeout", "60"};
+  return {testing::BinDir() + "/topiary",
+          "importance",
+          "--model",
+          testing::SourceDir() + "/models/kjv-llama-8m",
+          "--data",
+          KjvDir() + "/kjv-train.bin",
+          "--seq-len",
+          "64",
+          "--samples",
+          "12",
+          "--batch",
+          "2",
+          "--depth",
+          "lm_loss,taylor,magnitude_l2,random",
+          "--threads",
+          "1",
+          "--out",
+          out,
+          "--rank",
+          std::to_string(rank),
+          "--world-size",
+          std::to_string(world),
+          "--rendezvous",
+          rdzv,
+          "--dist-timeout",
+          "60"};
 }
 
 void ExpectClose(const at::Tensor& a, const at::Tensor& b, const char* what) {
@@ -38,8 +59,8 @@ TEST(DistImportance, TwoRanksEqualOneRank) {
   auto one = testing::RunProcesses({Args(dir.File("one"), 0, 1, "")}, dir.path(), std::chrono::seconds(300));
   ASSERT_EQ(one[0].exit_code, 0) << one[0].output;
   const std::string rdzv = "file:" + dir.File("rdzv");
-  auto two = testing::RunProcesses({Args(dir.File("two"), 0, 2, rdzv), Args(dir.File("two"), 1, 2, rdzv)},
-                                   dir.path(), std::chrono::seconds(300));
+  auto two = testing::RunProcesses({Args(dir.File("two"), 0, 2, rdzv), Args(dir.File("two"), 1, 2, rdzv)}, dir.path(),
+                                   std::chrono::seconds(300));
   ASSERT_EQ(two[0].exit_code, 0) << two[0].output;
   ASSERT_EQ(two[1].exit_code, 0) << two[1].output;
 

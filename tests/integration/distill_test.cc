@@ -38,7 +38,9 @@ std::vector<Step> ReadLog(const std::string& path) {
   std::string line;
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_object()) out.push_back({j["step"].get<int64_t>(), j["loss"].get<double>(), j["grad_norm"].get<double>(), j["optimizer_state_bytes"].get<int64_t>()});
+    if (j.is_object())
+      out.push_back({j["step"].get<int64_t>(), j["loss"].get<double>(), j["grad_norm"].get<double>(),
+                     j["optimizer_state_bytes"].get<int64_t>()});
   }
   return out;
 }
@@ -49,15 +51,19 @@ class Distill : public ::testing::Test {
     topiary_ = testing::BinDir() + "/topiary";
     teacher_ = testing::SourceDir() + "/models/kjv-llama-8m";
     student_ = dir_.File("student");
-    auto r = testing::RunProcesses({{topiary_, "prune", "--model", teacher_, "--drop-layers", "2,5", "--no-sync", "--out", student_}},
-                                   dir_.path(), std::chrono::seconds(120));
+    auto r = testing::RunProcesses(
+        {{topiary_, "prune", "--model", teacher_, "--drop-layers", "2,5", "--no-sync", "--out", student_}}, dir_.path(),
+        std::chrono::seconds(120));
     ASSERT_EQ(r[0].exit_code, 0) << r[0].output;
   }
   std::vector<std::string> Args(const std::string& out, int steps) {
-    return {topiary_, "distill", "--teacher", teacher_, "--student", student_, "--data", KjvDir() + "/kjv-train.bin",
-            "--seq-len", "64", "--steps", std::to_string(steps), "--global-batch", "8", "--micro-batch", "2",
-            "--warmup", "2", "--lr", "1e-3", "--log-every", "1", "--threads", "1", "--dtype", "fp32",
-            "--out", out};
+    return {topiary_,         "distill", "--teacher",     teacher_,
+            "--student",      student_,  "--data",        KjvDir() + "/kjv-train.bin",
+            "--seq-len",      "64",      "--steps",       std::to_string(steps),
+            "--global-batch", "8",       "--micro-batch", "2",
+            "--warmup",       "2",       "--lr",          "1e-3",
+            "--log-every",    "1",       "--threads",     "1",
+            "--dtype",        "fp32",    "--out",         out};
   }
   testing::TempDir dir_;
   std::string topiary_, teacher_, student_;

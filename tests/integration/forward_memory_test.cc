@@ -31,8 +31,21 @@ class ForwardMemory : public ::testing::Test {
   double PeakMb(const std::vector<std::string>& args) { return static_cast<double>(Run(args).max_rss_kb) / 1000.0; }
 
   std::vector<std::string> Eval(const std::string& model, const std::string& dtype) {
-    return {"eval", "--model", model, "--data", dir_.File("tokens.bin"), "--data-format", "u16", "--dtype", dtype,
-            "--seq-len", "16", "--max-windows", "2", "--batch", "2"};
+    return {"eval",
+            "--model",
+            model,
+            "--data",
+            dir_.File("tokens.bin"),
+            "--data-format",
+            "u16",
+            "--dtype",
+            dtype,
+            "--seq-len",
+            "16",
+            "--max-windows",
+            "2",
+            "--batch",
+            "2"};
   }
 
   testing::TempDir dir_;
@@ -52,20 +65,38 @@ TEST_F(ForwardMemory, Fp32ComputeOfABf16ModelWidensOneWeightAtATime) {
   std::printf("eval fp32 peak RSS %.0f MB; baseline %.0f MB; model %.0f MB\n", peak, base, kModelMb);
   EXPECT_LE(peak, base + 1.15 * kModelMb + 2 * kBlockFp32Mb);  // widening the whole model would be 3x
 
-  const double imp_base = PeakMb({"importance", "--model", small_, "--data", dir_.File("tokens.bin"), "--data-format",
-                                  "u16", "--samples", "2", "--batch", "2", "--seq-len", "16", "--out",
-                                  dir_.File("imp_small")});
-  const double imp = PeakMb({"importance", "--model", dir_.File("big"), "--data", dir_.File("tokens.bin"),
-                             "--data-format", "u16", "--samples", "2", "--batch", "2", "--seq-len", "16", "--out",
-                             dir_.File("imp")});
+  const double imp_base =
+      PeakMb({"importance", "--model", small_, "--data", dir_.File("tokens.bin"), "--data-format", "u16", "--samples",
+              "2", "--batch", "2", "--seq-len", "16", "--out", dir_.File("imp_small")});
+  const double imp =
+      PeakMb({"importance", "--model", dir_.File("big"), "--data", dir_.File("tokens.bin"), "--data-format", "u16",
+              "--samples", "2", "--batch", "2", "--seq-len", "16", "--out", dir_.File("imp")});
   std::printf("importance peak RSS %.0f MB; baseline %.0f MB\n", imp, imp_base);
   EXPECT_LE(imp, imp_base + 1.15 * kModelMb + 2 * kBlockFp32Mb);
 }
 
 TEST_F(ForwardMemory, DistillationThatCannotFitIsRefusedWithItsEstimate) {
-  auto r = Run({"distill", "--teacher", dir_.File("big"), "--student", dir_.File("big"), "--data",
-                dir_.File("tokens.bin"), "--data-format", "u16", "--seq-len", "16", "--steps", "1", "--global-batch",
-                "2", "--micro-batch", "2", "--memory-budget", "300MB", "--out", dir_.File("kd")},
+  auto r = Run({"distill",
+                "--teacher",
+                dir_.File("big"),
+                "--student",
+                dir_.File("big"),
+                "--data",
+                dir_.File("tokens.bin"),
+                "--data-format",
+                "u16",
+                "--seq-len",
+                "16",
+                "--steps",
+                "1",
+                "--global-batch",
+                "2",
+                "--micro-batch",
+                "2",
+                "--memory-budget",
+                "300MB",
+                "--out",
+                dir_.File("kd")},
                1);
   EXPECT_NE(r.output.find("distillation needs an estimated"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("teacher 215 MB"), std::string::npos) << r.output;

@@ -31,14 +31,15 @@ TEST(PruneMemory, PeakIsFarBelowTheModelOncePlusOneTensor) {
     return r[0].output;
   };
   run({"init", "--config", dir.File("config.json"), "--out", dir.File("big"), "--dtype", "bf16"});
-  run({"importance", "--model", dir.File("big"), "--data", dir.File("tokens.bin"), "--data-format", "u16",
-       "--samples", "2", "--batch", "2", "--seq-len", "16", "--depth", "", "--out", dir.File("imp")});
+  run({"importance", "--model", dir.File("big"), "--data", dir.File("tokens.bin"), "--data-format", "u16", "--samples",
+       "2", "--batch", "2", "--seq-len", "16", "--depth", "", "--out", dir.File("imp")});
   // Widths are cut (every tensor is sliced and copied), and two layers dropped.
-  const double peak = ReportedPeakMb(run({"prune", "--model", dir.File("big"), "--scores", dir.File("imp/scores.json"),
-                                          "--target", "hidden_size=768,intermediate_size=3072", "--drop-layers", "1,3",
-                                          "--out", dir.File("pruned")}));
+  const double peak = ReportedPeakMb(
+      run({"prune", "--model", dir.File("big"), "--scores", dir.File("imp/scores.json"), "--target",
+           "hidden_size=768,intermediate_size=3072", "--drop-layers", "1,3", "--out", dir.File("pruned")}));
   // The same command on the 17 MB bundled model: the process's own footprint.
-  const double base = ReportedPeakMb(run({"prune", "--model", teacher, "--drop-layers", "1", "--out", dir.File("small")}));
+  const double base =
+      ReportedPeakMb(run({"prune", "--model", teacher, "--drop-layers", "1", "--out", dir.File("small")}));
   const double model_mb = 107.4e6 * 2 / 1e6, largest_tensor_mb = 8000.0 * 1024 * 2 / 1e6;
   std::printf("peak RSS: prune %.0f MB; baseline %.0f MB; model %.0f MB\n", peak, base, model_mb);
   RecordProperty("prune_peak_rss_mb", std::to_string(peak));

@@ -57,7 +57,8 @@ int ProcessesMentioning(const std::string& needle) {
 // The examples at a tiny budget: same stages and options, a few steps each.
 v1::JobSpec Shrink(v1::JobSpec s, int64_t distill_tokens = 1024) {
   v1::DataSpec* d = s.mutable_data();
-  if (!d->calibration().path().empty()) d->mutable_calibration()->set_samples(8), d->mutable_calibration()->set_seq_len(64);
+  if (!d->calibration().path().empty())
+    d->mutable_calibration()->set_samples(8), d->mutable_calibration()->set_seq_len(64);
   if (!d->train().path().empty()) d->mutable_train()->set_seq_len(64);
   if (!d->eval().path().empty()) d->mutable_eval()->set_samples(4), d->mutable_eval()->set_seq_len(64);
   auto recipe = [&](auto* r, int64_t tokens) {
@@ -256,8 +257,8 @@ TEST_F(RunTest, ResumeFinishesTheJobOfAKilledRun) {
 TEST_F(RunTest, DryRunPrintsThePlanOrNamesTheBadField) {
   auto plan = Topiary({"run", Example("kjv-minitron"), "--storage", dir_, "--dry-run"});
   ASSERT_EQ(plan.exit_code, 0) << plan.output;
-  for (const char* want : {"importance (2 rank(s))", "probe 0:", "memory per rank", "distill (2 rank(s))",
-                           "estimated total"}) {
+  for (const char* want :
+       {"importance (2 rank(s))", "probe 0:", "memory per rank", "distill (2 rank(s))", "estimated total"}) {
     EXPECT_NE(plan.output.find(want), std::string::npos) << want << "\n" << plan.output;
   }
   EXPECT_FALSE(fs::exists(dir_ + "/.topiary"));  // nothing started
@@ -271,9 +272,9 @@ TEST_F(RunTest, DryRunPrintsThePlanOrNamesTheBadField) {
 
 TEST_F(RunTest, TwoRunsInDifferentStateDirectoriesAtOnce) {
   const std::string spec = Example("depth-block-influence");
-  auto both = testing::RunProcesses({RunArgs(spec, {"--state-dir", dir_ + "/state-a"}),
-                                     RunArgs(spec, {"--state-dir", dir_ + "/state-b"})},
-                                    dir_, std::chrono::seconds(600));
+  auto both = testing::RunProcesses(
+      {RunArgs(spec, {"--state-dir", dir_ + "/state-a"}), RunArgs(spec, {"--state-dir", dir_ + "/state-b"})}, dir_,
+      std::chrono::seconds(600));
   ASSERT_EQ(both[0].exit_code, 0) << both[0].output;
   ASSERT_EQ(both[1].exit_code, 0) << both[1].output;
   const std::string a = JobOf(dir_ + "/state-a"), b = JobOf(dir_ + "/state-b");

@@ -47,16 +47,17 @@ class SchedulerTest : public ::testing::Test {
     coordinator_->Start();
   }
   pid_t StartWorker(const std::string& name, int slots, int steps = 3, int step_ms = 50, int fail_attempts = 0) {
-    pid_t p = testing::SpawnProcess({BinDir() + "/fake_worker", "--server",
-                                     "127.0.0.1:" + std::to_string(coordinator_->port()), "--token", kWorker,
-                                     "--name", name, "--slots", std::to_string(slots), "--steps",
-                                     std::to_string(steps), "--step-ms", std::to_string(step_ms), "--fail-attempts",
-                                     std::to_string(fail_attempts)},
-                                    dir_ + "/" + name + ".log");
+    pid_t p = testing::SpawnProcess(
+        {BinDir() + "/fake_worker", "--server", "127.0.0.1:" + std::to_string(coordinator_->port()), "--token", kWorker,
+         "--name", name, "--slots", std::to_string(slots), "--steps", std::to_string(steps), "--step-ms",
+         std::to_string(step_ms), "--fail-attempts", std::to_string(fail_attempts)},
+        dir_ + "/" + name + ".log");
     workers_.push_back(p);
     return p;
   }
-  std::string WorkerLog(const std::string& name) { return ReadFileToString(dir_ + "/" + name + ".log", 1 << 20).value_or(""); }
+  std::string WorkerLog(const std::string& name) {
+    return ReadFileToString(dir_ + "/" + name + ".log", 1 << 20).value_or("");
+  }
   std::unique_ptr<grpc::ClientContext> Ctx() {
     auto c = std::make_unique<grpc::ClientContext>();
     c->AddMetadata("authorization", std::string("Bearer ") + kUser);
@@ -194,13 +195,16 @@ TEST_F(SchedulerTest, GangPlacesAcrossWorkersOrNotAtAllAndSaysWhy) {
   v1::Job job = WaitFor(three, [](const v1::Job& j) { return j.state() == v1::JOB_RUNNING; });
   ASSERT_EQ(job.stages(0).tasks(0).workers_size(), 3);
   std::set<std::string> hosts(job.stages(0).tasks(0).workers().begin(), job.stages(0).tasks(0).workers().end());
-  EXPECT_EQ(hosts.size(), 2u);  // 3 ranks over two 2-slot workers
+  EXPECT_EQ(hosts.size(), 2u);                         // 3 ranks over two 2-slot workers
   const std::string five = Submit({"importance"}, 5);  // can never fit in 4 slots
-  v1::Job waiting = WaitFor(five, [](const v1::Job& j) { return !j.waiting_reason().empty() &&
-                                                                j.waiting_reason() != "waiting for the scheduler"; });
+  v1::Job waiting = WaitFor(five, [](const v1::Job& j) {
+    return !j.waiting_reason().empty() && j.waiting_reason() != "waiting for the scheduler";
+  });
   EXPECT_EQ(waiting.state(), v1::JOB_QUEUED);
-  EXPECT_NE(waiting.waiting_reason().find("unschedulable: needs 5 ranks of 1 slots, the registered workers hold at most 4"),
-            std::string::npos) << waiting.waiting_reason();
+  EXPECT_NE(
+      waiting.waiting_reason().find("unschedulable: needs 5 ranks of 1 slots, the registered workers hold at most 4"),
+      std::string::npos)
+      << waiting.waiting_reason();
   // It reserves nothing: a one-rank job behind it takes the free slot at once.
   const std::string one = Submit({"evaluate"}, 1);
   v1::Job small = WaitFor(one, [](const v1::Job& j) { return j.state() != v1::JOB_QUEUED; });
@@ -227,7 +231,9 @@ TEST_F(SchedulerTest, ALostWorkerIsAnInfrastructureFailureAndTheTaskMovesOn) {
   StartCoordinator();
   pid_t slow = StartWorker("doomed", 1, 200, 50);
   const std::string id = Submit({"evaluate"}, 1, /*max_retries=*/0);
-  WaitFor(id, [](const v1::Job& j) { return j.stages(0).tasks_size() > 0 && j.stages(0).tasks(0).state() == v1::TASK_RUNNING; });
+  WaitFor(id, [](const v1::Job& j) {
+    return j.stages(0).tasks_size() > 0 && j.stages(0).tasks(0).state() == v1::TASK_RUNNING;
+  });
   kill(slow, SIGKILL);
   StartWorker("rescuer", 1, 2, 20);
   v1::Job job = WaitFor(id, Finished);
@@ -235,7 +241,8 @@ TEST_F(SchedulerTest, ALostWorkerIsAnInfrastructureFailureAndTheTaskMovesOn) {
   EXPECT_EQ(job.stages(0).tasks(0).attempt(), 2);
   EXPECT_EQ(job.stages(0).tasks(0).task_failures(), 0);
   bool infra = false;
-  for (const v1::Event& e : Events(id)) infra = infra || e.message().find("infrastructure failure") != std::string::npos;
+  for (const v1::Event& e : Events(id))
+    infra = infra || e.message().find("infrastructure failure") != std::string::npos;
   EXPECT_TRUE(infra);
 }
 
@@ -243,7 +250,9 @@ TEST_F(SchedulerTest, CancelReachesRunningRanks) {
   StartCoordinator();
   StartWorker("w", 2, 400, 50);
   const std::string id = Submit({"importance"}, 2);
-  WaitFor(id, [](const v1::Job& j) { return j.stages(0).tasks_size() > 0 && j.stages(0).tasks(0).state() == v1::TASK_RUNNING; });
+  WaitFor(id, [](const v1::Job& j) {
+    return j.stages(0).tasks_size() > 0 && j.stages(0).tasks(0).state() == v1::TASK_RUNNING;
+  });
   v1::CancelJobRequest req;
   req.set_id(id);
   v1::Job out;
@@ -266,7 +275,9 @@ TEST_F(SchedulerTest, CoordinatorKilledMidRunRecovers) {
   StartCoordinator({"--recovery-grace-seconds", "15"}, listen);
   StartWorker("w", 1, 40, 50);
   const std::string id = Submit({"evaluate", "evaluate"});
-  WaitFor(id, [](const v1::Job& j) { return j.stages(0).tasks_size() > 0 && j.stages(0).tasks(0).state() == v1::TASK_RUNNING; });
+  WaitFor(id, [](const v1::Job& j) {
+    return j.stages(0).tasks_size() > 0 && j.stages(0).tasks(0).state() == v1::TASK_RUNNING;
+  });
   EXPECT_EQ(coordinator_->Kill(SIGKILL), -SIGKILL);
   coordinator_->Start();
   v1::Job job = WaitFor(id, Finished);
@@ -278,7 +289,8 @@ TEST_F(SchedulerTest, MetricsShowWorkersSlotsAndRunningJobs) {
   StartCoordinator();
   StartWorker("m", 3, 400, 50);
   const std::string id = Submit({"importance"}, 2);
-  WaitFor(id, [](const v1::Job& j) { return j.stages(0).tasks_size() > 0 && j.stages(0).tasks(0).progress().step() >= 2; });
+  WaitFor(id,
+          [](const v1::Job& j) { return j.stages(0).tasks_size() > 0 && j.stages(0).tasks(0).progress().step() >= 2; });
   std::string text;
   for (int i = 0; i < 50 && text.find("topiary_train_loss") == std::string::npos; ++i) {
     text = testing::ScrapeMetrics(coordinator_->metrics_port());
@@ -309,8 +321,8 @@ TEST_F(SchedulerTest, MetricsShowWorkersSlotsAndRunningJobs) {
 // cannot act for another (wrong secret), nor a user token for any worker.
 TEST_F(SchedulerTest, WorkerIdentityAndRendezvousScopeOverGrpc) {
   StartCoordinator();
-  auto stub = v1::WorkerService::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(coordinator_->port()), grpc::InsecureChannelCredentials()));
+  auto stub = v1::WorkerService::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(coordinator_->port()), grpc::InsecureChannelCredentials()));
   auto ctx = [](const char* token) {
     auto c = std::make_unique<grpc::ClientContext>();
     c->AddMetadata("authorization", std::string("Bearer ") + token);

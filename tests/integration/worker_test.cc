@@ -163,14 +163,14 @@ TEST_F(WorkerTest, EveryStageKindThroughTwoWorkers) {
   StartWorker("a", 2);
   StartWorker("b", 2);
   const auto t0 = std::chrono::steady_clock::now();
-  const std::string id = client_->Submit(Spec(
-      "  - teacher_correction: {tokens: 4K, lr: 1e-4, global_batch: 4}\n"
-      "  - importance: {depth: [lm_loss], batch: 2}\n"
-      "  - prune: {search: {params: '0.6', candidates: 4, probe_tokens: 2K, eval_windows: 4}}\n"
-      "  - distill: {tokens: 8K, lr: 2e-3, global_batch: 8, checkpoint_every: 4}\n"
-      "  - streamline: {drop: 2, tokens: 2K, lr: 1e-3, global_batch: 4}\n"
-      "  - evaluate: {tasks: [{root}/data/kjv-tasks.jsonl], max_examples: 20}\n"
-      "  - export: {path: {root}/out/final, dtype: bf16}\n"));
+  const std::string id =
+      client_->Submit(Spec("  - teacher_correction: {tokens: 4K, lr: 1e-4, global_batch: 4}\n"
+                           "  - importance: {depth: [lm_loss], batch: 2}\n"
+                           "  - prune: {search: {params: '0.6', candidates: 4, probe_tokens: 2K, eval_windows: 4}}\n"
+                           "  - distill: {tokens: 8K, lr: 2e-3, global_batch: 8, checkpoint_every: 4}\n"
+                           "  - streamline: {drop: 2, tokens: 2K, lr: 1e-3, global_batch: 4}\n"
+                           "  - evaluate: {tasks: [{root}/data/kjv-tasks.jsonl], max_examples: 20}\n"
+                           "  - export: {path: {root}/out/final, dtype: bf16}\n"));
   v1::Job job = client_->WaitFor(id, JobClient::Finished, 600);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ASSERT_EQ(job.state(), v1::JOB_SUCCEEDED) << job.DebugString() << workers_->Log("a") << workers_->Log("b");
@@ -228,9 +228,10 @@ TEST_F(WorkerTest, TwoRanksAcrossWorkersEqualOneProcess) {
   StartCoordinator();
   StartWorker("a", 1);
   StartWorker("b", 1);
-  const std::string id = client_->Submit(Spec(std::string(kPrefix) +
-      "  - distill: {tokens: 4096, lr: 1e-3, min_lr: 1e-4, warmup_steps: 2, global_batch: 8, micro_batch: 2, "
-      "dtype: fp32}\n"));
+  const std::string id = client_->Submit(
+      Spec(std::string(kPrefix) +
+           "  - distill: {tokens: 4096, lr: 1e-3, min_lr: 1e-4, warmup_steps: 2, global_batch: 8, micro_batch: 2, "
+           "dtype: fp32}\n"));
   v1::Job job = client_->WaitFor(id, JobClient::Finished, 300);
   ASSERT_EQ(job.state(), v1::JOB_SUCCEEDED) << job.DebugString();
   for (int s : {0, 2}) {  // importance and distill: one rank on each worker
@@ -255,14 +256,45 @@ TEST_F(WorkerTest, TwoRanksAcrossWorkersEqualOneProcess) {
   for (const char* metric : {"lm_loss", "block_influence"}) {
     for (size_t l = 0; l < a["depth"][metric].size(); ++l) {
       EXPECT_NEAR(a["depth"][metric][l].get<double>(), b["depth"][metric][l].get<double>(),
-                  1e-4 * std::abs(b["depth"][metric][l].get<double>()) + 1e-9) << metric << l;
+                  1e-4 * std::abs(b["depth"][metric][l].get<double>()) + 1e-9)
+          << metric << l;
     }
   }
-  auto kd = Topiary({"distill", "--teacher", teacher, "--student", JobDir(id) + "/prune/model", "--data",
-                     root_ + "/data/kjv-train.bin", "--eval-data", root_ + "/data/kjv-val.bin", "--seq-len", "64",
-                     "--steps", "8", "--global-batch", "8", "--micro-batch", "2", "--lr", "1e-3", "--min-lr", "1e-4",
-                     "--warmup", "2", "--dtype", "fp32", "--log-every", "1", "--eval-windows", "8", "--threads", "1",
-                     "--peak-flops", "0", "--out", dir_ + "/cli-distill"});
+  auto kd = Topiary({"distill",
+                     "--teacher",
+                     teacher,
+                     "--student",
+                     JobDir(id) + "/prune/model",
+                     "--data",
+                     root_ + "/data/kjv-train.bin",
+                     "--eval-data",
+                     root_ + "/data/kjv-val.bin",
+                     "--seq-len",
+                     "64",
+                     "--steps",
+                     "8",
+                     "--global-batch",
+                     "8",
+                     "--micro-batch",
+                     "2",
+                     "--lr",
+                     "1e-3",
+                     "--min-lr",
+                     "1e-4",
+                     "--warmup",
+                     "2",
+                     "--dtype",
+                     "fp32",
+                     "--log-every",
+                     "1",
+                     "--eval-windows",
+                     "8",
+                     "--threads",
+                     "1",
+                     "--peak-flops",
+                     "0",
+                     "--out",
+                     dir_ + "/cli-distill"});
   ASSERT_EQ(kd.exit_code, 0) << kd.output;
   const std::vector<double> job_losses = Losses(JobDir(id) + "/distill/train_log.jsonl");
   const std::vector<double> cli_losses = Losses(dir_ + "/cli-distill/train_log.jsonl");
@@ -308,7 +340,8 @@ TEST_P(WorkerLossTest, TheTaskResumesOnTheOtherWorkerFromItsCheckpoint) {
   }
   EXPECT_EQ(ProcessesMentioning(dir_ + "/" + victim + "/"), 0) << "a rank outlived its worker";
   job = client_->WaitFor(id, [](const v1::Job& j) {
-    return JobClient::Finished(j) || (j.stages(2).tasks(0).attempt() == 2 && j.stages(2).tasks(0).state() == v1::TASK_RUNNING);
+    return JobClient::Finished(j) ||
+           (j.stages(2).tasks(0).attempt() == 2 && j.stages(2).tasks(0).state() == v1::TASK_RUNNING);
   });
   const double resume_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("%s: the task ran again %.1f s after the worker was stopped\n", sig == SIGKILL ? "SIGKILL" : "SIGTERM",
@@ -326,11 +359,39 @@ TEST_P(WorkerLossTest, TheTaskResumesOnTheOtherWorkerFromItsCheckpoint) {
     EXPECT_GE(result["resumed_from"].get<int>(), 9);  // the drain wrote a checkpoint
   }
   // It ends where an uninterrupted run ends (each step once in the log).
-  auto kd = Topiary({"distill", "--teacher", root_ + "/models/kjv-llama-8m", "--student", JobDir(id) + "/prune/model",
-                     "--data", root_ + "/data/kjv-train.bin", "--eval-data", root_ + "/data/kjv-val.bin",
-                     "--seq-len", "64", "--steps", "30", "--global-batch", "8", "--micro-batch", "2", "--lr", "1e-3",
-                     "--min-lr", "1e-4", "--warmup", "2", "--dtype", "fp32", "--log-every", "1", "--threads", "1",
-                     "--peak-flops", "0", "--out", dir_ + "/cli-distill"});
+  auto kd = Topiary({"distill",
+                     "--teacher",
+                     root_ + "/models/kjv-llama-8m",
+                     "--student",
+                     JobDir(id) + "/prune/model",
+                     "--data",
+                     root_ + "/data/kjv-train.bin",
+                     "--eval-data",
+                     root_ + "/data/kjv-val.bin",
+                     "--seq-len",
+                     "64",
+                     "--steps",
+                     "30",
+                     "--global-batch",
+                     "8",
+                     "--micro-batch",
+                     "2",
+                     "--lr",
+                     "1e-3",
+                     "--min-lr",
+                     "1e-4",
+                     "--warmup",
+                     "2",
+                     "--dtype",
+                     "fp32",
+                     "--log-every",
+                     "1",
+                     "--threads",
+                     "1",
+                     "--peak-flops",
+                     "0",
+                     "--out",
+                     dir_ + "/cli-distill"});
   ASSERT_EQ(kd.exit_code, 0) << kd.output;
   const std::vector<double> job_losses = Losses(JobDir(id) + "/distill/train_log.jsonl");
   const std::vector<double> cli_losses = Losses(dir_ + "/cli-distill/train_log.jsonl");
@@ -346,8 +407,8 @@ TEST_F(WorkerTest, TheCoordinatorKilledMidDistillationLosesNothing) {
   const std::string listen = "127.0.0.1:" + std::to_string(testing::FreePort());
   StartCoordinator({"--recovery-grace-seconds", "20"}, listen);
   StartWorker("a", 2);
-  const std::string id = client_->Submit(Spec(std::string(kPrefix) +
-      "  - distill: {tokens: 12K, lr: 1e-3, global_batch: 8, checkpoint_every: 4}\n"));
+  const std::string id = client_->Submit(
+      Spec(std::string(kPrefix) + "  - distill: {tokens: 12K, lr: 1e-3, global_batch: 8, checkpoint_every: 4}\n"));
   v1::Job job = client_->WaitFor(id, JobClient::AtStep("distill", 3), 300);
   ASSERT_EQ(job.state(), v1::JOB_RUNNING);
   const std::vector<v1::Event> before = client_->Events(id);
@@ -368,8 +429,8 @@ TEST_F(WorkerTest, TheCoordinatorKilledMidDistillationLosesNothing) {
 TEST_F(WorkerTest, CancelStopsEveryRankAndKeepsTheCheckpoint) {
   StartCoordinator();
   StartWorker("a", 2);
-  const std::string id = client_->Submit(Spec(std::string(kPrefix) +
-      "  - distill: {tokens: 1M, lr: 1e-3, global_batch: 8, checkpoint_every: 3}\n"));
+  const std::string id = client_->Submit(
+      Spec(std::string(kPrefix) + "  - distill: {tokens: 1M, lr: 1e-3, global_batch: 8, checkpoint_every: 3}\n"));
   v1::Job job = client_->WaitFor(id, JobClient::AtStep("distill", 5), 300);
   ASSERT_EQ(job.state(), v1::JOB_RUNNING);
   v1::Job out;
@@ -417,7 +478,8 @@ TEST_F(WorkerTest, ARankThatAbortsFailsItsAttemptAndTheWorkerKeepsServing) {
   EXPECT_EQ(job.stages(0).tasks(0).attempt(), 2);
   EXPECT_EQ(job.stages(0).tasks(0).task_failures(), 1);
   bool reported = false;
-  for (const v1::Event& e : client_->Events(id)) reported = reported || e.message().find("signal 6") != std::string::npos;
+  for (const v1::Event& e : client_->Events(id))
+    reported = reported || e.message().find("signal 6") != std::string::npos;
   EXPECT_TRUE(reported);
   EXPECT_EQ(kill(worker, 0), 0) << "the worker died with its rank";
 }
@@ -430,7 +492,7 @@ TEST_F(WorkerTest, WorkersRecheckPathsWhenTheyOpenThem) {
   fs::copy(root_ + "/models/kjv-llama-8m", root_ + "/models/moved", fs::copy_options::recursive);
   const std::string id = client_->Submit(Spec("  - importance: {depth: [lm_loss]}\n", 1, 0, "moved"));
   ASSERT_FALSE(id.empty());
-  fs::rename(root_ + "/models/moved", dir_ + "/outside");  // out of the root ...
+  fs::rename(root_ + "/models/moved", dir_ + "/outside");                    // out of the root ...
   fs::create_directory_symlink(dir_ + "/outside", root_ + "/models/moved");  // ... and linked back in
   StartWorker("a", 1);
   v1::Job job = client_->WaitFor(id, JobClient::Finished, 120);

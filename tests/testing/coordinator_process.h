@@ -35,10 +35,21 @@ class Coordinator {
   // makes an insecure channel and a job-API stub.
   void Start(bool connect = true) {
     std::filesystem::remove(dir_ + "/port");
-    std::vector<std::string> args = {BinDir() + "/topiary-coordinator", "--listen", listen_, "--state-dir",
-                                     dir_ + "/state", "--storage-root", dir_ + "/root", "--tokens", dir_ + "/tokens",
-                                     "--metrics-address", "127.0.0.1:0", "--port-file", dir_ + "/port",
-                                     "--drain-seconds", "2"};
+    std::vector<std::string> args = {BinDir() + "/topiary-coordinator",
+                                     "--listen",
+                                     listen_,
+                                     "--state-dir",
+                                     dir_ + "/state",
+                                     "--storage-root",
+                                     dir_ + "/root",
+                                     "--tokens",
+                                     dir_ + "/tokens",
+                                     "--metrics-address",
+                                     "127.0.0.1:0",
+                                     "--port-file",
+                                     dir_ + "/port",
+                                     "--drain-seconds",
+                                     "2"};
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = SpawnProcess(args, dir_ + "/coordinator.log");
     ASSERT_GT(pid_, 0);
@@ -46,7 +57,8 @@ class Coordinator {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     auto port = ReadFileToString(dir_ + "/port", 64);
-    ASSERT_TRUE(port.ok()) << "the coordinator did not start: " << *ReadFileToString(dir_ + "/coordinator.log", 1 << 20);
+    ASSERT_TRUE(port.ok()) << "the coordinator did not start: "
+                           << *ReadFileToString(dir_ + "/coordinator.log", 1 << 20);
     std::vector<std::string> ports = absl::StrSplit(*port, '\n', absl::SkipEmpty());
     ASSERT_EQ(ports.size(), 3u);  // API, metrics, health (0: none)
     port_ = std::stoi(ports[0]);
@@ -82,7 +94,6 @@ class Coordinator {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::JobService::Stub> stub_;
 };
-
 
 // A free loopback port (bound and released).
 inline int FreePort() {

@@ -110,10 +110,23 @@ class Workers {
   }
   // Starts a worker; its log is <dir>/<name>.log and its work dir <dir>/<name>.
   pid_t Start(const std::string& name, int slots, int port, const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> args = {BinDir() + "/topiary-worker", "--coordinator", "127.0.0.1:" + std::to_string(port),
-                                     "--slots", std::to_string(slots), "--name", name, "--work-dir", dir_ + "/" + name,
-                                     "--token-file", dir_ + "/worker-token", "--threads-per-rank", "1",
-                                     "--drain-seconds", "20", "--advertise-host", "127.0.0.1"};
+    std::vector<std::string> args = {BinDir() + "/topiary-worker",
+                                     "--coordinator",
+                                     "127.0.0.1:" + std::to_string(port),
+                                     "--slots",
+                                     std::to_string(slots),
+                                     "--name",
+                                     name,
+                                     "--work-dir",
+                                     dir_ + "/" + name,
+                                     "--token-file",
+                                     dir_ + "/worker-token",
+                                     "--threads-per-rank",
+                                     "1",
+                                     "--drain-seconds",
+                                     "20",
+                                     "--advertise-host",
+                                     "127.0.0.1"};
     args.insert(args.end(), extra.begin(), extra.end());
     pid_t p = SpawnProcess(args, dir_ + "/" + name + ".log");
     pids_.push_back(p);

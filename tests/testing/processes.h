@@ -24,8 +24,8 @@ extern char** environ;
 namespace topiary::testing {
 
 struct ProcessResult {
-  int exit_code = -1;   // -signal when killed by a signal
-  std::string output;   // stdout and stderr together
+  int exit_code = -1;      // -signal when killed by a signal
+  std::string output;      // stdout and stderr together
   int64_t max_rss_kb = 0;  // peak resident set (getrusage ru_maxrss)
 };
 

@@ -36,7 +36,8 @@ inline bool WriteMemoryTestInputs(const std::string& dir) {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 1024,
     "intermediate_size": 4096, "num_attention_heads": 16, "num_key_value_heads": 4, "num_hidden_layers": 6,
     "vocab_size": 8000, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 256,
-    "tie_word_embeddings": false, "torch_dtype": "bfloat16"})").ok();
+    "tie_word_embeddings": false, "torch_dtype": "bfloat16"})")
+                          .ok();
   std::string tokens;
   for (int i = 0; i < 4096; ++i) tokens += std::string{static_cast<char>(i % 251), static_cast<char>(i % 16)};
   return config && WriteFileAtomically(dir + "/tokens.bin", tokens).ok();

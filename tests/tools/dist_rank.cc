@@ -72,7 +72,7 @@ int ExpectPeerFailure(Communicator& c, bool last_rank_stalls, int timeout_ms) {
   if (auto s = c.AllReduce(t); !s.ok()) return Fail("first all-reduce: " + s.ToString());
   if (r == W - 1) {
     std::fflush(stdout);
-    if (!last_rank_stalls) _exit(3);  // dies without a goodbye
+    if (!last_rank_stalls) _exit(3);                                         // dies without a goodbye
     std::this_thread::sleep_for(std::chrono::milliseconds(3 * timeout_ms));  // outlives their timeout
     _exit(0);
   }

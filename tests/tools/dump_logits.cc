@@ -30,8 +30,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   const TensorInfo* info = (*tokens_file)->Find("tokens");
-  at::Tensor tokens = at::from_blob(const_cast<uint8_t*>((*tokens_file)->Data(*info)), info->shape, at::kFloat)
-                          .to(at::kLong);
+  at::Tensor tokens =
+      at::from_blob(const_cast<uint8_t*>((*tokens_file)->Data(*info)), info->shape, at::kFloat).to(at::kLong);
   torch::NoGradGuard no_grad;
   at::Tensor logits = Forward(*model, tokens).to(at::kFloat).contiguous();
   auto writer = SafetensorsWriter::Create(argv[3], {{"logits", DType::kF32, logits.sizes().vec()}});

@@ -48,8 +48,7 @@ class Worker {
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
-    stub_ = v1::WorkerService::NewStub(
-        grpc::CreateCustomChannel(f_.server, grpc::InsecureChannelCredentials(), args));
+    stub_ = v1::WorkerService::NewStub(grpc::CreateCustomChannel(f_.server, grpc::InsecureChannelCredentials(), args));
   }
   std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 10) {
     auto c = std::make_unique<grpc::ClientContext>();
@@ -210,13 +209,20 @@ int main(int argc, char** argv) {
   Flags f;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--server") f.server = v;
-    else if (k == "--token") f.token = v;
-    else if (k == "--name") f.name = v;
-    else if (k == "--slots") f.slots = std::atoi(v.c_str());
-    else if (k == "--steps") f.steps = std::atoi(v.c_str());
-    else if (k == "--step-ms") f.step_ms = std::atoi(v.c_str());
-    else if (k == "--fail-attempts") f.fail_attempts = std::atoi(v.c_str());
+    if (k == "--server")
+      f.server = v;
+    else if (k == "--token")
+      f.token = v;
+    else if (k == "--name")
+      f.name = v;
+    else if (k == "--slots")
+      f.slots = std::atoi(v.c_str());
+    else if (k == "--steps")
+      f.steps = std::atoi(v.c_str());
+    else if (k == "--step-ms")
+      f.step_ms = std::atoi(v.c_str());
+    else if (k == "--fail-attempts")
+      f.fail_attempts = std::atoi(v.c_str());
     else {
       std::fprintf(stderr, "fake_worker: unknown flag %s\n", k.c_str());
       return 2;

@@ -62,8 +62,9 @@ std::string LocalAddressFor(const std::string& address) {
     socklen_t len = sizeof(local);
     char buf[INET6_ADDRSTRLEN] = {0};
     if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
-      const void* a = local.ss_family == AF_INET6 ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
-                                                  : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
+      const void* a = local.ss_family == AF_INET6
+                          ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
+                          : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
       if (inet_ntop(local.ss_family, a, buf, sizeof(buf)) != nullptr) out = buf;
     }
   }
@@ -133,8 +134,8 @@ absl::Status Agent::Run() {
     if (absl::IsUnauthenticated(st) || absl::IsPermissionDenied(st) || absl::IsInvalidArgument(st)) {
       return absl::Status(st.code(), absl::StrCat("registration refused: ", st.message()));
     }
-    log::Warn(absl::StrCat("topiary-worker: cannot register with ", options_.coordinator.address, " (",
-                           st.message(), "); retrying in ", backoff_ms, " ms"));
+    log::Warn(absl::StrCat("topiary-worker: cannot register with ", options_.coordinator.address, " (", st.message(),
+                           "); retrying in ", backoff_ms, " ms"));
     std::unique_lock<std::mutex> lock(mu_);
     changed_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [this] { return draining_.load(); });
     backoff_ms = std::min(backoff_ms * 2, 5000);
@@ -224,7 +225,8 @@ void Agent::HeartbeatLoop() {
         }
       }
       for (const v1::RankRef& ref : resp.stop()) StopRank(Key(ref.task_id(), ref.rank(), ref.attempt()), nullptr);
-    } else if (st.error_code() == grpc::StatusCode::NOT_FOUND || st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+    } else if (st.error_code() == grpc::StatusCode::NOT_FOUND ||
+               st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
       // The coordinator does not know this worker (its lease ran out): its ranks' tasks moved on.
       log::Warn(absl::StrCat("topiary-worker: ", st.error_message(), "; registering again"));
       ForgetAll("the coordinator declared this worker lost");
@@ -294,15 +296,29 @@ void Agent::StartRank(const v1::Assignment& a) {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads = options_.threads_per_rank > 0 ? options_.threads_per_rank
                                                     : std::max(1, cores * slots / std::max(1, options_.slots));
-  std::vector<std::string> argv = {options_.rank_binary, "--assignment", dir + "/assignment.pb", "--coordinator",
-                                   options_.coordinator.address, "--worker-id", id, "--secret-file", secret_file,
-                                   "--advertise-host", options_.advertise_host, "--device", options_.device,
-                                   "--memory-budget", absl::StrCat(RankMemoryBudget() * slots),
-                                   "--dist-timeout", absl::StrCat(options_.dist_timeout),
-                                   "--threads", absl::StrCat(threads)};
+  std::vector<std::string> argv = {options_.rank_binary,
+                                   "--assignment",
+                                   dir + "/assignment.pb",
+                                   "--coordinator",
+                                   options_.coordinator.address,
+                                   "--worker-id",
+                                   id,
+                                   "--secret-file",
+                                   secret_file,
+                                   "--advertise-host",
+                                   options_.advertise_host,
+                                   "--device",
+                                   options_.device,
+                                   "--memory-budget",
+                                   absl::StrCat(RankMemoryBudget() * slots),
+                                   "--dist-timeout",
+                                   absl::StrCat(options_.dist_timeout),
+                                   "--threads",
+                                   absl::StrCat(threads)};
   if (!options_.token_file.empty()) argv.insert(argv.end(), {"--token-file", options_.token_file});
   if (!options_.tls_ca.empty()) argv.insert(argv.end(), {"--tls-ca", options_.tls_ca});
-  if (!options_.tls_cert.empty()) argv.insert(argv.end(), {"--tls-cert", options_.tls_cert, "--tls-key", options_.tls_key});
+  if (!options_.tls_cert.empty())
+    argv.insert(argv.end(), {"--tls-cert", options_.tls_cert, "--tls-key", options_.tls_key});
   for (const std::string& root : options_.storage_roots) argv.insert(argv.end(), {"--storage-root", root});
   absl::Status st = MakeDirs(dir);
   if (st.ok()) st = WriteFileAtomically(dir + "/assignment.pb", a.SerializeAsString(), /*durable=*/false);
@@ -406,8 +422,8 @@ void Agent::ForgetAll(const std::string& why) {
     r.stale = true;
     r.completion.reset();
     if (r.process) r.process->Kill();
-    log::Warn(absl::StrCat("topiary-worker: stopping ", r.assignment.task_id(), " rank ", r.assignment.rank(), ": ",
-                           why));
+    log::Warn(
+        absl::StrCat("topiary-worker: stopping ", r.assignment.task_id(), " rank ", r.assignment.rank(), ": ", why));
   }
   changed_.notify_all();
 }

@@ -35,19 +35,19 @@
 namespace topiary::agent {
 
 struct AgentOptions {
-  rpc::ChannelOptions coordinator;  // address, token, TLS
+  rpc::ChannelOptions coordinator;                    // address, token, TLS
   std::string token_file, tls_ca, tls_cert, tls_key;  // passed on to ranks
   std::string name;
   int slots = 1;
   std::string device = "cpu";
-  std::string work_dir;             // assignments, secrets, rank logs
-  std::string rank_binary;          // topiary-rank
-  std::string advertise_host;       // the address other ranks reach this worker's ranks at
+  std::string work_dir;                    // assignments, secrets, rank logs
+  std::string rank_binary;                 // topiary-rank
+  std::string advertise_host;              // the address other ranks reach this worker's ranks at
   std::vector<std::string> storage_roots;  // empty: the coordinator's
   double drain_seconds = 60;
   double dist_timeout = 300;
-  int threads_per_rank = 0;         // 0: cores / slots
-  int64_t memory_bytes = -1;        // the machine's (or container's) memory; -1: measured
+  int threads_per_rank = 0;   // 0: cores / slots
+  int64_t memory_bytes = -1;  // the machine's (or container's) memory; -1: measured
 };
 
 class Agent {
@@ -67,11 +67,11 @@ class Agent {
     std::unique_ptr<RankProcess> process;
     std::optional<v1::Progress> progress;  // latest, not yet sent
     bool milestone = false;
-    bool fresh = false;                    // progress not sent yet
+    bool fresh = false;  // progress not sent yet
     int64_t last_sent_ms = 0;
-    bool done = false;                     // the process has ended
+    bool done = false;                                  // the process has ended
     std::optional<v1::CompleteTaskRequest> completion;  // to deliver
-    bool stale = false;                    // the coordinator moved on: forget it
+    bool stale = false;                                 // the coordinator moved on: forget it
     bool told_stop = false;
   };
 

@@ -56,7 +56,8 @@ int main(int argc, char** argv) {
   CLI::App app{"topiary-worker: runs Topiary tasks for a coordinator"};
   app.add_option("--coordinator", o.coordinator.address, "coordinator address HOST:PORT")->required();
   app.add_option("--slots", o.slots, "slots this worker offers (GPUs, or CPU ranks)")
-      ->check(CLI::Range(1, 4096))->capture_default_str();
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
   app.add_option("--device", o.device, "cpu | cuda")->capture_default_str();
   app.add_option("--work-dir", o.work_dir, "local directory for rank logs and assignments")->capture_default_str();
   app.add_option("--name", o.name, "name shown by the coordinator (default: the host name)");

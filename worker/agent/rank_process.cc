@@ -62,7 +62,7 @@ std::string LogTail(const std::string& path, int max_lines) {
 }
 
 absl::StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const std::vector<std::string>& args,
-                                                                 const std::string& log, Callbacks callbacks) {
+                                                                const std::string& log, Callbacks callbacks) {
   int in[2], proto[2];
   if (pipe2(in, O_CLOEXEC) != 0) return absl::InternalError(absl::StrCat("pipe: ", strerror(errno)));
   if (pipe2(proto, O_CLOEXEC) != 0) {

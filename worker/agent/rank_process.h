@@ -29,7 +29,7 @@ class RankProcess {
   };
   // Starts argv[0] with `argv`; output to `log`.
   static absl::StatusOr<std::unique_ptr<RankProcess>> Start(const std::vector<std::string>& argv,
-                                                             const std::string& log, Callbacks callbacks);
+                                                            const std::string& log, Callbacks callbacks);
   ~RankProcess();  // kills the process if it still runs, joins the reader
 
   // Writes one line to the rank's stdin ("cancel", "drain").

@@ -9,9 +9,14 @@ namespace {
 using json = nlohmann::json;
 
 json ProgressJson(const v1::Progress& p) {
-  return {{"phase", p.phase()},   {"step", p.step()}, {"total_steps", p.total_steps()},
-          {"tokens", p.tokens()}, {"loss", p.loss()}, {"tokens_per_second", p.tokens_per_second()},
-          {"mfu", p.mfu()},       {"eta_seconds", p.eta_seconds()}};
+  return {{"phase", p.phase()},
+          {"step", p.step()},
+          {"total_steps", p.total_steps()},
+          {"tokens", p.tokens()},
+          {"loss", p.loss()},
+          {"tokens_per_second", p.tokens_per_second()},
+          {"mfu", p.mfu()},
+          {"eta_seconds", p.eta_seconds()}};
 }
 
 template <typename T>

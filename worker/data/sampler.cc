@@ -11,7 +11,8 @@
 namespace topiary::data {
 
 absl::StatusOr<std::pair<TokenRange, TokenRange>> SplitHeldOut(int64_t n, double f) {
-  if (!(f >= 0 && f < 1)) return absl::InvalidArgumentError(absl::StrCat("held_out fraction ", f, " must be in [0, 1)"));
+  if (!(f >= 0 && f < 1))
+    return absl::InvalidArgumentError(absl::StrCat("held_out fraction ", f, " must be in [0, 1)"));
   int64_t held = static_cast<int64_t>(static_cast<double>(n) * f);
   return std::make_pair(TokenRange{0, n - held}, TokenRange{n - held, n});
 }
@@ -67,7 +68,8 @@ absl::StatusOr<Batch> SequenceSampler::Sequences(const std::vector<int64_t>& ind
 absl::StatusOr<Batch> SequenceSampler::GlobalBatchShard(int64_t step, int64_t global_batch, int rank, int world) {
   if (world <= 0 || rank < 0 || rank >= world) return absl::InvalidArgumentError("bad rank/world");
   if (global_batch % world != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("global_batch ", global_batch, " is not a multiple of ", world, " ranks"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("global_batch ", global_batch, " is not a multiple of ", world, " ranks"));
   }
   std::vector<int64_t> idx;
   for (int64_t i = rank; i < global_batch; i += world) idx.push_back(step * global_batch + i);

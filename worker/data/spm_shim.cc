@@ -33,8 +33,8 @@ __attribute__((visibility("default"))) void topiary_spm_free(void* handle) {
 }
 
 // Encodes into a malloc'd array the caller frees with free().
-__attribute__((visibility("default"))) int topiary_spm_encode(void* handle, const char* text, size_t len,
-                                                              int** ids, size_t* n) {
+__attribute__((visibility("default"))) int topiary_spm_encode(void* handle, const char* text, size_t len, int** ids,
+                                                              size_t* n) {
   std::vector<int> out;
   auto st = static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Encode(std::string(text, len), &out);
   if (!st.ok()) return 1;
@@ -59,9 +59,12 @@ __attribute__((visibility("default"))) int topiary_spm_decode(void* handle, cons
 __attribute__((visibility("default"))) int topiary_spm_info(void* handle, int what) {
   auto* sp = static_cast<sentencepiece::SentencePieceProcessor*>(handle);
   switch (what) {
-    case 0: return sp->GetPieceSize();
-    case 1: return sp->bos_id();
-    case 2: return sp->eos_id();
+    case 0:
+      return sp->GetPieceSize();
+    case 1:
+      return sp->bos_id();
+    case 2:
+      return sp->eos_id();
   }
   return -1;
 }

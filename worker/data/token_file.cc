@@ -21,17 +21,14 @@ absl::StatusOr<TokenFormat> ParseTokenFormat(absl::string_view text) {
   return absl::InvalidArgumentError(absl::StrCat("data format '", text, "': expected u16, u32 or auto"));
 }
 
-TokenFormat FormatForVocab(int64_t vocab_size) {
-  return vocab_size <= 65536 ? TokenFormat::kU16 : TokenFormat::kU32;
-}
+TokenFormat FormatForVocab(int64_t vocab_size) { return vocab_size <= 65536 ? TokenFormat::kU16 : TokenFormat::kU32; }
 
 absl::StatusOr<std::unique_ptr<TokenFile>> TokenFile::Open(const std::string& path, TokenFormat format,
                                                            int64_t vocab_size) {
   if (vocab_size <= 0) return absl::InvalidArgumentError("vocab_size must be positive");
   if (format == TokenFormat::kAuto) format = FormatForVocab(vocab_size);
   if (format == TokenFormat::kU16 && vocab_size > 65536) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": u16 tokens cannot hold a vocabulary of ", vocab_size));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": u16 tokens cannot hold a vocabulary of ", vocab_size));
   }
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": ", std::strerror(errno)));
@@ -66,19 +63,19 @@ TokenFile::~TokenFile() {
 
 absl::Status TokenFile::Read(int64_t begin, int64_t n, int64_t* out) const {
   if (begin < 0 || n < 0 || begin > num_tokens_ || n > num_tokens_ - begin) {
-    return absl::OutOfRangeError(absl::StrCat(path_, ": tokens [", begin, ", ", begin + n,
-                                              ") are outside the file's ", num_tokens_, " tokens"));
+    return absl::OutOfRangeError(
+        absl::StrCat(path_, ": tokens [", begin, ", ", begin + n, ") are outside the file's ", num_tokens_, " tokens"));
   }
   const uint8_t* base = static_cast<const uint8_t*>(map_);
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t* p = base + (begin + i) * width_;
-    int64_t id = width_ == 2 ? (p[0] | (p[1] << 8))
-                             : static_cast<int64_t>(static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
-                                                    (static_cast<uint32_t>(p[2]) << 16) |
-                                                    (static_cast<uint32_t>(p[3]) << 24));
+    int64_t id = width_ == 2
+                     ? (p[0] | (p[1] << 8))
+                     : static_cast<int64_t>(static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+                                            (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24));
     if (id >= vocab_size_) {
-      return absl::InvalidArgumentError(absl::StrCat(path_, ": token ", begin + i, " has id ", id,
-                                                     ", not below the vocabulary size ", vocab_size_));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path_, ": token ", begin + i, " has id ", id, ", not below the vocabulary size ", vocab_size_));
     }
     out[i] = id;
   }
@@ -92,7 +89,8 @@ absl::Status WriteTokenFile(const std::string& path, const std::vector<int64_t>&
   std::string bytes(ids.size() * width, '\0');
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= limit) {
-      return absl::InvalidArgumentError(absl::StrCat("token ", i, " id ", ids[i], " does not fit ", width * 8, " bits"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token ", i, " id ", ids[i], " does not fit ", width * 8, " bits"));
     }
     for (int b = 0; b < width; ++b) bytes[i * width + b] = static_cast<char>((ids[i] >> (8 * b)) & 0xff);
   }

@@ -18,9 +18,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
 
 Tokenizer::~Tokenizer() = default;
 
-std::vector<int64_t> Tokenizer::Encode(absl::string_view text) const {
-  return sp_->Encode(std::string(text));
-}
+std::vector<int64_t> Tokenizer::Encode(absl::string_view text) const { return sp_->Encode(std::string(text)); }
 
 std::string Tokenizer::Decode(const std::vector<int64_t>& ids) const {
   std::vector<int> v;
@@ -60,7 +58,8 @@ absl::StatusOr<std::vector<std::string>> SplitDocuments(absl::string_view corpus
     if (stripped.empty()) continue;
     auto j = nlohmann::json::parse(stripped.begin(), stripped.end(), nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("text") || !j["text"].is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat("line ", line_no, ": expected a JSON object with a string \"text\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", line_no, ": expected a JSON object with a string \"text\""));
     }
     docs.push_back(j["text"].get<std::string>());
   }

@@ -66,10 +66,14 @@ absl::Status FromTorch(const char* op, const std::exception& e) {
 
 c10d::ReduceOp ToC10d(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return c10d::ReduceOp::SUM;
-    case ReduceOp::kMax: return c10d::ReduceOp::MAX;
-    case ReduceOp::kMin: return c10d::ReduceOp::MIN;
-    case ReduceOp::kAvg: return c10d::ReduceOp::SUM;  // divided afterwards: Gloo has no AVG
+    case ReduceOp::kSum:
+      return c10d::ReduceOp::SUM;
+    case ReduceOp::kMax:
+      return c10d::ReduceOp::MAX;
+    case ReduceOp::kMin:
+      return c10d::ReduceOp::MIN;
+    case ReduceOp::kAvg:
+      return c10d::ReduceOp::SUM;  // divided afterwards: Gloo has no AVG
   }
   return c10d::ReduceOp::SUM;
 }
@@ -168,8 +172,7 @@ class GlooCommunicator : public Communicator {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(Rendezvous* rendezvous,
-                                                                     const GlooOptions& o) {
+absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(Rendezvous* rendezvous, const GlooOptions& o) {
   if (o.world_size < 1) return absl::InvalidArgumentError("world_size: must be at least 1");
   if (o.rank < 0 || o.rank >= o.world_size) {
     return absl::InvalidArgumentError(absl::StrCat("rank: ", o.rank, " outside [0, ", o.world_size, ")"));

@@ -19,23 +19,34 @@ absl::Status CudaError(const char* what, cudaError_t e) {
 
 ncclDataType_t ToNccl(NcclType t) {
   switch (t) {
-    case NcclType::kF32: return ncclFloat32;
-    case NcclType::kBF16: return ncclBfloat16;
-    case NcclType::kF16: return ncclFloat16;
-    case NcclType::kF64: return ncclFloat64;
-    case NcclType::kI64: return ncclInt64;
-    case NcclType::kI32: return ncclInt32;
-    case NcclType::kU8: return ncclUint8;
+    case NcclType::kF32:
+      return ncclFloat32;
+    case NcclType::kBF16:
+      return ncclBfloat16;
+    case NcclType::kF16:
+      return ncclFloat16;
+    case NcclType::kF64:
+      return ncclFloat64;
+    case NcclType::kI64:
+      return ncclInt64;
+    case NcclType::kI32:
+      return ncclInt32;
+    case NcclType::kU8:
+      return ncclUint8;
   }
   return ncclFloat32;
 }
 
 ncclRedOp_t ToNccl(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return ncclSum;
-    case ReduceOp::kMax: return ncclMax;
-    case ReduceOp::kMin: return ncclMin;
-    case ReduceOp::kAvg: return ncclAvg;
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kMin:
+      return ncclMin;
+    case ReduceOp::kAvg:
+      return ncclAvg;
   }
   return ncclSum;
 }
@@ -137,14 +148,22 @@ class NcclCommImpl : public NcclComm {
 
 absl::StatusOr<NcclType> TypeOf(const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kFloat: return NcclType::kF32;
-    case at::kBFloat16: return NcclType::kBF16;
-    case at::kHalf: return NcclType::kF16;
-    case at::kDouble: return NcclType::kF64;
-    case at::kLong: return NcclType::kI64;
-    case at::kInt: return NcclType::kI32;
-    case at::kByte: return NcclType::kU8;
-    default: return absl::InvalidArgumentError(absl::StrCat("nccl: unsupported dtype ", at::toString(t.scalar_type())));
+    case at::kFloat:
+      return NcclType::kF32;
+    case at::kBFloat16:
+      return NcclType::kBF16;
+    case at::kHalf:
+      return NcclType::kF16;
+    case at::kDouble:
+      return NcclType::kF64;
+    case at::kLong:
+      return NcclType::kI64;
+    case at::kInt:
+      return NcclType::kI32;
+    case at::kByte:
+      return NcclType::kU8;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("nccl: unsupported dtype ", at::toString(t.scalar_type())));
   }
 }
 

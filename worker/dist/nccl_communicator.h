@@ -38,8 +38,7 @@ class NcclComm {
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
   virtual absl::Status AllReduce(const void* send, void* recv, size_t count, NcclType type, ReduceOp op) = 0;
-  virtual absl::Status ReduceScatter(const void* send, void* recv, size_t recv_count, NcclType type,
-                                     ReduceOp op) = 0;
+  virtual absl::Status ReduceScatter(const void* send, void* recv, size_t recv_count, NcclType type, ReduceOp op) = 0;
   virtual absl::Status AllGather(const void* send, void* recv, size_t send_count, NcclType type) = 0;
   virtual absl::Status Broadcast(void* buf, size_t count, NcclType type, int root) = 0;
   virtual absl::Status Barrier() = 0;

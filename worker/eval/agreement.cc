@@ -16,7 +16,8 @@ absl::StatusOr<AgreementResult> EvaluateAgreement(const model::LlamaModel& stude
     return absl::InvalidArgumentError(absl::StrCat("teacher: vocabulary ", teacher.config.vocab_size,
                                                    " differs from the student's ", student.config.vocab_size));
   }
-  if (opt.seq_len <= 0 || opt.batch_size <= 0) return absl::InvalidArgumentError("seq_len and batch_size must be positive");
+  if (opt.seq_len <= 0 || opt.batch_size <= 0)
+    return absl::InvalidArgumentError("seq_len and batch_size must be positive");
   std::vector<int64_t> starts = data::EvalWindowStarts(range, opt.seq_len, opt.max_windows);
   if (starts.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(file.path(), ": fewer tokens than one window of ", opt.seq_len));

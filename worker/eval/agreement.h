@@ -12,8 +12,8 @@ namespace topiary::eval {
 
 struct AgreementResult {
   LossResult student;
-  double kl = 0;               // nats per token
-  double top1_agreement = 0;   // in [0, 1]
+  double kl = 0;              // nats per token
+  double top1_agreement = 0;  // in [0, 1]
 };
 
 // The models must share a vocabulary.

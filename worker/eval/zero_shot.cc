@@ -42,8 +42,8 @@ absl::StatusOr<std::vector<McExample>> ParseMcTasks(absl::string_view jsonl, int
   return out;
 }
 
-std::vector<double> ChoiceLogLikelihoods(const model::LlamaModel& model, const data::Tokenizer& tok,
-                                         const McExample& e, int64_t max_len) {
+std::vector<double> ChoiceLogLikelihoods(const model::LlamaModel& model, const data::Tokenizer& tok, const McExample& e,
+                                         int64_t max_len) {
   torch::NoGradGuard no_grad;
   std::vector<int64_t> ctx = tok.Encode(e.context);
   if (ctx.empty()) ctx.push_back(tok.bos_id() >= 0 ? tok.bos_id() : tok.eos_id());
@@ -66,7 +66,7 @@ std::vector<double> ChoiceLogLikelihoods(const model::LlamaModel& model, const d
   for (const auto& ids : rows) T = std::max<int64_t>(T, static_cast<int64_t>(ids.size()) - 1);
   std::vector<int64_t> flat(rows.size() * T, 0);
   for (size_t c = 0; c < rows.size(); ++c) std::copy(rows[c].begin(), rows[c].end() - 1, flat.begin() + c * T);
-  at::Tensor input = at::tensor(flat, at::kLong).view({static_cast<int64_t>(rows.size()), T});  // (C, T)
+  at::Tensor input = at::tensor(flat, at::kLong).view({static_cast<int64_t>(rows.size()), T});      // (C, T)
   at::Tensor logp = at::log_softmax(model::Forward(model, input).to(at::kFloat), -1).contiguous();  // (C, T, V)
   auto lp = logp.accessor<float, 3>();
   std::vector<double> out;

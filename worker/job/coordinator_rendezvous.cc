@@ -10,7 +10,9 @@ namespace {
 class CoordinatorRendezvous : public dist::Rendezvous {
  public:
   CoordinatorRendezvous(std::shared_ptr<grpc::Channel> channel, WorkerIdentity id, std::string task_id, int attempt)
-      : stub_(v1::WorkerService::NewStub(channel)), id_(std::move(id)), task_id_(std::move(task_id)),
+      : stub_(v1::WorkerService::NewStub(channel)),
+        id_(std::move(id)),
+        task_id_(std::move(task_id)),
         attempt_(attempt) {}
 
   absl::Status Set(absl::string_view key, absl::string_view value) override {
@@ -59,10 +61,8 @@ class CoordinatorRendezvous : public dist::Rendezvous {
 }  // namespace
 
 std::unique_ptr<dist::Rendezvous> MakeCoordinatorRendezvous(std::shared_ptr<grpc::Channel> channel,
-                                                            WorkerIdentity identity, std::string task_id,
-                                                            int attempt) {
-  return std::make_unique<CoordinatorRendezvous>(std::move(channel), std::move(identity), std::move(task_id),
-                                                 attempt);
+                                                            WorkerIdentity identity, std::string task_id, int attempt) {
+  return std::make_unique<CoordinatorRendezvous>(std::move(channel), std::move(identity), std::move(task_id), attempt);
 }
 
 }  // namespace topiary::job

@@ -22,7 +22,6 @@ struct WorkerIdentity {
 };
 
 std::unique_ptr<dist::Rendezvous> MakeCoordinatorRendezvous(std::shared_ptr<grpc::Channel> channel,
-                                                            WorkerIdentity identity, std::string task_id,
-                                                            int attempt);
+                                                            WorkerIdentity identity, std::string task_id, int attempt);
 
 }  // namespace topiary::job

@@ -43,8 +43,8 @@ absl::StatusOr<Lineage> LineageOf(const v1::Assignment& a, const JobLayout& layo
       case v1::StageSpec::kPrune:
         if (s.prune().has_search()) {
           auto it = a.stage_results().find(name);
-          nlohmann::json r = it == a.stage_results().end() ? nlohmann::json()
-                                                           : nlohmann::json::parse(it->second, nullptr, false);
+          nlohmann::json r =
+              it == a.stage_results().end() ? nlohmann::json() : nlohmann::json::parse(it->second, nullptr, false);
           if (!r.is_object() || !r.contains("best_task") || !r["best_task"].is_number_integer()) {
             return absl::InvalidArgumentError(absl::StrCat("stage ", name, " chose no candidate (its result is ",
                                                            it == a.stage_results().end() ? "missing" : it->second,

@@ -22,10 +22,10 @@
 namespace topiary::job {
 
 struct JobLayout {
-  std::string job_dir;    // <root>/jobs/<job>
-  std::string stage;      // this stage's name
-  std::string output;     // <job_dir>/<stage>
-  std::string work;       // <job_dir>/.work/<stage>
+  std::string job_dir;  // <root>/jobs/<job>
+  std::string stage;    // this stage's name
+  std::string output;   // <job_dir>/<stage>
+  std::string work;     // <job_dir>/.work/<stage>
 
   std::string OutputOf(const std::string& stage_name) const { return job_dir + "/" + stage_name; }
 };
@@ -33,10 +33,10 @@ struct JobLayout {
 absl::StatusOr<JobLayout> LayoutOf(const v1::Assignment& a);
 
 struct Lineage {
-  std::string teacher;        // the model every student is compared with and distilled from
-  std::string original;       // spec.teacher.path
-  std::string scores;         // scores.json of the newest importance stage ("" if none)
-  std::string student;        // the newest model made by a stage ("" before any)
+  std::string teacher;   // the model every student is compared with and distilled from
+  std::string original;  // spec.teacher.path
+  std::string scores;    // scores.json of the newest importance stage ("" if none)
+  std::string student;   // the newest model made by a stage ("" before any)
   // Every model so far, labelled: "teacher", "corrected teacher", "pruned", "distilled", ...
   std::vector<std::pair<std::string, std::string>> models;
   std::string Current() const { return student.empty() ? teacher : student; }

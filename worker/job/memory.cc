@@ -8,9 +8,7 @@
 
 namespace topiary::job {
 
-int64_t DtypeBytes(const std::string& dtype) {
-  return dtype == "fp32" || dtype == "float32" ? 4 : 2;
-}
+int64_t DtypeBytes(const std::string& dtype) { return dtype == "fp32" || dtype == "float32" ? 4 : 2; }
 
 namespace {
 
@@ -18,8 +16,8 @@ namespace {
 // norms, q/k/v, attention output, MLP gate/up/product, the block's input and
 // output (~10 C + 4 FF per token), plus softmax probabilities (NH T per token).
 double TrainActivationElements(const model::ModelConfig& c, int64_t B, int64_t T) {
-  const double per_token = 10.0 * c.hidden_size + 4.0 * c.intermediate_size +
-                           static_cast<double>(c.num_attention_heads) * T;
+  const double per_token =
+      10.0 * c.hidden_size + 4.0 * c.intermediate_size + static_cast<double>(c.num_attention_heads) * T;
   return static_cast<double>(B) * T * (per_token * c.num_hidden_layers + 2.0 * c.vocab_size);
 }
 
@@ -82,7 +80,6 @@ MemoryEstimate TrainingMemory(const model::ModelConfig& s, const model::ModelCon
   }
   return m;
 }
-
 
 MemoryEstimate ForwardMemory(const model::ModelConfig& c, const model::ModelConfig* t, const std::string& dtype,
                              int64_t batch, int64_t seq_len) {

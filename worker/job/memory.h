@@ -16,8 +16,8 @@
 namespace topiary::job {
 
 struct MemoryEstimate {
-  int64_t teacher = 0;      // weights of a forward-only teacher
-  int64_t student = 0;      // weights of the model being trained or evaluated
+  int64_t teacher = 0;  // weights of a forward-only teacher
+  int64_t student = 0;  // weights of the model being trained or evaluated
   int64_t gradients = 0;
   int64_t optimizer = 0;    // this rank's shard
   int64_t activations = 0;  // one micro batch

@@ -29,14 +29,15 @@ std::string Num(const json& j, const char* key, const char* format) {
 std::string ModelCard(const v1::Assignment& a, const Lineage& lineage, const model::ModelConfig& c,
                       const std::string& dtype) {
   const model::ParamCounts p = model::CountParams(c);
-  std::string out = absl::StrCat("# ", a.spec().name(), "\n\n",
-                                  "A smaller model made from `", lineage.original,
-                                  "` by structured pruning and knowledge distillation (Minitron-style), "
-                                  "exported by Topiary job ", a.job_id(), ".\n\n");
+  std::string out = absl::StrCat("# ", a.spec().name(), "\n\n", "A smaller model made from `", lineage.original,
+                                 "` by structured pruning and knowledge distillation (Minitron-style), "
+                                 "exported by Topiary job ",
+                                 a.job_id(), ".\n\n");
   absl::StrAppend(&out, "## Shape\n\n| | value |\n| --- | --- |\n");
   absl::StrAppendFormat(&out, "| parameters | %s (%d) |\n", FormatCount(static_cast<double>(p.total())), p.total());
-  absl::StrAppendFormat(&out, "| hidden size | %d |\n| MLP width | %d |\n| attention heads | %d (KV groups %d, head_dim %d) |\n",
-                        c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+  absl::StrAppendFormat(
+      &out, "| hidden size | %d |\n| MLP width | %d |\n| attention heads | %d (KV groups %d, head_dim %d) |\n",
+      c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
   absl::StrAppendFormat(&out, "| layers | %d |\n| vocabulary | %d |\n| dtype | %s |\n| isomorphic | %s |\n\n",
                         c.num_hidden_layers, c.vocab_size, dtype, c.IsIsomorphic() ? "yes" : "no (Topiary format)");
   absl::StrAppend(&out, "## How it was made\n\n");
@@ -49,8 +50,7 @@ std::string ModelCard(const v1::Assignment& a, const Lineage& lineage, const mod
     if (r.contains("tokens") && r["tokens"].is_number_integer() && r.contains("steps")) {
       const int64_t t = r["tokens"].get<int64_t>();
       tokens += t;
-      absl::StrAppend(&out, " — ", FormatCount(static_cast<double>(t)), " tokens, final loss ",
-                      Num(r, "loss", "%.4f"));
+      absl::StrAppend(&out, " — ", FormatCount(static_cast<double>(t)), " tokens, final loss ", Num(r, "loss", "%.4f"));
     }
     if (r.contains("best_task")) absl::StrAppend(&out, " — chose probe ", r["best_task"].dump());
     absl::StrAppend(&out, "\n");

@@ -158,7 +158,8 @@ int main(int argc, char** argv) {
   app.add_option("--device", f.device)->capture_default_str();
   app.add_option("--storage-root", f.storage_roots, "storage roots (default: the coordinator's)");
   app.add_option("--memory-budget", f.memory_budget, "bytes this rank may use (-1: unchecked)");
-  app.add_option("--dist-timeout", f.dist_timeout, "seconds before a silent peer fails the task")->capture_default_str();
+  app.add_option("--dist-timeout", f.dist_timeout, "seconds before a silent peer fails the task")
+      ->capture_default_str();
   app.add_option("--stop-grace", f.stop_grace, "seconds to reach a step boundary after a stop request")
       ->capture_default_str();
   app.add_option("--threads", f.threads, "CPU threads (0: all)");

@@ -63,7 +63,11 @@ class Runner {
  public:
   Runner(const v1::Assignment& a, const RankEnv& env, const stages::StageContext& ctx, JobLayout layout,
          Lineage lineage)
-      : a_(a), env_(env), ctx_(ctx), layout_(std::move(layout)), lineage_(std::move(lineage)),
+      : a_(a),
+        env_(env),
+        ctx_(ctx),
+        layout_(std::move(layout)),
+        lineage_(std::move(lineage)),
         stage_(a.spec().stages(a.stage_index())) {}
 
   absl::StatusOr<json> Run() {
@@ -72,14 +76,22 @@ class Runner {
       return ctx_.leader() ? *done : json::object();  // a previous attempt finished it
     }
     switch (stage_.kind_case()) {
-      case v1::StageSpec::kImportance: return Importance();
-      case v1::StageSpec::kPrune: return IsSearch() ? Probe() : Prune();
-      case v1::StageSpec::kTeacherCorrection: return Training(stages::TrainMode::kTrain);
-      case v1::StageSpec::kDistill: return Training(stages::TrainMode::kDistill);
-      case v1::StageSpec::kStreamline: return Training(stages::TrainMode::kStreamline);
-      case v1::StageSpec::kEvaluate: return Evaluate();
-      case v1::StageSpec::kExport: return Export();
-      case v1::StageSpec::KIND_NOT_SET: break;
+      case v1::StageSpec::kImportance:
+        return Importance();
+      case v1::StageSpec::kPrune:
+        return IsSearch() ? Probe() : Prune();
+      case v1::StageSpec::kTeacherCorrection:
+        return Training(stages::TrainMode::kTrain);
+      case v1::StageSpec::kDistill:
+        return Training(stages::TrainMode::kDistill);
+      case v1::StageSpec::kStreamline:
+        return Training(stages::TrainMode::kStreamline);
+      case v1::StageSpec::kEvaluate:
+        return Evaluate();
+      case v1::StageSpec::kExport:
+        return Export();
+      case v1::StageSpec::KIND_NOT_SET:
+        break;
     }
     return absl::InvalidArgumentError("assignment: the stage has no kind");
   }
@@ -147,8 +159,8 @@ class Runner {
     ASSIGN_OR_RETURN(model::ModelConfig config, Config(o.model, "teacher"));
     ASSIGN_OR_RETURN(o.data, Data(cal, "spec.data.calibration"));
     o.importance = ImportanceOf(stage_.importance(), cal);
-    RETURN_IF_ERROR(Fits("importance", ForwardMemory(config, nullptr, "fp32", o.importance.batch,
-                                                     o.importance.seq_len)));
+    RETURN_IF_ERROR(
+        Fits("importance", ForwardMemory(config, nullptr, "fp32", o.importance.batch, o.importance.seq_len)));
     std::string tmp;
     if (ctx_.leader()) {
       ASSIGN_OR_RETURN(tmp, FreshTmp("out"));
@@ -156,8 +168,11 @@ class Runner {
     }
     ASSIGN_OR_RETURN(stages::ImportanceStageResult r, stages::RunImportance(ctx_, o));
     if (!ctx_.leader()) return json::object();
-    json result = {{"sequences", r.sequences}, {"tokens", r.tokens}, {"depth_metrics", r.depth_metrics},
-                   {"ranks", ctx_.world_size}, {"scores", layout_.output + "/scores.json"}};
+    json result = {{"sequences", r.sequences},
+                   {"tokens", r.tokens},
+                   {"depth_metrics", r.depth_metrics},
+                   {"ranks", ctx_.world_size},
+                   {"scores", layout_.output + "/scores.json"}};
     RETURN_IF_ERROR(Publish(tmp, layout_.output, result));
     return result;
   }
@@ -173,8 +188,8 @@ class Runner {
     ASSIGN_OR_RETURN(std::string tmp, FreshTmp("out"));
     o.out = tmp + "/model";
     ASSIGN_OR_RETURN(stages::PruneStageResult r, stages::RunPrune(ctx_, o));
-    json result = {{"config", ConfigJson(r.config)}, {"params_before", r.before.total()},
-                   {"params", r.after.total()}, {"dtype", DtypeName(o.dtype)},
+    json result = {{"config", ConfigJson(r.config)},     {"params_before", r.before.total()},
+                   {"params", r.after.total()},          {"dtype", DtypeName(o.dtype)},
                    {"model", layout_.output + "/model"}, {"peak_rss_bytes", r.peak_rss_bytes}};
     RETURN_IF_ERROR(Publish(tmp, layout_.output, result));
     return result;
@@ -311,11 +326,16 @@ class Runner {
     }
     ASSIGN_OR_RETURN(stages::TrainStageResult r, stages::RunTraining(ctx_, o));
     if (!ctx_.leader()) return json::object();
-    json result = {{"steps", r.steps},       {"resumed_from", r.resumed_from},
-                   {"tokens", r.tokens},     {"loss", r.loss},
-                   {"seconds", r.seconds},   {"tokens_per_second", r.tokens_per_second},
-                   {"ranks", ctx_.world_size}, {"config", ConfigJson(r.config)},
-                   {"model", layout_.output + "/model"}, {"train_log", layout_.output + "/train_log.jsonl"}};
+    json result = {{"steps", r.steps},
+                   {"resumed_from", r.resumed_from},
+                   {"tokens", r.tokens},
+                   {"loss", r.loss},
+                   {"seconds", r.seconds},
+                   {"tokens_per_second", r.tokens_per_second},
+                   {"ranks", ctx_.world_size},
+                   {"config", ConfigJson(r.config)},
+                   {"model", layout_.output + "/model"},
+                   {"train_log", layout_.output + "/train_log.jsonl"}};
     if (r.eval_loss >= 0) result["eval_loss"] = r.eval_loss;
     if (r.mfu >= 0) result["mfu"] = r.mfu;
     if (r.first_replaced >= 0) result["first_replaced"] = r.first_replaced;
@@ -343,10 +363,12 @@ class Runner {
     if (!a_.spec().data().eval().path().empty()) {
       ASSIGN_OR_RETURN(data, Data(a_.spec().data().eval(), "spec.data.eval"));
     }
-    for (int i = 0; i < s.tasks_size(); ++i) RETURN_IF_ERROR(Check(s.tasks(i), absl::StrCat("evaluate.tasks[", i, "]")));
+    for (int i = 0; i < s.tasks_size(); ++i)
+      RETURN_IF_ERROR(Check(s.tasks(i), absl::StrCat("evaluate.tasks[", i, "]")));
     ASSIGN_OR_RETURN(model::ModelConfig teacher_config, Config(lineage_.teacher, "teacher"));
     std::vector<int64_t> prompt = data.path.empty() ? std::vector<int64_t>() : SamplePrompt(data, teacher_config);
-    absl::StatusOr<std::unique_ptr<data::Tokenizer>> tok = data::Tokenizer::Load(lineage_.original + "/tokenizer.model");
+    absl::StatusOr<std::unique_ptr<data::Tokenizer>> tok =
+        data::Tokenizer::Load(lineage_.original + "/tokenizer.model");
     json models = json::array();
     json sample;
     if (!prompt.empty() && tok.ok()) sample["prompt"] = (*tok)->Decode(prompt);
@@ -367,7 +389,9 @@ class Runner {
                            ForwardMemory(config, o.teacher.empty() ? nullptr : &teacher_config, "fp32",
                                          o.eval.batch_size, o.eval.seq_len)));
       ASSIGN_OR_RETURN(stages::EvaluateResult r, stages::RunEvaluate(ctx_, o));
-      json m = {{"label", label}, {"path", path}, {"params", model::CountParams(config).total()},
+      json m = {{"label", label},
+                {"path", path},
+                {"params", model::CountParams(config).total()},
                 {"config", ConfigJson(config)}};
       if (r.loss.has_value()) {
         m["loss"] = r.loss->loss, m["perplexity"] = r.loss->perplexity, m["tokens"] = r.loss->tokens;
@@ -412,7 +436,7 @@ class Runner {
     o.model_card = ModelCard(a_, lineage_, config, DtypeName(o.dtype));
     ASSIGN_OR_RETURN(stages::ExportResult r, stages::RunExport(ctx_, o));
     json result = {{"output_path", dest}, {"config", ConfigJson(r.config)}, {"params", r.params.total()},
-                   {"bytes", r.bytes}, {"dtype", DtypeName(o.dtype)}, {"source", o.model}};
+                   {"bytes", r.bytes},    {"dtype", DtypeName(o.dtype)},    {"source", o.model}};
     RETURN_IF_ERROR(WriteFileAtomically(tmp + "/README.md", o.model_card));
     RETURN_IF_ERROR(Publish(tmp, layout_.output, result));
     return result;
@@ -430,8 +454,8 @@ class Runner {
 
 absl::StatusOr<json> RunAssignment(const v1::Assignment& a, const RankEnv& env, const stages::StageContext& ctx) {
   if (env.device != "cpu") {
-    return absl::FailedPreconditionError(absl::StrCat("device '", env.device,
-                                                      "': this build runs stages on the CPU only (no CUDA libtorch)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("device '", env.device, "': this build runs stages on the CPU only (no CUDA libtorch)"));
   }
   ASSIGN_OR_RETURN(JobLayout layout, LayoutOf(a));
   ASSIGN_OR_RETURN(Lineage lineage, LineageOf(a, layout));

@@ -11,10 +11,14 @@ namespace {
 
 compress::Agg AggOf(v1::Aggregation a, compress::Agg fallback) {
   switch (a) {
-    case v1::AGGREGATION_MEAN: return compress::Agg::kMean;
-    case v1::AGGREGATION_L2: return compress::Agg::kL2;
-    case v1::AGGREGATION_VAR: return compress::Agg::kVar;
-    default: return fallback;
+    case v1::AGGREGATION_MEAN:
+      return compress::Agg::kMean;
+    case v1::AGGREGATION_L2:
+      return compress::Agg::kL2;
+    case v1::AGGREGATION_VAR:
+      return compress::Agg::kVar;
+    default:
+      return fallback;
   }
 }
 
@@ -58,11 +62,21 @@ stages::DataOptions DataOf(const v1::DataSource& d) {
   stages::DataOptions o;
   o.path = d.path();
   switch (d.format()) {
-    case v1::DATA_FORMAT_U16: o.format = "u16"; break;
-    case v1::DATA_FORMAT_U32: o.format = "u32"; break;
-    case v1::DATA_FORMAT_TEXT: o.format = "text"; break;
-    case v1::DATA_FORMAT_JSONL: o.format = "jsonl"; break;
-    default: o.format = "auto"; break;
+    case v1::DATA_FORMAT_U16:
+      o.format = "u16";
+      break;
+    case v1::DATA_FORMAT_U32:
+      o.format = "u32";
+      break;
+    case v1::DATA_FORMAT_TEXT:
+      o.format = "text";
+      break;
+    case v1::DATA_FORMAT_JSONL:
+      o.format = "jsonl";
+      break;
+    default:
+      o.format = "auto";
+      break;
   }
   o.tokenizer = d.tokenizer();
   return o;
@@ -70,10 +84,14 @@ stages::DataOptions DataOf(const v1::DataSource& d) {
 
 at::ScalarType DtypeOf(v1::Dtype d, at::ScalarType fallback) {
   switch (d) {
-    case v1::DTYPE_BFLOAT16: return at::kBFloat16;
-    case v1::DTYPE_FLOAT16: return at::kHalf;
-    case v1::DTYPE_FLOAT32: return at::kFloat;
-    default: return fallback;
+    case v1::DTYPE_BFLOAT16:
+      return at::kBFloat16;
+    case v1::DTYPE_FLOAT16:
+      return at::kHalf;
+    case v1::DTYPE_FLOAT32:
+      return at::kFloat;
+    default:
+      return fallback;
   }
 }
 
@@ -94,7 +112,7 @@ compress::ImportanceOptions ImportanceOf(const v1::ImportanceStage& s, const v1:
   o.agg.batch = AggOf(s.width().batch_agg(), compress::Agg::kL2);
   o.agg.seq = AggOf(s.width().seq_agg(), compress::Agg::kMean);
   o.mlp = s.width().mlp_activation() == v1::MLP_ACTIVATION_GATE_PROJ_OUTPUT ? compress::MlpActivation::kGateOutput
-                                                                          : compress::MlpActivation::kDownProjInput;
+                                                                            : compress::MlpActivation::kDownProjInput;
   if (calibration.samples() > 0) o.samples = calibration.samples();
   if (calibration.seq_len() > 0) o.seq_len = calibration.seq_len();
   if (s.batch() > 0) o.batch = s.batch();

@@ -139,8 +139,8 @@ class CachingCpuAllocator final : public c10::Allocator {
 
   c10::Allocator* small_;
   mutable std::mutex mu_;
-  mutable std::multimap<size_t, void*> free_;         // size -> cached block
-  mutable std::unordered_map<void*, size_t> sizes_;   // every large block, in use or cached
+  mutable std::multimap<size_t, void*> free_;        // size -> cached block
+  mutable std::unordered_map<void*, size_t> sizes_;  // every large block, in use or cached
   mutable int64_t hits_ = 0, misses_ = 0, in_use_ = 0, cached_ = 0, peak_in_use_ = 0;
   int64_t limit_;
 };

@@ -28,10 +28,10 @@ namespace topiary::model {
 void InstallCachingCpuAllocator();
 
 struct CpuCacheStats {
-  int64_t hits = 0;          // large requests served from the cache
-  int64_t misses = 0;        // large requests that mapped new memory
-  int64_t in_use_bytes = 0;  // large buffers handed out and not yet freed
-  int64_t cached_bytes = 0;  // large buffers freed and kept for reuse
+  int64_t hits = 0;               // large requests served from the cache
+  int64_t misses = 0;             // large requests that mapped new memory
+  int64_t in_use_bytes = 0;       // large buffers handed out and not yet freed
+  int64_t cached_bytes = 0;       // large buffers freed and kept for reuse
   int64_t peak_in_use_bytes = 0;  // the most large-buffer bytes in use at once
 };
 CpuCacheStats GetCpuCacheStats();

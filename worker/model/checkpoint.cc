@@ -28,9 +28,12 @@ using json = nlohmann::json;
 
 at::ScalarType ToScalarType(DType d) {
   switch (d) {
-    case DType::kF32: return at::kFloat;
-    case DType::kF16: return at::kHalf;
-    case DType::kBF16: return at::kBFloat16;
+    case DType::kF32:
+      return at::kFloat;
+    case DType::kF16:
+      return at::kHalf;
+    case DType::kBF16:
+      return at::kBFloat16;
   }
   return at::kFloat;
 }
@@ -66,7 +69,8 @@ absl::StatusOr<OpenShards> OpenAllShards(const std::string& dir) {
     }
     std::set<std::string> files;
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      if (!it.value().is_string()) return absl::InvalidArgumentError(absl::StrCat(index_path, ": weight_map values must be file names"));
+      if (!it.value().is_string())
+        return absl::InvalidArgumentError(absl::StrCat(index_path, ": weight_map values must be file names"));
       std::string f = it.value().get<std::string>();
       if (f.find('/') != std::string::npos || f == ".." || f.empty()) {
         return absl::InvalidArgumentError(absl::StrCat(index_path, ": shard name '", f, "' must be a plain file name"));
@@ -99,9 +103,9 @@ bool IsIgnorable(const std::string& name) {
 }  // namespace
 
 const std::vector<std::string>& TokenizerFiles() {
-  static const std::vector<std::string> kFiles = {
-      "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-      "added_tokens.json", "generation_config.json"};
+  static const std::vector<std::string> kFiles = {"tokenizer.model",       "tokenizer.json",
+                                                  "tokenizer_config.json", "special_tokens_map.json",
+                                                  "added_tokens.json",     "generation_config.json"};
   return kFiles;
 }
 
@@ -123,12 +127,13 @@ absl::StatusOr<LlamaModel> MapCheckpoint(const std::string& dir) {
     }
     const auto [file, info] = it->second;
     if (info->shape != shapes[i].second) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: tensor '%s' has shape [%s] but config.json implies [%s]", dir, name,
-          absl::StrJoin(info->shape, ","), absl::StrJoin(shapes[i].second, ",")));
+      return absl::InvalidArgumentError(absl::StrFormat("%s: tensor '%s' has shape [%s] but config.json implies [%s]",
+                                                        dir, name, absl::StrJoin(info->shape, ","),
+                                                        absl::StrJoin(shapes[i].second, ",")));
     }
-    *params[i].second = at::from_blob(const_cast<uint8_t*>(file->Data(*info)), info->shape,
-                                      [shards](void*) {}, at::TensorOptions().dtype(ToScalarType(info->dtype)));
+    *params[i].second = at::from_blob(
+        const_cast<uint8_t*>(file->Data(*info)), info->shape, [shards](void*) {},
+        at::TensorOptions().dtype(ToScalarType(info->dtype)));
     used.insert(name);
   }
   if (config.tie_word_embeddings) {
@@ -218,8 +223,7 @@ absl::Status SaveCheckpointStreaming(const ModelConfig& model_config, const Tens
   json weight_map = json::object();
   int64_t total_bytes = 0;
   for (size_t s = 0; s < n; ++s) {
-    std::string file = n == 1 ? "model.safetensors"
-                              : absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, n);
+    std::string file = n == 1 ? "model.safetensors" : absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, n);
     std::vector<SafetensorsWriter::Decl> decls;
     for (size_t i : shards[s]) {
       decls.push_back({params[i].first, out_dtype, params[i].second});

@@ -29,8 +29,8 @@ absl::StatusOr<LlamaModel> LoadCheckpoint(const std::string& dir, at::ScalarType
 
 // How OpenCheckpoint treats a tensor stored narrower than the compute dtype.
 enum class Widen {
-  kOnUse,  // keep it mapped; Forward widens each weight as it uses it (LlamaModel::compute_dtype)
-  kAtLoad,    // convert it at load, one tensor at a time (repeated forwards pay no conversion)
+  kOnUse,   // keep it mapped; Forward widens each weight as it uses it (LlamaModel::compute_dtype)
+  kAtLoad,  // convert it at load, one tensor at a time (repeated forwards pay no conversion)
 };
 
 // Opens a model for forward passes only (evaluation, importance, a teacher):
@@ -38,8 +38,7 @@ enum class Widen {
 // place (no copy; clean file pages the kernel may reclaim). Tensors stored
 // wider than `compute` are converted at load, one at a time; narrower ones as
 // `widen` says. Writing to a weight of the result faults.
-absl::StatusOr<LlamaModel> OpenCheckpoint(const std::string& dir, at::ScalarType compute,
-                                          Widen widen = Widen::kOnUse);
+absl::StatusOr<LlamaModel> OpenCheckpoint(const std::string& dir, at::ScalarType compute, Widen widen = Widen::kOnUse);
 
 // Maps a checkpoint without copying: every tensor is a read-only view of the
 // mapped files in its stored dtype (writing to one faults). The files stay
@@ -53,9 +52,9 @@ absl::StatusOr<LlamaModel> MapCheckpoint(const std::string& dir);
 void ReleaseMappedPages(const at::Tensor& mapped_view);
 
 struct SaveOptions {
-  at::ScalarType dtype = at::kBFloat16;   // kFloat, kHalf or kBFloat16
+  at::ScalarType dtype = at::kBFloat16;     // kFloat, kHalf or kBFloat16
   int64_t max_shard_bytes = 5'000'000'000;  // one file up to this size; shards beyond
-  std::string copy_files_from;           // a checkpoint dir whose tokenizer files are copied
+  std::string copy_files_from;              // a checkpoint dir whose tokenizer files are copied
   // fsync every file (and the directory) before it is renamed into place, so
   // that the checkpoint survives a machine crash once the call returns. Off,
   // files are still renamed into place whole but may be lost or empty after
@@ -72,8 +71,8 @@ using TensorProducer = std::function<absl::StatusOr<at::Tensor>(size_t index)>;
 
 // Writes a checkpoint whose tensors are made one at a time: peak memory is
 // what `produce` holds plus one converted tensor. SaveCheckpoint uses it.
-absl::Status SaveCheckpointStreaming(const ModelConfig& config, const TensorProducer& produce,
-                                     const std::string& dir, const SaveOptions& options);
+absl::Status SaveCheckpointStreaming(const ModelConfig& config, const TensorProducer& produce, const std::string& dir,
+                                     const SaveOptions& options);
 
 // The files copied unchanged between checkpoints (tokenizer, generation).
 const std::vector<std::string>& TokenizerFiles();

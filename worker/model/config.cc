@@ -56,7 +56,11 @@ absl::StatusOr<Family> ParseFamily(const json& j) {
   }
   if (auto it = j.find("model_type"); it != j.end() && it->is_string()) type = it->get<std::string>();
   if (arch.empty() && type.empty()) return FieldError("architectures", "missing (and no model_type)");
-  struct Known { const char* arch; const char* type; Family family; };
+  struct Known {
+    const char* arch;
+    const char* type;
+    Family family;
+  };
   static const Known kKnown[] = {{"LlamaForCausalLM", "llama", Family::kLlama},
                                  {"MistralForCausalLM", "mistral", Family::kMistral},
                                  {"Qwen2ForCausalLM", "qwen2", Family::kQwen2}};
@@ -66,8 +70,9 @@ absl::StatusOr<Family> ParseFamily(const json& j) {
     if ((arch == k.arch || type == k.type) && arch_ok && type_ok) return k.family;
   }
   if (!arch.empty()) {
-    return FieldError("architectures", absl::StrCat("unsupported architecture '", arch, "' (model_type '", type,
-                                                    "'); supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"));
+    return FieldError("architectures",
+                      absl::StrCat("unsupported architecture '", arch, "' (model_type '", type,
+                                   "'); supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"));
   }
   return FieldError("model_type", absl::StrCat("unsupported model_type '", type, "'"));
 }
@@ -78,9 +83,12 @@ absl::Status ParseRopeScaling(const json& j, RopeScaling* out) {
   if (!it->is_object()) return FieldError("rope_scaling", "must be an object or null");
   const json& rs = *it;
   std::string type;
-  if (auto t = rs.find("rope_type"); t != rs.end() && t->is_string()) type = t->get<std::string>();
-  else if (auto t2 = rs.find("type"); t2 != rs.end() && t2->is_string()) type = t2->get<std::string>();
-  else return FieldError("rope_scaling.rope_type", "missing");
+  if (auto t = rs.find("rope_type"); t != rs.end() && t->is_string())
+    type = t->get<std::string>();
+  else if (auto t2 = rs.find("type"); t2 != rs.end() && t2->is_string())
+    type = t2->get<std::string>();
+  else
+    return FieldError("rope_scaling.rope_type", "missing");
   if (type == "default") return absl::OkStatus();
   ASSIGN_OR_RETURN(out->factor, OptionalNumber(rs, "factor", 1.0));
   if (!(out->factor > 0)) return FieldError("rope_scaling.factor", "must be positive");
@@ -90,8 +98,7 @@ absl::Status ParseRopeScaling(const json& j, RopeScaling* out) {
     out->type = RopeScaling::Type::kLlama3;
     ASSIGN_OR_RETURN(out->low_freq_factor, OptionalNumber(rs, "low_freq_factor", 1.0));
     ASSIGN_OR_RETURN(out->high_freq_factor, OptionalNumber(rs, "high_freq_factor", 4.0));
-    ASSIGN_OR_RETURN(out->original_max_position_embeddings,
-                     OptionalInt(rs, "original_max_position_embeddings", 8192));
+    ASSIGN_OR_RETURN(out->original_max_position_embeddings, OptionalInt(rs, "original_max_position_embeddings", 8192));
     if (!(out->high_freq_factor > out->low_freq_factor)) {
       return FieldError("rope_scaling.high_freq_factor", "must be larger than low_freq_factor");
     }
@@ -126,25 +133,33 @@ absl::Status ParseTopiarySection(const json& j, ModelConfig* c) {
 }  // namespace
 
 bool ModelConfig::IsIsomorphic() const {
-  for (bool b : has_attention) if (!b) return false;
-  for (bool b : has_mlp) if (!b) return false;
+  for (bool b : has_attention)
+    if (!b) return false;
+  for (bool b : has_mlp)
+    if (!b) return false;
   return true;
 }
 
 absl::string_view FamilyArchitecture(Family family) {
   switch (family) {
-    case Family::kLlama: return "LlamaForCausalLM";
-    case Family::kMistral: return "MistralForCausalLM";
-    case Family::kQwen2: return "Qwen2ForCausalLM";
+    case Family::kLlama:
+      return "LlamaForCausalLM";
+    case Family::kMistral:
+      return "MistralForCausalLM";
+    case Family::kQwen2:
+      return "Qwen2ForCausalLM";
   }
   return "";
 }
 
 absl::string_view FamilyModelType(Family family) {
   switch (family) {
-    case Family::kLlama: return "llama";
-    case Family::kMistral: return "mistral";
-    case Family::kQwen2: return "qwen2";
+    case Family::kLlama:
+      return "llama";
+    case Family::kMistral:
+      return "mistral";
+    case Family::kQwen2:
+      return "qwen2";
   }
   return "";
 }
@@ -171,8 +186,8 @@ absl::StatusOr<ModelConfig> ParseConfigJson(absl::string_view json_text) {
   ASSIGN_OR_RETURN(c.max_position_embeddings, OptionalInt(j, "max_position_embeddings", 2048));
   ASSIGN_OR_RETURN(c.tie_word_embeddings, OptionalBool(j, "tie_word_embeddings", false));
   ASSIGN_OR_RETURN(c.bos_token_id, OptionalInt(j, "bos_token_id", 1));
-  if (auto it = j.find("eos_token_id"); it != j.end() && it->is_array() && !it->empty() &&
-                                        (*it)[0].is_number_integer()) {
+  if (auto it = j.find("eos_token_id");
+      it != j.end() && it->is_array() && !it->empty() && (*it)[0].is_number_integer()) {
     c.eos_token_id = (*it)[0].get<int64_t>();  // Llama 3.1 lists several; the first ends text
   } else {
     ASSIGN_OR_RETURN(c.eos_token_id, OptionalInt(j, "eos_token_id", 2));
@@ -181,11 +196,17 @@ absl::StatusOr<ModelConfig> ParseConfigJson(absl::string_view json_text) {
   ASSIGN_OR_RETURN(bool attention_bias, OptionalBool(j, "attention_bias", false));
   ASSIGN_OR_RETURN(c.mlp_bias, OptionalBool(j, "mlp_bias", false));
   switch (c.family) {
-    case Family::kLlama: c.qkv_bias = attention_bias; c.o_bias = attention_bias; break;
+    case Family::kLlama:
+      c.qkv_bias = attention_bias;
+      c.o_bias = attention_bias;
+      break;
     case Family::kMistral:
       if (attention_bias) return FieldError("attention_bias", "Mistral has no attention bias");
       break;
-    case Family::kQwen2: c.qkv_bias = true; c.o_bias = false; break;
+    case Family::kQwen2:
+      c.qkv_bias = true;
+      c.o_bias = false;
+      break;
   }
   if (c.mlp_bias && c.family != Family::kLlama) return FieldError("mlp_bias", "only Llama supports mlp_bias");
   RETURN_IF_ERROR(ParseRopeScaling(j, &c.rope_scaling));
@@ -195,7 +216,10 @@ absl::StatusOr<ModelConfig> ParseConfigJson(absl::string_view json_text) {
 }
 
 absl::Status ValidateConfig(const ModelConfig& c) {
-  struct Pos { const char* name; int64_t v; };
+  struct Pos {
+    const char* name;
+    int64_t v;
+  };
   for (Pos p : {Pos{"hidden_size", c.hidden_size}, Pos{"intermediate_size", c.intermediate_size},
                 Pos{"num_attention_heads", c.num_attention_heads}, Pos{"num_key_value_heads", c.num_key_value_heads},
                 Pos{"head_dim", c.head_dim}, Pos{"num_hidden_layers", c.num_hidden_layers},
@@ -203,8 +227,9 @@ absl::Status ValidateConfig(const ModelConfig& c) {
     if (p.v <= 0) return FieldError(p.name, absl::StrCat("must be positive, got ", p.v));
   }
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
-    return FieldError("num_key_value_heads",
-                      absl::StrCat(c.num_key_value_heads, " does not divide num_attention_heads ", c.num_attention_heads));
+    return FieldError(
+        "num_key_value_heads",
+        absl::StrCat(c.num_key_value_heads, " does not divide num_attention_heads ", c.num_attention_heads));
   }
   if (c.head_dim % 2 != 0) return FieldError("head_dim", "must be even for rotary embeddings");
   if (!(c.rms_norm_eps > 0)) return FieldError("rms_norm_eps", "must be positive");
@@ -249,7 +274,9 @@ std::string ConfigToJson(const ModelConfig& c) {
     j["mlp_bias"] = c.mlp_bias;
   }
   switch (c.rope_scaling.type) {
-    case RopeScaling::Type::kNone: j["rope_scaling"] = nullptr; break;
+    case RopeScaling::Type::kNone:
+      j["rope_scaling"] = nullptr;
+      break;
     case RopeScaling::Type::kLinear:
       j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_scaling.factor}};
       break;
@@ -270,8 +297,8 @@ std::string ConfigToJson(const ModelConfig& c) {
 
 ParamCounts CountParams(const ModelConfig& c) {
   ParamCounts p;
-  const int64_t C = c.hidden_size, HS = c.head_dim, NH = c.num_attention_heads,
-                G = c.num_key_value_heads, FF = c.intermediate_size;
+  const int64_t C = c.hidden_size, HS = c.head_dim, NH = c.num_attention_heads, G = c.num_key_value_heads,
+                FF = c.intermediate_size;
   p.embedding = c.vocab_size * C;
   p.lm_head = c.tie_word_embeddings ? 0 : c.vocab_size * C;
   p.norms = C;  // final norm

@@ -22,29 +22,29 @@ enum class Family { kLlama, kMistral, kQwen2 };
 struct RopeScaling {
   enum class Type { kNone, kLinear, kLlama3 };
   Type type = Type::kNone;
-  double factor = 1.0;                        // linear and llama3: 8.0
-  double low_freq_factor = 1.0;               // llama3: 1.0
-  double high_freq_factor = 4.0;              // llama3: 4.0
+  double factor = 1.0;                              // linear and llama3: 8.0
+  double low_freq_factor = 1.0;                     // llama3: 1.0
+  double high_freq_factor = 4.0;                    // llama3: 4.0
   int64_t original_max_position_embeddings = 8192;  // llama3: 8192
 };
 
 struct ModelConfig {
   Family family = Family::kLlama;
-  int64_t hidden_size = 4096;          // C
-  int64_t intermediate_size = 14336;   // FF
-  int64_t num_attention_heads = 32;    // NH
-  int64_t num_key_value_heads = 8;     // G
-  int64_t head_dim = 128;              // HS (explicit, or C / NH)
-  int64_t num_hidden_layers = 32;      // L
-  int64_t vocab_size = 128256;         // V
+  int64_t hidden_size = 4096;         // C
+  int64_t intermediate_size = 14336;  // FF
+  int64_t num_attention_heads = 32;   // NH
+  int64_t num_key_value_heads = 8;    // G
+  int64_t head_dim = 128;             // HS (explicit, or C / NH)
+  int64_t num_hidden_layers = 32;     // L
+  int64_t vocab_size = 128256;        // V
   double rms_norm_eps = 1e-5;
   double rope_theta = 500000.0;
   RopeScaling rope_scaling;
   int64_t max_position_embeddings = 131072;
   bool tie_word_embeddings = false;
-  bool qkv_bias = false;   // Qwen2: true; Llama: attention_bias
-  bool o_bias = false;     // Llama attention_bias also biases o_proj
-  bool mlp_bias = false;   // Llama mlp_bias
+  bool qkv_bias = false;  // Qwen2: true; Llama: attention_bias
+  bool o_bias = false;    // Llama attention_bias also biases o_proj
+  bool mlp_bias = false;  // Llama mlp_bias
   std::string torch_dtype = "bfloat16";
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
@@ -60,9 +60,7 @@ struct ModelConfig {
   std::string original_json;
 
   int64_t q_per_group() const { return num_attention_heads / num_key_value_heads; }  // R
-  bool LayerHasAttention(int64_t layer) const {
-    return has_attention.empty() || has_attention[layer];
-  }
+  bool LayerHasAttention(int64_t layer) const { return has_attention.empty() || has_attention[layer]; }
   bool LayerHasMlp(int64_t layer) const { return has_mlp.empty() || has_mlp[layer]; }
   // True when this is a plain architecture any Llama-compatible runtime loads.
   bool IsIsomorphic() const;
@@ -88,11 +86,11 @@ absl::string_view FamilyModelType(Family family);     // "llama"
 
 // Parameter counts, computed analytically from the shape.
 struct ParamCounts {
-  int64_t embedding = 0;   // embed_tokens
-  int64_t lm_head = 0;     // 0 when tied
-  int64_t attention = 0;   // q, k, v, o (+ biases), all layers
-  int64_t mlp = 0;         // gate, up, down (+ biases), all layers
-  int64_t norms = 0;       // every RMSNorm weight
+  int64_t embedding = 0;  // embed_tokens
+  int64_t lm_head = 0;    // 0 when tied
+  int64_t attention = 0;  // q, k, v, o (+ biases), all layers
+  int64_t mlp = 0;        // gate, up, down (+ biases), all layers
+  int64_t norms = 0;      // every RMSNorm weight
   int64_t total() const { return embedding + lm_head + attention + mlp + norms; }
   int64_t non_embedding() const { return attention + mlp + norms; }
 };

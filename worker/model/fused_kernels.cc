@@ -190,27 +190,32 @@ int64_t RowGrain(int64_t row_len) { return std::max<int64_t>(1, (int64_t{1} << 1
 
 void CausalSoftmaxForward(const void* x, void* y, bool bf16, int64_t rows, int64_t T, float scale) {
   at::parallel_for(0, rows, RowGrain(T), [&](int64_t b, int64_t e) {
-    if (bf16) SoftmaxB(In<uint16_t>(x), Out<uint16_t>(y), b, e, T, scale);
-    else SoftmaxF(In<float>(x), Out<float>(y), b, e, T, scale);
+    if (bf16)
+      SoftmaxB(In<uint16_t>(x), Out<uint16_t>(y), b, e, T, scale);
+    else
+      SoftmaxF(In<float>(x), Out<float>(y), b, e, T, scale);
   });
 }
 
 void CausalSoftmaxBackward(const void* g, const void* p, void* dx, bool bf16, int64_t rows, int64_t T, float scale) {
   at::parallel_for(0, rows, RowGrain(T), [&](int64_t b, int64_t e) {
-    if (bf16) SoftmaxBackB(In<uint16_t>(g), In<uint16_t>(p), Out<uint16_t>(dx), b, e, T, scale);
-    else SoftmaxBackF(In<float>(g), In<float>(p), Out<float>(dx), b, e, T, scale);
+    if (bf16)
+      SoftmaxBackB(In<uint16_t>(g), In<uint16_t>(p), Out<uint16_t>(dx), b, e, T, scale);
+    else
+      SoftmaxBackF(In<float>(g), In<float>(p), Out<float>(dx), b, e, T, scale);
   });
 }
 
 void SwiGluForward(const void* gate, const void* up, void* a, bool bf16, int64_t n) {
   at::parallel_for(0, n, 1 << 14, [&](int64_t b, int64_t e) {
-    if (bf16) SwiGluB(In<uint16_t>(gate) + b, In<uint16_t>(up) + b, Out<uint16_t>(a) + b, e - b);
-    else SwiGluF(In<float>(gate) + b, In<float>(up) + b, Out<float>(a) + b, e - b);
+    if (bf16)
+      SwiGluB(In<uint16_t>(gate) + b, In<uint16_t>(up) + b, Out<uint16_t>(a) + b, e - b);
+    else
+      SwiGluF(In<float>(gate) + b, In<float>(up) + b, Out<float>(a) + b, e - b);
   });
 }
 
-void SwiGluBackward(const void* da, const void* gate, const void* up, void* d_gate, void* d_up, bool bf16,
-                    int64_t n) {
+void SwiGluBackward(const void* da, const void* gate, const void* up, void* d_gate, void* d_up, bool bf16, int64_t n) {
   at::parallel_for(0, n, 1 << 14, [&](int64_t b, int64_t e) {
     if (bf16) {
       SwiGluBackB(In<uint16_t>(da) + b, In<uint16_t>(gate) + b, In<uint16_t>(up) + b, Out<uint16_t>(d_gate) + b,
@@ -224,8 +229,10 @@ void SwiGluBackward(const void* da, const void* gate, const void* up, void* d_ga
 
 void RmsNormForward(const void* x, const void* w, void* y, float* r, bool bf16, int64_t rows, int64_t C, float eps) {
   at::parallel_for(0, rows, RowGrain(C), [&](int64_t b, int64_t e) {
-    if (bf16) RmsB(In<uint16_t>(x), In<uint16_t>(w), Out<uint16_t>(y), r, b, e, C, eps);
-    else RmsF(In<float>(x), In<float>(w), Out<float>(y), r, b, e, C, eps);
+    if (bf16)
+      RmsB(In<uint16_t>(x), In<uint16_t>(w), Out<uint16_t>(y), r, b, e, C, eps);
+    else
+      RmsF(In<float>(x), In<float>(w), Out<float>(y), r, b, e, C, eps);
   });
 }
 
@@ -239,8 +246,10 @@ void RmsNormBackward(const void* dy, const void* x, const void* w, const float* 
     for (int64_t p = pb; p < pe; ++p) {
       const int64_t b = rows * p / kParts, e = rows * (p + 1) / kParts;
       float* dwp = partial.data() + p * C;
-      if (bf16) RmsBackB(In<uint16_t>(dy), In<uint16_t>(x), In<uint16_t>(w), r, Out<uint16_t>(dx), dwp, b, e, C);
-      else RmsBackF(In<float>(dy), In<float>(x), In<float>(w), r, Out<float>(dx), dwp, b, e, C);
+      if (bf16)
+        RmsBackB(In<uint16_t>(dy), In<uint16_t>(x), In<uint16_t>(w), r, Out<uint16_t>(dx), dwp, b, e, C);
+      else
+        RmsBackF(In<float>(dy), In<float>(x), In<float>(w), r, Out<float>(dx), dwp, b, e, C);
     }
   });
   for (int64_t j = 0; j < C; ++j) dw[j] = 0;

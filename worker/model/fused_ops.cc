@@ -93,7 +93,7 @@ Tensor CausalSoftmax(const Tensor& scores, double scale) {
   if (Fusable(scores)) return CausalSoftmaxFn::apply(scores, scale);
   const int64_t rows = scores.size(-2), T = scores.size(-1);
   Tensor query = at::arange(rows, at::kLong).remainder(T).unsqueeze(1);  // row r is query r mod T
-  Tensor above = at::arange(T, at::kLong).unsqueeze(0) > query;           // (rows, T)
+  Tensor above = at::arange(T, at::kLong).unsqueeze(0) > query;          // (rows, T)
   Tensor mask = at::zeros({rows, T}, at::kFloat).masked_fill_(above, -std::numeric_limits<float>::infinity());
   return at::softmax(scores.to(at::kFloat) * scale + mask, -1).to(scores.scalar_type());
 }

@@ -63,28 +63,26 @@ Tensor InverseFrequencies(const ModelConfig& c) {
 // q (B, T, NH, HS), k/v (B, T, G, HS) -> (B, T, NH, HS).
 Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t G) {
   const int64_t B = q.size(0), T = q.size(1), NH = q.size(2), HS = q.size(3), R = NH / G;
-  Tensor qg = q.transpose(1, 2).reshape({B, G, R * T, HS});                   // (B, G, R·T, HS)
-  Tensor kg = k.transpose(1, 2);                                               // (B, G, T, HS)
-  Tensor vg = v.transpose(1, 2);                                               // (B, G, T, HS)
-  Tensor scores = at::matmul(qg, kg.transpose(2, 3));                          // (B, G, R·T, T)
+  Tensor qg = q.transpose(1, 2).reshape({B, G, R * T, HS});                        // (B, G, R·T, HS)
+  Tensor kg = k.transpose(1, 2);                                                   // (B, G, T, HS)
+  Tensor vg = v.transpose(1, 2);                                                   // (B, G, T, HS)
+  Tensor scores = at::matmul(qg, kg.transpose(2, 3));                              // (B, G, R·T, T)
   Tensor probs = CausalSoftmax(scores, 1.0 / std::sqrt(static_cast<double>(HS)));  // fp32 inside, 0 above the diagonal
-  return at::matmul(probs, vg).view({B, NH, T, HS}).transpose(1, 2);          // (B, T, NH, HS)
+  return at::matmul(probs, vg).view({B, NH, T, HS}).transpose(1, 2);               // (B, T, NH, HS)
 }
 
 // A weight in the compute dtype: itself, or (held narrower) a widened copy
 // that lives only as long as the expression using it, so at most one
 // matrix is held twice at a time.
-inline Tensor In(const Tensor& w, at::ScalarType dt) {
-  return !w.defined() || w.scalar_type() == dt ? w : w.to(dt);
-}
+inline Tensor In(const Tensor& w, at::ScalarType dt) { return !w.defined() || w.scalar_type() == dt ? w : w.to(dt); }
 
 }  // namespace
 
 std::pair<Tensor, Tensor> RopeTables(const ModelConfig& c, int64_t T, int64_t offset) {
-  Tensor inv = InverseFrequencies(c);                                   // (HS/2)
+  Tensor inv = InverseFrequencies(c);                                     // (HS/2)
   Tensor pos = at::arange(offset, offset + T, at::kLong).to(at::kFloat);  // (T)
-  Tensor freqs = at::outer(pos, inv);                                   // (T, HS/2)
-  Tensor emb = at::cat({freqs, freqs}, -1);                             // (T, HS)
+  Tensor freqs = at::outer(pos, inv);                                     // (T, HS/2)
+  Tensor emb = at::cat({freqs, freqs}, -1);                               // (T, HS)
   return {emb.cos(), emb.sin()};
 }
 
@@ -113,26 +111,26 @@ Tensor BlockForward(const LlamaModel& m, int64_t l, const Tensor& x_in, const Te
   Tensor x = x_in;
   Emit(obs, Point::kBlockInput, l, x);
   if (c.LayerHasAttention(l)) {
-    Tensor h = FusedRmsNorm(x, In(w.input_norm, dt), c.rms_norm_eps);                      // (B, T, C)
+    Tensor h = FusedRmsNorm(x, In(w.input_norm, dt), c.rms_norm_eps);  // (B, T, C)
     Emit(obs, Point::kAttnNorm, l, h);
     Tensor q = Linear(h, In(w.q_proj, dt), In(w.q_bias, dt)).view({B, T, NH, HS});
     Tensor k = Linear(h, In(w.k_proj, dt), In(w.k_bias, dt)).view({B, T, G, HS});
     Tensor v = Linear(h, In(w.v_proj, dt), In(w.v_bias, dt)).view({B, T, G, HS});
     q = ApplyRope(q, cos, sin);
     k = ApplyRope(k, cos, sin);
-    Tensor heads = Attention(q, k, v, G);                                      // (B, T, NH, HS)
+    Tensor heads = Attention(q, k, v, G);  // (B, T, NH, HS)
     Emit(obs, Point::kHeads, l, heads);
-    x = x + Linear(heads.reshape({B, T, NH * HS}), In(w.o_proj, dt), In(w.o_bias, dt));        // (B, T, C)
+    x = x + Linear(heads.reshape({B, T, NH * HS}), In(w.o_proj, dt), In(w.o_bias, dt));  // (B, T, C)
     Emit(obs, Point::kAttnResidual, l, x);
   }
   if (c.LayerHasMlp(l)) {
-    Tensor h = FusedRmsNorm(x, In(w.post_norm, dt), c.rms_norm_eps);                        // (B, T, C)
+    Tensor h = FusedRmsNorm(x, In(w.post_norm, dt), c.rms_norm_eps);  // (B, T, C)
     Emit(obs, Point::kMlpNorm, l, h);
-    Tensor gate = Linear(h, In(w.gate_proj, dt), In(w.gate_bias, dt));                         // (B, T, FF)
+    Tensor gate = Linear(h, In(w.gate_proj, dt), In(w.gate_bias, dt));  // (B, T, FF)
     Emit(obs, Point::kMlpGate, l, gate);
-    Tensor act = SwiGlu(gate, Linear(h, In(w.up_proj, dt), In(w.up_bias, dt)));               // (B, T, FF)
+    Tensor act = SwiGlu(gate, Linear(h, In(w.up_proj, dt), In(w.up_bias, dt)));  // (B, T, FF)
     Emit(obs, Point::kMlpActivation, l, act);
-    x = x + Linear(act, In(w.down_proj, dt), In(w.down_bias, dt));                             // (B, T, C)
+    x = x + Linear(act, In(w.down_proj, dt), In(w.down_bias, dt));  // (B, T, C)
   }
   Emit(obs, Point::kBlockOutput, l, x);
   return x;
@@ -160,7 +158,7 @@ Tensor Forward(const LlamaModel& m, const Tensor& tokens, const ForwardOptions& 
   Tensor h = FinalNorm(m, x);
   Emit(obs, Point::kFinalNorm, -1, h);
   if (opt.return_hidden) return h;
-  return LmHead(m, h);                                                           // (B, T, V)
+  return LmHead(m, h);  // (B, T, V)
 }
 
 // ---- Parameters --------------------------------------------------------------
@@ -243,9 +241,12 @@ LlamaModel InitModel(const ModelConfig& c, uint64_t seed, at::ScalarType dtype, 
     bool is_norm = name.find("norm") != std::string::npos;
     bool is_bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
     Tensor t;
-    if (is_norm) t = at::ones(shape, at::kFloat);
-    else if (is_bias) t = at::zeros(shape, at::kFloat);
-    else t = at::normal(0.0, init_std, shape, gen, at::TensorOptions().dtype(at::kFloat));
+    if (is_norm)
+      t = at::ones(shape, at::kFloat);
+    else if (is_bias)
+      t = at::zeros(shape, at::kFloat);
+    else
+      t = at::normal(0.0, init_std, shape, gen, at::TensorOptions().dtype(at::kFloat));
     *params[i].second = t.to(dtype);
   }
   if (c.tie_word_embeddings) m.lm_head = m.embed_tokens;

@@ -23,15 +23,15 @@ namespace topiary::model {
 
 // Points in the forward pass where activations can be observed or replaced.
 enum class Point {
-  kBlockInput,      // residual stream entering block l         (B, T, C)
-  kAttnNorm,        // input_layernorm output                    (B, T, C)
-  kHeads,           // per-head attention output before o_proj  (B, T, NH, HS)
-  kAttnResidual,    // residual after the attention sublayer     (B, T, C)
-  kMlpNorm,         // post_attention_layernorm output           (B, T, C)
-  kMlpGate,         // gate_proj output, before silu             (B, T, FF)
-  kMlpActivation,   // silu(gate) * up, the input to down_proj   (B, T, FF)
-  kBlockOutput,     // residual stream leaving block l           (B, T, C)
-  kFinalNorm,       // final norm output (layer = -1)            (B, T, C)
+  kBlockInput,     // residual stream entering block l         (B, T, C)
+  kAttnNorm,       // input_layernorm output                    (B, T, C)
+  kHeads,          // per-head attention output before o_proj  (B, T, NH, HS)
+  kAttnResidual,   // residual after the attention sublayer     (B, T, C)
+  kMlpNorm,        // post_attention_layernorm output           (B, T, C)
+  kMlpGate,        // gate_proj output, before silu             (B, T, FF)
+  kMlpActivation,  // silu(gate) * up, the input to down_proj   (B, T, FF)
+  kBlockOutput,    // residual stream leaving block l           (B, T, C)
+  kFinalNorm,      // final norm output (layer = -1)            (B, T, C)
 };
 
 // Receives activations during Forward. `x` may be replaced by a tensor of the
@@ -45,12 +45,12 @@ class ActivationObserver {
 };
 
 struct BlockWeights {
-  at::Tensor input_norm;          // (C)
-  at::Tensor q_proj, q_bias;      // (NH*HS, C), (NH*HS) or undefined
-  at::Tensor k_proj, k_bias;      // (G*HS, C),  (G*HS)
-  at::Tensor v_proj, v_bias;      // (G*HS, C),  (G*HS)
-  at::Tensor o_proj, o_bias;      // (C, NH*HS), (C)
-  at::Tensor post_norm;           // (C)
+  at::Tensor input_norm;            // (C)
+  at::Tensor q_proj, q_bias;        // (NH*HS, C), (NH*HS) or undefined
+  at::Tensor k_proj, k_bias;        // (G*HS, C),  (G*HS)
+  at::Tensor v_proj, v_bias;        // (G*HS, C),  (G*HS)
+  at::Tensor o_proj, o_bias;        // (C, NH*HS), (C)
+  at::Tensor post_norm;             // (C)
   at::Tensor gate_proj, gate_bias;  // (FF, C), (FF)
   at::Tensor up_proj, up_bias;      // (FF, C), (FF)
   at::Tensor down_proj, down_bias;  // (C, FF), (C)
@@ -58,10 +58,10 @@ struct BlockWeights {
 
 struct LlamaModel {
   ModelConfig config;
-  at::Tensor embed_tokens;   // (V, C)
+  at::Tensor embed_tokens;           // (V, C)
   std::vector<BlockWeights> layers;  // L
-  at::Tensor norm;           // (C)
-  at::Tensor lm_head;        // (V, C); the same tensor as embed_tokens when tied
+  at::Tensor norm;                   // (C)
+  at::Tensor lm_head;                // (V, C); the same tensor as embed_tokens when tied
   // The dtype Forward computes in. Undefined (the default): the weights'
   // dtype. Set wider than the weights (fp32 over a bf16 checkpoint used in
   // place from its mapped files), each weight is widened as it is used and

@@ -97,9 +97,12 @@ absl::Status WriteAll(int fd, const void* data, size_t n, const std::string& pat
 
 absl::string_view DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
   }
   return "?";
 }
@@ -176,8 +179,8 @@ absl::StatusOr<std::vector<TensorInfo>> ParseHeader(absl::string_view text, uint
   std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->begin < b->begin; });
   for (size_t i = 1; i < sorted.size(); ++i) {
     if (sorted[i]->begin < sorted[i - 1]->end) {
-      return absl::InvalidArgumentError(absl::StrCat("tensors '", sorted[i - 1]->name, "' and '", sorted[i]->name,
-                                                     "' have overlapping data ranges"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensors '", sorted[i - 1]->name, "' and '", sorted[i]->name, "' have overlapping data ranges"));
     }
   }
   return out;
@@ -220,8 +223,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   if (n > kMaxHeaderBytes) return Corrupt(path, absl::StrCat("header length ", n, " exceeds the 100 MB limit"));
   if (n > f->size_ - 8) return Corrupt(path, absl::StrCat("header length ", n, " is larger than the file"));
   f->data_ = bytes + 8 + n;
-  auto infos = ParseHeader(absl::string_view(reinterpret_cast<const char*>(bytes + 8), n), f->size_ - 8 - n,
-                           &f->metadata_);
+  auto infos =
+      ParseHeader(absl::string_view(reinterpret_cast<const char*>(bytes + 8), n), f->size_ - 8 - n, &f->metadata_);
   if (!infos.ok()) return Corrupt(path, infos.status().message());
   f->tensors_ = std::move(*infos);
   for (size_t i = 0; i < f->tensors_.size(); ++i) f->index_[f->tensors_[i].name] = i;
@@ -254,9 +257,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
       return absl::InvalidArgumentError(absl::StrCat("tensor '", d.name, "': shape too large"));
     }
     if (header.contains(d.name)) return absl::InvalidArgumentError(absl::StrCat("duplicate tensor '", d.name, "'"));
-    header[d.name] = {{"dtype", std::string(DTypeName(d.dtype))},
-                      {"shape", d.shape},
-                      {"data_offsets", {offset, offset + bytes}}};
+    header[d.name] = {
+        {"dtype", std::string(DTypeName(d.dtype))}, {"shape", d.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string text = header.dump();
@@ -294,7 +296,8 @@ absl::Status SafetensorsWriter::WriteNext(const void* data, size_t nbytes) {
   // Start writeback of what was just written, so that the fsync in Finish()
   // overlaps with producing the next tensors instead of waiting for all of it.
   const off_t end = durable_ ? ::lseek(fd_, 0, SEEK_CUR) : 0;
-  if (end > 0) ::sync_file_range(fd_, end - static_cast<off_t>(nbytes), static_cast<off_t>(nbytes), SYNC_FILE_RANGE_WRITE);
+  if (end > 0)
+    ::sync_file_range(fd_, end - static_cast<off_t>(nbytes), static_cast<off_t>(nbytes), SYNC_FILE_RANGE_WRITE);
   ++next_;
   return absl::OkStatus();
 }

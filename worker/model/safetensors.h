@@ -85,8 +85,8 @@ class SafetensorsWriter {
     std::vector<int64_t> shape;
   };
   static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(
-      const std::string& path, std::vector<Decl> decls,
-      const std::map<std::string, std::string>& metadata = {}, bool durable = true);
+      const std::string& path, std::vector<Decl> decls, const std::map<std::string, std::string>& metadata = {},
+      bool durable = true);
   ~SafetensorsWriter();
 
   // Writes the next declared tensor; nbytes must equal its declared size.

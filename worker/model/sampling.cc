@@ -4,8 +4,7 @@
 
 namespace topiary::model {
 
-std::vector<int64_t> Generate(const LlamaModel& model, const std::vector<int64_t>& prompt,
-                              const SampleOptions& opt) {
+std::vector<int64_t> Generate(const LlamaModel& model, const std::vector<int64_t>& prompt, const SampleOptions& opt) {
   torch::NoGradGuard no_grad;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(opt.seed);
   std::vector<int64_t> context = prompt;

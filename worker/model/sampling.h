@@ -15,7 +15,7 @@ struct SampleOptions {
   int64_t max_new_tokens = 64;
   bool greedy = false;
   double temperature = 0.8;
-  double top_p = 0.95;      // keep the smallest set of tokens with this much probability
+  double top_p = 0.95;  // keep the smallest set of tokens with this much probability
   uint64_t seed = 0;
   int64_t stop_token = -1;  // stop after emitting this id (e.g. eos); -1: never
   int64_t max_context = 0;  // keep only the last tokens as context; 0: max_position_embeddings

@@ -21,8 +21,8 @@ namespace topiary::stages {
 
 // One progress report of a running stage.
 struct Progress {
-  std::string phase;             // loading, calibrating, scoring, training, evaluating, saving
-  int64_t step = 0;              // work units done (training steps, batches, candidates)
+  std::string phase;  // loading, calibrating, scoring, training, evaluating, saving
+  int64_t step = 0;   // work units done (training steps, batches, candidates)
   int64_t total_steps = 0;
   int64_t tokens = 0;            // tokens processed, all ranks
   double loss = -1;              // latest loss (-1: none)
@@ -42,11 +42,11 @@ inline constexpr int kDrain = 2;   // the worker is draining: the same, and the 
 struct StageContext {
   int rank = 0;
   int world_size = 1;
-  dist::Communicator* comm = nullptr;      // null: one rank
-  ProgressSink progress;                   // may be empty
+  dist::Communicator* comm = nullptr;            // null: one rank
+  ProgressSink progress;                         // may be empty
   std::function<void(const std::string&)> note;  // one-line messages for a person (may be empty)
-  const std::atomic<int>* stop = nullptr;  // null: never asked to stop
-  int threads = 0;                         // CPU threads (0: every hardware thread)
+  const std::atomic<int>* stop = nullptr;        // null: never asked to stop
+  int threads = 0;                               // CPU threads (0: every hardware thread)
 
   bool leader() const { return rank == 0; }
   void Report(const Progress& p) const {

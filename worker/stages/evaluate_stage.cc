@@ -18,7 +18,8 @@ absl::StatusOr<EvaluateResult> RunEvaluate(const StageContext& ctx, const Evalua
   EvaluateResult out;
   RETURN_IF_ERROR(CatchTorch("eval", [&]() -> absl::Status {
     SetThreads(ctx.threads);
-    if (o.data.path.empty() && o.tasks.empty()) return absl::InvalidArgumentError("--data or --tasks: give at least one");
+    if (o.data.path.empty() && o.tasks.empty())
+      return absl::InvalidArgumentError("--data or --tasks: give at least one");
     if (!o.teacher.empty() && o.data.path.empty()) return absl::InvalidArgumentError("--teacher: needs --data");
     ctx.Phase("loading");
     ASSIGN_OR_RETURN(model::LlamaModel m, model::OpenCheckpoint(o.model, o.dtype));

@@ -19,8 +19,8 @@ namespace topiary::stages {
 
 struct EvaluateOptions {
   std::string model;
-  std::string teacher;           // empty: no KL or agreement
-  DataOptions data;              // empty path: no perplexity
+  std::string teacher;  // empty: no KL or agreement
+  DataOptions data;     // empty path: no perplexity
   eval::EvalOptions eval;
   std::vector<std::string> tasks;  // zero-shot multiple choice JSONL files
   int64_t max_examples = 0;        // per file (0: all)

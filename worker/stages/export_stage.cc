@@ -30,8 +30,9 @@ absl::StatusOr<ExportResult> RunExport(const StageContext& ctx, const ExportOpti
     ASSIGN_OR_RETURN(model::LlamaModel m, model::MapCheckpoint(o.model));  // views of the files: nothing copied yet
     if (!m.config.IsIsomorphic() && !o.allow_topiary_format) {
       return absl::FailedPreconditionError(
-          absl::StrCat(o.model, " is not isomorphic (dropped sublayers or a replacement block): a plain Hugging Face "
-                                "runtime cannot load it; set topiary_format to export Topiary's own format"));
+          absl::StrCat(o.model,
+                       " is not isomorphic (dropped sublayers or a replacement block): a plain Hugging Face "
+                       "runtime cannot load it; set topiary_format to export Topiary's own format"));
     }
     std::error_code ec;
     if (fs::exists(o.out, ec) && !o.replace) {

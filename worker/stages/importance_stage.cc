@@ -24,8 +24,8 @@ absl::Status WriteOutputs(const ImportanceStageOptions& o, const model::ModelCon
   RETURN_IF_ERROR(MakeDirs(o.out));
   compress::ScoresProvenance prov{o.model, o.data.path, o.importance};
   RETURN_IF_ERROR(WriteFileAtomically(o.out + "/scores.json", compress::ScoresToJson(config, r, prov)));
-  RETURN_IF_ERROR(WriteFileAtomically(o.out + "/depth.svg",
-                                      compress::LineChartSvg("Depth importance per layer", r.scores.depth)));
+  RETURN_IF_ERROR(
+      WriteFileAtomically(o.out + "/depth.svg", compress::LineChartSvg("Depth importance per layer", r.scores.depth)));
   std::map<std::string, std::vector<double>> width;
   width["heads (mean)"] = Means(r.scores.heads);
   width["kv groups (mean)"] = Means(r.scores.kv_groups);

@@ -18,7 +18,7 @@ struct ImportanceStageOptions {
   std::string model;  // Hugging Face directory
   DataOptions data;   // calibration data
   compress::ImportanceOptions importance;
-  std::string out;    // directory for scores.json, depth.svg, width.svg (rank 0)
+  std::string out;  // directory for scores.json, depth.svg, width.svg (rank 0)
 };
 
 struct ImportanceStageResult {

@@ -18,8 +18,8 @@ struct PruneStageOptions {
   std::string scores;  // scores.json (may be empty for explicit drop lists only)
   compress::PruneTarget target;
   at::ScalarType dtype = at::kBFloat16;  // output dtype
-  std::string out;     // output checkpoint directory
-  bool durable = true; // fsync every file before it is renamed into place
+  std::string out;                       // output checkpoint directory
+  bool durable = true;                   // fsync every file before it is renamed into place
 };
 
 struct PruneStageResult {

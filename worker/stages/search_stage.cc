@@ -31,8 +31,7 @@ absl::StatusOr<SearchStageResult> RunSearch(const StageContext& ctx, const Searc
     ASSIGN_OR_RETURN(out.original, model::LoadConfig(o.model));
     compress::SearchSpace space = o.space;
     ASSIGN_OR_RETURN(space.budget, ParseBudget(o.params, model::CountParams(out.original).total(), "--params"));
-    ASSIGN_OR_RETURN(std::vector<compress::Candidate> candidates,
-                     compress::EnumerateCandidates(out.original, space));
+    ASSIGN_OR_RETURN(std::vector<compress::Candidate> candidates, compress::EnumerateCandidates(out.original, space));
     ASSIGN_OR_RETURN(compress::Scores scores, LoadScores(o.scores, out.original));
     ctx.Phase("loading");
     ASSIGN_OR_RETURN(model::LlamaModel m, model::OpenCheckpoint(o.model, at::kFloat));
@@ -91,7 +90,8 @@ absl::Status DistillProbe(const StageContext& ctx, const SearchProbeOptions& o, 
     p.tokens = s.tokens;
     p.loss = s.loss;
     p.tokens_per_second = s.tokens_per_second;
-    p.eta_seconds = s.tokens_per_second > 0 ? (s.steps - s.step) * r.global_batch * r.seq_len / s.tokens_per_second : -1;
+    p.eta_seconds =
+        s.tokens_per_second > 0 ? (s.steps - s.step) * r.global_batch * r.seq_len / s.tokens_per_second : -1;
     p.milestone = s.step == 1 || s.step == s.steps;
     ctx.Report(p);
   };
@@ -106,8 +106,7 @@ absl::StatusOr<SearchProbeResult> RunSearchProbe(const StageContext& ctx, const 
     SetThreads(ctx.threads);
     ASSIGN_OR_RETURN(model::ModelConfig original, model::LoadConfig(o.search.model));
     compress::SearchSpace space = o.search.space;
-    ASSIGN_OR_RETURN(space.budget,
-                     ParseBudget(o.search.params, model::CountParams(original).total(), "search.params"));
+    ASSIGN_OR_RETURN(space.budget, ParseBudget(o.search.params, model::CountParams(original).total(), "search.params"));
     ASSIGN_OR_RETURN(std::vector<compress::Candidate> candidates, compress::EnumerateCandidates(original, space));
     out.candidates = static_cast<int>(candidates.size());
     if (o.index < 0 || o.index >= out.candidates) {

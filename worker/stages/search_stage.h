@@ -27,9 +27,9 @@ struct SearchStageOptions {
   std::string model, scores;
   std::string params;  // budget: a count ("6M") or a fraction of the model ("0.6")
   compress::SearchSpace space;
-  DataOptions data;    // held-out data
+  DataOptions data;  // held-out data
   eval::EvalOptions eval;
-  std::string out;     // optional: search.txt, search.json
+  std::string out;  // optional: search.txt, search.json
 };
 
 struct SearchStageResult {
@@ -44,14 +44,14 @@ absl::StatusOr<SearchStageResult> RunSearch(const StageContext& context, const S
 absl::StatusOr<int64_t> ParseBudget(const std::string& text, int64_t total, absl::string_view field);
 
 struct SearchProbeOptions {
-  SearchStageOptions search;        // model, scores, budget, space, held-out data, eval
-  int index = 0;                    // which candidate
-  int64_t probe_tokens = 0;         // 0: zero-shot only
-  DataOptions train_data;           // for the probe's distillation
-  train::TrainRecipe recipe;        // steps are set from probe_tokens
+  SearchStageOptions search;  // model, scores, budget, space, held-out data, eval
+  int index = 0;              // which candidate
+  int64_t probe_tokens = 0;   // 0: zero-shot only
+  DataOptions train_data;     // for the probe's distillation
+  train::TrainRecipe recipe;  // steps are set from probe_tokens
   at::ScalarType train_dtype = at::kBFloat16;
   at::ScalarType save_dtype = at::kBFloat16;
-  std::string out;                  // the pruned checkpoint goes to out/model
+  std::string out;  // the pruned checkpoint goes to out/model
 };
 
 struct SearchProbeResult {

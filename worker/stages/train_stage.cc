@@ -25,8 +25,12 @@ namespace {
 using json = nlohmann::json;
 
 json StepJson(const train::StepMetrics& s) {
-  json j = {{"step", s.step}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm},
-            {"tokens", s.tokens}, {"tokens_per_second", s.tokens_per_second},
+  json j = {{"step", s.step},
+            {"loss", s.loss},
+            {"lr", s.lr},
+            {"grad_norm", s.grad_norm},
+            {"tokens", s.tokens},
+            {"tokens_per_second", s.tokens_per_second},
             {"optimizer_state_bytes", s.optimizer_state_bytes}};
   if (s.kl >= 0) j["kl"] = s.kl, j["ce"] = s.ce;
   if (s.hidden >= 0) j["hidden"] = s.hidden;
@@ -204,9 +208,9 @@ absl::StatusOr<double> ParsePeakFlops(const std::string& text) {
 absl::StatusOr<TrainStageResult> RunTraining(const StageContext& ctx, const TrainStageOptions& o,
                                              const train::StepCallback& on_log) {
   TrainStageResult out;
-  RETURN_IF_ERROR(CatchTorch(o.mode == TrainMode::kDistill ? "distill" : o.mode == TrainMode::kStreamline
-                                                                            ? "streamline"
-                                                                            : "train",
+  RETURN_IF_ERROR(CatchTorch(o.mode == TrainMode::kDistill      ? "distill"
+                             : o.mode == TrainMode::kStreamline ? "streamline"
+                                                                : "train",
                              [&] { return Run(ctx, o, on_log, &out); }));
   return out;
 }

@@ -33,39 +33,39 @@ struct TrainStageOptions {
   double held_out = 0;
   at::ScalarType dtype = at::kBFloat16;       // compute
   at::ScalarType save_dtype = at::kBFloat16;  // the final checkpoint
-  int64_t tokens = 0;   // token budget: sets recipe.steps when > 0
+  int64_t tokens = 0;                         // token budget: sets recipe.steps when > 0
   train::TrainRecipe recipe;
-  train::KdOptions kd;                 // distill
-  double kl_weight = 1.0;              // distill: weight of the logit KL (0: cross-entropy only)
-  train::HiddenStateOptions hidden;    // distill: hidden-state pairs (seed is the recipe's)
-  train::LoraOptions lora;             // used when lora.rank > 0
+  train::KdOptions kd;               // distill
+  double kl_weight = 1.0;            // distill: weight of the logit KL (0: cross-entropy only)
+  train::HiddenStateOptions hidden;  // distill: hidden-state pairs (seed is the recipe's)
+  train::LoraOptions lora;           // used when lora.rank > 0
   bool use_lora = false;
-  int64_t drop = 0;                    // streamline: blocks removed
-  int64_t first = -1;                  // streamline: first removed block (-1: the best window)
-  int64_t calibration_batches = 8;     // streamline: micro batches that choose the window
+  int64_t drop = 0;                 // streamline: blocks removed
+  int64_t first = -1;               // streamline: first removed block (-1: the best window)
+  int64_t calibration_batches = 8;  // streamline: micro batches that choose the window
   int64_t train_last_blocks = 0;
-  std::string out;                     // final checkpoint and train_log.jsonl (rank 0)
-  std::string log_path;                // where train_log.jsonl goes (empty: out/train_log.jsonl)
-  std::string checkpoint_dir;          // training checkpoints (empty: none)
+  std::string out;             // final checkpoint and train_log.jsonl (rank 0)
+  std::string log_path;        // where train_log.jsonl goes (empty: out/train_log.jsonl)
+  std::string checkpoint_dir;  // training checkpoints (empty: none)
   int64_t checkpoint_every = 0;
   int keep_checkpoints = 2;
-  bool resume = false;                 // continue from the newest checkpoint in checkpoint_dir, if any
-  double peak_flops = -1;              // for MFU: -1 measures it at start, 0 turns MFU off
-  bool durable = true;                 // fsync the final checkpoint
+  bool resume = false;     // continue from the newest checkpoint in checkpoint_dir, if any
+  double peak_flops = -1;  // for MFU: -1 measures it at start, 0 turns MFU off
+  bool durable = true;     // fsync the final checkpoint
 };
 
 struct TrainStageResult {
-  int64_t steps = 0;          // of the recipe
-  int64_t resumed_from = 0;   // step the run started at (> 0 after a resume)
-  int64_t tokens = 0;         // trained, all ranks, including before a resume
-  double loss = -1;           // last step
-  double eval_loss = -1;      // last evaluation (-1: none)
+  int64_t steps = 0;         // of the recipe
+  int64_t resumed_from = 0;  // step the run started at (> 0 after a resume)
+  int64_t tokens = 0;        // trained, all ranks, including before a resume
+  double loss = -1;          // last step
+  double eval_loss = -1;     // last evaluation (-1: none)
   double tokens_per_second = 0;
   double mfu = -1;
   double seconds = 0;
   int64_t first_replaced = -1;  // streamline: the window's first block
   int64_t lora_parameters = 0;
-  model::ModelConfig config;    // of the trained model
+  model::ModelConfig config;  // of the trained model
 };
 
 // `on_log` gets, on rank 0, the steps the recipe's log_every selects (the CLI prints them).

@@ -3,7 +3,6 @@
 
 #include <torch/torch.h>
 
-
 #include <cmath>
 
 namespace topiary::train {
@@ -38,10 +37,11 @@ void AdamW::Step(double lr, double grad_scale) {
     at::Tensor g = s.param->grad();
     if (!g.defined()) continue;
     g = g.contiguous();
-    internal::AdamWStep a{static_cast<float>(b1), static_cast<float>(b2), static_cast<float>(lr / bc1),
-                          static_cast<float>(1 / bc2), static_cast<float>(options_.eps),
-                          s.decay ? static_cast<float>(1 - lr * options_.weight_decay) : 1.0f,
-                          static_cast<float>(grad_scale)};
+    internal::AdamWStep a{
+        static_cast<float>(b1),           static_cast<float>(b2),
+        static_cast<float>(lr / bc1),     static_cast<float>(1 / bc2),
+        static_cast<float>(options_.eps), s.decay ? static_cast<float>(1 - lr * options_.weight_decay) : 1.0f,
+        static_cast<float>(grad_scale)};
     const int64_t n = s.master.numel();
     float* m = s.m.data_ptr<float>();
     float* v = s.v.data_ptr<float>();
@@ -56,8 +56,10 @@ void AdamW::Step(double lr, double grad_scale) {
         if (wt != at::kFloat) s.param->detach().copy_(s.master);
       }
     };
-    if (g.scalar_type() == at::kFloat) run(g.data_ptr<float>());
-    else run(Bits(g));
+    if (g.scalar_type() == at::kFloat)
+      run(g.data_ptr<float>());
+    else
+      run(Bits(g));
   }
 }
 
@@ -76,9 +78,12 @@ double GradNorm(const std::vector<at::Tensor*>& params) {
     at::Tensor g = p->grad();
     if (!g.defined()) continue;
     g = g.contiguous();
-    if (g.scalar_type() == at::kFloat) sq += internal::SumSquares(g.data_ptr<float>(), g.numel());
-    else if (g.scalar_type() == at::kBFloat16) sq += internal::SumSquares(Bits(g), g.numel());
-    else sq += g.to(at::kDouble).pow(2).sum().item<double>();
+    if (g.scalar_type() == at::kFloat)
+      sq += internal::SumSquares(g.data_ptr<float>(), g.numel());
+    else if (g.scalar_type() == at::kBFloat16)
+      sq += internal::SumSquares(Bits(g), g.numel());
+    else
+      sq += g.to(at::kDouble).pow(2).sum().item<double>();
   }
   return std::sqrt(sq);
 }

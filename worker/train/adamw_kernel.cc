@@ -21,9 +21,8 @@ using kernels::ToBf16;
 constexpr int64_t kGrain = 1 << 14;
 
 template <typename G, typename W>
-TOPIARY_KERNEL_INLINE void UpdateBody(const G* __restrict g, float* __restrict m,
-                                                      float* __restrict v, float* __restrict master,
-                                                      W* __restrict w, int64_t n, AdamWStep s) {
+TOPIARY_KERNEL_INLINE void UpdateBody(const G* __restrict g, float* __restrict m, float* __restrict v,
+                                      float* __restrict master, W* __restrict w, int64_t n, AdamWStep s) {
   for (int64_t i = 0; i < n; ++i) {
     const float gi = Load(g[i]) * s.scale;
     const float mi = s.b1 * m[i] + (1 - s.b1) * gi;
@@ -41,14 +40,15 @@ TOPIARY_KERNEL_INLINE void UpdateBody(const G* __restrict g, float* __restrict m
 TOPIARY_KERNEL_CLONES void UpdateFF(const float* g, float* m, float* v, float* master, int64_t n, AdamWStep s) {
   UpdateBody<float, float>(g, m, v, master, nullptr, n, s);
 }
-TOPIARY_KERNEL_CLONES void UpdateFB(const float* g, float* m, float* v, float* master, uint16_t* w, int64_t n, AdamWStep s) {
+TOPIARY_KERNEL_CLONES void UpdateFB(const float* g, float* m, float* v, float* master, uint16_t* w, int64_t n,
+                                    AdamWStep s) {
   UpdateBody<float, uint16_t>(g, m, v, master, w, n, s);
 }
 TOPIARY_KERNEL_CLONES void UpdateBF(const uint16_t* g, float* m, float* v, float* master, int64_t n, AdamWStep s) {
   UpdateBody<uint16_t, float>(g, m, v, master, nullptr, n, s);
 }
 TOPIARY_KERNEL_CLONES void UpdateBB(const uint16_t* g, float* m, float* v, float* master, uint16_t* w, int64_t n,
-                             AdamWStep s) {
+                                    AdamWStep s) {
   UpdateBody<uint16_t, uint16_t>(g, m, v, master, w, n, s);
 }
 
@@ -72,10 +72,13 @@ TOPIARY_KERNEL_CLONES float SumSquaresB(const uint16_t* x, int64_t n) { return S
 
 template <typename Fn>
 double ParallelSumSquares(int64_t n, Fn&& block) {
-  return at::parallel_reduce(0, n, kGrain, 0.0, [&](int64_t b, int64_t e, double acc) {
-    for (int64_t i = b; i < e; i += kGrain) acc += block(i, std::min(e, i + kGrain) - i);
-    return acc;
-  }, std::plus<double>());
+  return at::parallel_reduce(
+      0, n, kGrain, 0.0,
+      [&](int64_t b, int64_t e, double acc) {
+        for (int64_t i = b; i < e; i += kGrain) acc += block(i, std::min(e, i + kGrain) - i);
+        return acc;
+      },
+      std::plus<double>());
 }
 
 }  // namespace

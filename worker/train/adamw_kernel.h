@@ -14,8 +14,8 @@ struct AdamWStep {
   float lr_bc1;   // lr / (1 - b1^t)
   float inv_bc2;  // 1 / (1 - b2^t)
   float eps;
-  float decay;    // 1 - lr * weight_decay, or 1 for tensors without decay
-  float scale;    // multiplies the gradient (clipping)
+  float decay;  // 1 - lr * weight_decay, or 1 for tensors without decay
+  float scale;  // multiplies the gradient (clipping)
 };
 
 // m = b1 m + (1-b1) g', v = b2 v + (1-b2) g'^2 with g' = scale g;

@@ -88,20 +88,19 @@ TOPIARY_KERNEL_INLINE RowOut RowBody(const T* __restrict s, const T* __restrict 
 }
 
 // One clone set per instantiation: target_clones does not apply to templates.
-#define TOPIARY_ROWS(NAME, T, TEACHER)                                                                  \
-  TOPIARY_KERNEL_CLONES void NAME(const LogitLossArgs& a, int64_t begin, int64_t end) {                        \
-    const T* s = static_cast<const T*>(a.s);                                                            \
-    const T* t = static_cast<const T*>(a.t);                                                            \
-    T* g = static_cast<T*>(a.grad);                                                                     \
-    std::vector<float> es(static_cast<size_t>(a.vocab)), et(TEACHER ? static_cast<size_t>(a.vocab) : 0); \
-    for (int64_t r = begin; r < end; ++r) {                                                             \
-      const int64_t off = r * a.vocab;                                                                  \
-      RowOut o = RowBody<T, TEACHER>(s + off, TEACHER ? t + off : nullptr, a.vocab, a.targets[r], a.tau, \
-                                     g != nullptr ? g + off : nullptr, a.kl_coef, a.ce_coef, es.data(), \
-                                     et.data());                                                        \
-      if (a.kl != nullptr) a.kl[r] = o.kl;                                                              \
-      if (a.ce != nullptr) a.ce[r] = o.ce;                                                              \
-    }                                                                                                   \
+#define TOPIARY_ROWS(NAME, T, TEACHER)                                                                              \
+  TOPIARY_KERNEL_CLONES void NAME(const LogitLossArgs& a, int64_t begin, int64_t end) {                             \
+    const T* s = static_cast<const T*>(a.s);                                                                        \
+    const T* t = static_cast<const T*>(a.t);                                                                        \
+    T* g = static_cast<T*>(a.grad);                                                                                 \
+    std::vector<float> es(static_cast<size_t>(a.vocab)), et(TEACHER ? static_cast<size_t>(a.vocab) : 0);            \
+    for (int64_t r = begin; r < end; ++r) {                                                                         \
+      const int64_t off = r * a.vocab;                                                                              \
+      RowOut o = RowBody<T, TEACHER>(s + off, TEACHER ? t + off : nullptr, a.vocab, a.targets[r], a.tau,            \
+                                     g != nullptr ? g + off : nullptr, a.kl_coef, a.ce_coef, es.data(), et.data()); \
+      if (a.kl != nullptr) a.kl[r] = o.kl;                                                                          \
+      if (a.ce != nullptr) a.ce[r] = o.ce;                                                                          \
+    }                                                                                                               \
   }
 TOPIARY_ROWS(RowsF, float, false)
 TOPIARY_ROWS(RowsFT, float, true)

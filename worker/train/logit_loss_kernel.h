@@ -12,11 +12,11 @@ namespace topiary::train::internal {
 
 struct LogitLossArgs {
   int64_t rows = 0, vocab = 0;
-  bool bf16 = false;               // s, t and grad are bf16 (else fp32)
-  const void* s = nullptr;         // student logits (rows, vocab)
-  const void* t = nullptr;         // teacher logits (rows, vocab), or null: CE only
+  bool bf16 = false;                 // s, t and grad are bf16 (else fp32)
+  const void* s = nullptr;           // student logits (rows, vocab)
+  const void* t = nullptr;           // teacher logits (rows, vocab), or null: CE only
   const int64_t* targets = nullptr;  // (rows); a negative target has no CE term
-  float tau = 1;                   // KL temperature (CE is always at τ = 1)
+  float tau = 1;                     // KL temperature (CE is always at τ = 1)
   // Gradient, written when `grad` is set (rows, vocab):
   //   g = kl_coef · (softmax(s/τ) − softmax(t/τ)) / τ + ce_coef · (softmax(s) − onehot(target))
   void* grad = nullptr;

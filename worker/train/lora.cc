@@ -19,16 +19,16 @@ struct Target {
 };
 
 constexpr Target kTargets[] = {
-    {"q", &model::BlockWeights::q_proj, true},     {"k", &model::BlockWeights::k_proj, true},
-    {"v", &model::BlockWeights::v_proj, true},     {"o", &model::BlockWeights::o_proj, true},
+    {"q", &model::BlockWeights::q_proj, true},        {"k", &model::BlockWeights::k_proj, true},
+    {"v", &model::BlockWeights::v_proj, true},        {"o", &model::BlockWeights::o_proj, true},
     {"gate", &model::BlockWeights::gate_proj, false}, {"up", &model::BlockWeights::up_proj, false},
     {"down", &model::BlockWeights::down_proj, false},
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Create(const model::LlamaModel& base,
-                                                                  const LoraOptions& o, uint64_t seed) {
+absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Create(const model::LlamaModel& base, const LoraOptions& o,
+                                                                 uint64_t seed) {
   if (o.rank <= 0) return absl::InvalidArgumentError(absl::StrCat("lora rank: ", o.rank, " must be positive"));
   if (!(o.alpha > 0)) return absl::InvalidArgumentError("lora alpha: must be positive");
   if (o.targets.empty()) return absl::InvalidArgumentError("lora targets: empty");
@@ -39,8 +39,8 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Create(const model::Ll
       if (t == k.name) found = &k;
     }
     if (found == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("lora targets: unknown projection '", t,
-                                                     "' (want q, k, v, o, gate, up, down)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("lora targets: unknown projection '", t, "' (want q, k, v, o, gate, up, down)"));
     }
     if (std::find(chosen.begin(), chosen.end(), found) != chosen.end()) {
       return absl::InvalidArgumentError(absl::StrCat("lora targets: '", t, "' given twice"));

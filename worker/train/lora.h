@@ -31,7 +31,7 @@ class LoraAdapter {
  public:
   // Errors name the field: rank, alpha, targets.
   static absl::StatusOr<std::unique_ptr<LoraAdapter>> Create(const model::LlamaModel& base, const LoraOptions& options,
-                                                              uint64_t seed);
+                                                             uint64_t seed);
 
   // "lora.<layer>.<target>.A" / ".B", for the optimizer.
   NamedTensors Parameters();

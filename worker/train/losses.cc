@@ -22,8 +22,8 @@ class FusedLogitLoss : public torch::autograd::Function<FusedLogitLoss> {
                                bool need_grad) {
     const int64_t V = student.size(-1);
     const bool has_teacher = teacher.numel() > 0;  // empty: CE only (apply takes no undefined tensors)
-    const bool bf16 = student.scalar_type() == at::kBFloat16 &&
-                      (!has_teacher || teacher.scalar_type() == at::kBFloat16);
+    const bool bf16 =
+        student.scalar_type() == at::kBFloat16 && (!has_teacher || teacher.scalar_type() == at::kBFloat16);
     const at::ScalarType dt = bf16 ? at::kBFloat16 : at::kFloat;
     at::Tensor s = student.reshape({-1, V}).to(dt).contiguous();  // (N, V)
     at::Tensor t = has_teacher ? teacher.reshape({-1, V}).to(dt).contiguous() : at::Tensor();
@@ -66,8 +66,8 @@ class FusedLogitLoss : public torch::autograd::Function<FusedLogitLoss> {
 variable_list ApplyLogitLoss(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& targets,
                              double tau, double kl_weight, double ce_weight) {
   const bool need_grad = at::GradMode::is_enabled() && student.requires_grad();
-  return FusedLogitLoss::apply(student, teacher.defined() ? teacher.detach() : at::empty({0}), targets, tau,
-                               kl_weight, ce_weight, need_grad);
+  return FusedLogitLoss::apply(student, teacher.defined() ? teacher.detach() : at::empty({0}), targets, tau, kl_weight,
+                               ce_weight, need_grad);
 }
 
 }  // namespace
@@ -76,8 +76,8 @@ at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& targets) {
   return ApplyLogitLoss(logits, at::Tensor(), targets, 1.0, 0.0, 1.0)[0];
 }
 
-KdLoss DistillationLoss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
-                        const at::Tensor& targets, const KdOptions& o) {
+KdLoss DistillationLoss(const at::Tensor& student_logits, const at::Tensor& teacher_logits, const at::Tensor& targets,
+                        const KdOptions& o) {
   const double tau = o.temperature;
   const double kl_weight = o.kl_weight * (o.scale_by_t2 ? tau * tau : 1.0);
   variable_list r = ApplyLogitLoss(student_logits, teacher_logits, targets, tau, kl_weight, o.ce_weight);

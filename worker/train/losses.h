@@ -31,8 +31,8 @@ struct KdLoss {
 at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& targets);
 
 // `teacher_logits` carry no gradient.
-KdLoss DistillationLoss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
-                        const at::Tensor& targets, const KdOptions& options);
+KdLoss DistillationLoss(const at::Tensor& student_logits, const at::Tensor& teacher_logits, const at::Tensor& targets,
+                        const KdOptions& options);
 
 enum class HiddenLoss { kCosine, kMse };
 

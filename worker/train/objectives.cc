@@ -29,8 +29,8 @@ class BlockOutputs : public model::ActivationObserver {
 
 double ForwardFlopsPerToken(const model::ModelConfig& c, int64_t seq_len) {
   const model::ParamCounts n = model::CountParams(c);
-  const double multiplying = static_cast<double>(n.total() - n.embedding) +
-                             (c.tie_word_embeddings ? static_cast<double>(n.embedding) : 0.0);
+  const double multiplying =
+      static_cast<double>(n.total() - n.embedding) + (c.tie_word_embeddings ? static_cast<double>(n.embedding) : 0.0);
   return 2.0 * multiplying + 4.0 * c.num_hidden_layers * seq_len * c.hidden_size;
 }
 
@@ -51,8 +51,10 @@ Objective::Parts CrossEntropyObjective::ForwardBackward(const model::LlamaModel&
   return p;
 }
 
-absl::StatusOr<std::unique_ptr<DistillationObjective>> DistillationObjective::Create(
-    const model::LlamaModel* teacher, const model::LlamaModel& student, KdOptions kd, HiddenStateOptions hidden) {
+absl::StatusOr<std::unique_ptr<DistillationObjective>> DistillationObjective::Create(const model::LlamaModel* teacher,
+                                                                                     const model::LlamaModel& student,
+                                                                                     KdOptions kd,
+                                                                                     HiddenStateOptions hidden) {
   if (teacher == nullptr) return absl::InvalidArgumentError("teacher: missing");
   if (teacher->config.vocab_size != student.config.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat("teacher: vocabulary ", teacher->config.vocab_size,
@@ -74,15 +76,18 @@ absl::StatusOr<std::unique_ptr<DistillationObjective>> DistillationObjective::Cr
   for (size_t i = 0; i < hidden.pairs.size(); ++i) {
     const auto [s, t] = hidden.pairs[i];
     if (s < 0 || s >= Ls) {
-      return absl::InvalidArgumentError(absl::StrCat("hidden_pairs[", i, "]: student block ", s, " outside [0, ", Ls, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("hidden_pairs[", i, "]: student block ", s, " outside [0, ", Ls, ")"));
     }
     if (t < 0 || t >= Lt) {
-      return absl::InvalidArgumentError(absl::StrCat("hidden_pairs[", i, "]: teacher block ", t, " outside [0, ", Lt, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("hidden_pairs[", i, "]: teacher block ", t, " outside [0, ", Lt, ")"));
     }
     at::Tensor map;  // maps student channels to teacher channels
     if (Cs != Ct) {
       map = at::normal(0.0, 1.0 / std::sqrt(static_cast<double>(Cs)), {Ct, Cs}, gen,
-                       at::TensorOptions().dtype(at::kFloat)).to(student.dtype());
+                       at::TensorOptions().dtype(at::kFloat))
+                .to(student.dtype());
     }
     o->maps_.push_back(map);
     o->map_names_.push_back(absl::StrCat("hidden_map.", i, ".weight"));

@@ -70,8 +70,8 @@ class DistillationObjective : public Objective {
   // The teacher must share the student's vocabulary; pairs must name blocks
   // of each model. Errors name the field.
   static absl::StatusOr<std::unique_ptr<DistillationObjective>> Create(const model::LlamaModel* teacher,
-                                                                       const model::LlamaModel& student,
-                                                                       KdOptions kd, HiddenStateOptions hidden = {});
+                                                                       const model::LlamaModel& student, KdOptions kd,
+                                                                       HiddenStateOptions hidden = {});
   Parts ForwardBackward(const model::LlamaModel& student, const data::Batch& batch, double grad_scale) override;
   NamedTensors Parameters() override;
   double FlopsPerToken(const model::ModelConfig& student, int64_t seq_len) const override;

@@ -63,8 +63,13 @@ absl::StatusOr<double> ShardedAdamW::Step(double lr, double clip) {
   const double bc1 = 1 - std::pow(b1, static_cast<double>(step_));
   const double bc2 = 1 - std::pow(b2, static_cast<double>(step_));
   const float decay = static_cast<float>(1 - lr * options_.weight_decay);
-  internal::AdamWStep a{static_cast<float>(b1), static_cast<float>(b2), static_cast<float>(lr / bc1),
-                        static_cast<float>(1 / bc2), static_cast<float>(options_.eps), 1.0f, 1.0f};
+  internal::AdamWStep a{static_cast<float>(b1),
+                        static_cast<float>(b2),
+                        static_cast<float>(lr / bc1),
+                        static_cast<float>(1 / bc2),
+                        static_cast<float>(options_.eps),
+                        1.0f,
+                        1.0f};
   if (W == 1) {
     // The whole space is this rank's: update straight from each gradient
     // into its weight, no flat copies and no gather.
@@ -97,16 +102,20 @@ absl::StatusOr<double> ShardedAdamW::Step(double lr, double clip) {
           p.tensor->detach().view(-1).copy_(master_.narrow(0, p.offset, p.numel));
         }
       };
-      if (g.scalar_type() == at::kFloat) run(g.data_ptr<float>());
-      else run(Bits(g));
+      if (g.scalar_type() == at::kFloat)
+        run(g.data_ptr<float>());
+      else
+        run(Bits(g));
     }
     return norm;
   }
   for (const Param& p : params_) {
     const at::Tensor& g = p.tensor->grad();
     at::Tensor dst = flat_grad_.narrow(0, p.offset, p.numel);
-    if (g.defined()) dst.copy_(g.flatten());
-    else dst.zero_();
+    if (g.defined())
+      dst.copy_(g.flatten());
+    else
+      dst.zero_();
   }
   if (padded_ > total_) flat_grad_.narrow(0, total_, padded_ - total_).zero_();
   RETURN_IF_ERROR(comm_->ReduceScatter(flat_grad_, shard_grad_));
@@ -150,9 +159,9 @@ absl::Status ShardedAdamW::LoadShardState(const std::map<std::string, at::Tensor
   for (const char* key : {"master", "m", "v"}) {
     auto it = state.find(key);
     if (it == state.end() || it->second.numel() != master_.numel() || it->second.scalar_type() != at::kFloat) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "optimizer state: '", key, "' missing or not a shard of ", master_.numel(),
-          " fp32 values (was the checkpoint written by another world size or model?)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("optimizer state: '", key, "' missing or not a shard of ", master_.numel(),
+                       " fp32 values (was the checkpoint written by another world size or model?)"));
     }
   }
   master_.copy_(state.at("master").view(-1));

@@ -28,8 +28,8 @@ namespace topiary::train {
 class ShardedAdamW {
  public:
   // Broadcasts rank 0's parameters first, so every rank starts identical.
-  static absl::StatusOr<std::unique_ptr<ShardedAdamW>> Create(
-      std::vector<std::pair<std::string, at::Tensor*>> params, AdamWOptions options, dist::Communicator* comm);
+  static absl::StatusOr<std::unique_ptr<ShardedAdamW>> Create(std::vector<std::pair<std::string, at::Tensor*>> params,
+                                                              AdamWOptions options, dist::Communicator* comm);
 
   // One update from the parameters' .grad() (each rank's mean over its own
   // micro batches). Gradients are averaged over ranks and clipped to global
@@ -62,8 +62,8 @@ class ShardedAdamW {
   AdamWOptions options_;
   dist::Communicator* comm_ = nullptr;
   int64_t total_ = 0, padded_ = 0, lo_ = 0, hi_ = 0;  // this rank owns [lo_, hi_)
-  at::Tensor master_, m_, v_;                          // (hi_ - lo_) fp32
-  at::Tensor flat_grad_, shard_grad_, flat_param_;     // scratch
+  at::Tensor master_, m_, v_;                         // (hi_ - lo_) fp32
+  at::Tensor flat_grad_, shard_grad_, flat_param_;    // scratch
   int64_t step_ = 0;
 };
 

@@ -24,8 +24,8 @@ absl::Status CheckWindow(const model::LlamaModel& m, int64_t first, int64_t n) {
   const int64_t L = m.config.num_hidden_layers;
   if (n < 1 || n >= L) return absl::InvalidArgumentError(absl::StrCat("drop: ", n, " blocks outside [1, ", L, ")"));
   if (first < 0 || first + n > L) {
-    return absl::InvalidArgumentError(absl::StrCat("first: window [", first, ", ", first + n, ") outside the ", L,
-                                                   " blocks"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("first: window [", first, ", ", first + n, ") outside the ", L, " blocks"));
   }
   return absl::OkStatus();
 }

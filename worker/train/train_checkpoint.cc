@@ -64,8 +64,11 @@ absl::Status WriteTrainCheckpoint(const std::string& dir, const TrainState& stat
   }
   RETURN_IF_ERROR(comm.Barrier());  // every shard is in
   if (comm.rank() == 0) {
-    nlohmann::json j = {{"version", 1}, {"step", state.step}, {"tokens", state.tokens},
-                        {"world_size", state.world_size}, {"seed", state.seed}};
+    nlohmann::json j = {{"version", 1},
+                        {"step", state.step},
+                        {"tokens", state.tokens},
+                        {"world_size", state.world_size},
+                        {"seed", state.seed}};
     RETURN_IF_ERROR(WriteFileAtomically(tmp + "/state.json", j.dump(2) + "\n"));
     RETURN_IF_ERROR(RemoveAll(final_path));
     std::error_code ec;
@@ -96,8 +99,8 @@ absl::StatusOr<TrainState> LoadTrainCheckpoint(const std::string& path, model::L
   s.world_size = j.value("world_size", 1);
   s.seed = j.value("seed", uint64_t{0});
   if (s.world_size != comm.world_size()) {
-    return absl::FailedPreconditionError(absl::StrCat(path, ": written by ", s.world_size, " ranks, resuming with ",
-                                                      comm.world_size()));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": written by ", s.world_size, " ranks, resuming with ", comm.world_size()));
   }
   if (s.seed != seed) {
     return absl::FailedPreconditionError(absl::StrCat(path, ": written with seed ", s.seed, ", resuming with ", seed));

@@ -95,13 +95,13 @@ absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainDa
   torch::manual_seed(r.seed);
 
   if (o.train_last_blocks < 0 || o.train_last_blocks > model.config.num_hidden_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("train_last_blocks: ", o.train_last_blocks, " outside [0, ",
-                                                   model.config.num_hidden_layers, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("train_last_blocks: ", o.train_last_blocks, " outside [0, ", model.config.num_hidden_layers, "]"));
   }
   for (int64_t l : o.train_blocks) {
     if (l < 0 || l >= model.config.num_hidden_layers) {
-      return absl::InvalidArgumentError(absl::StrCat("train_blocks: block ", l, " outside [0, ",
-                                                     model.config.num_hidden_layers, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("train_blocks: block ", l, " outside [0, ", model.config.num_hidden_layers, ")"));
     }
   }
   std::vector<std::string> trainable;
@@ -154,8 +154,8 @@ absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainDa
     }
     RETURN_IF_ERROR(AverageOverRanks(*comm, &sum));
     if (!std::isfinite(sum.loss)) {
-      return absl::InternalError(absl::StrCat("loss is ", sum.loss, " at step ", step + 1,
-                                              "; stopping (the last checkpoint is kept)"));
+      return absl::InternalError(
+          absl::StrCat("loss is ", sum.loss, " at step ", step + 1, "; stopping (the last checkpoint is kept)"));
     }
     StepMetrics m;
     m.lr = CosineLr(step, r.steps, r.warmup_steps, r.lr, r.min_lr);
@@ -181,7 +181,8 @@ absl::Status Train(model::LlamaModel& model, Objective& objective, const TrainDa
       eo.batch_size = r.micro_batch;
       torch::NoGradGuard no_grad;
       ASSIGN_OR_RETURN(eval::LossResult er,
-                       eval::EvaluateLoss(objective.Effective(model), data.eval_file ? *data.eval_file : *data.file, data.eval_range, eo));
+                       eval::EvaluateLoss(objective.Effective(model), data.eval_file ? *data.eval_file : *data.file,
+                                          data.eval_range, eo));
       m.eval_loss = er.loss;
     }
     m.resumed_from = resumed_from;

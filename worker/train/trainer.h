@@ -34,18 +34,18 @@
 namespace topiary::train {
 
 struct TrainRecipe {
-  int64_t steps = 1000;         // optimizer steps
-  int64_t global_batch = 32;    // sequences per optimizer step, all ranks together
-  int64_t micro_batch = 8;      // sequences per forward/backward
-  int64_t seq_len = 256;        // T
-  double lr = 3e-4;             // peak
+  int64_t steps = 1000;       // optimizer steps
+  int64_t global_batch = 32;  // sequences per optimizer step, all ranks together
+  int64_t micro_batch = 8;    // sequences per forward/backward
+  int64_t seq_len = 256;      // T
+  double lr = 3e-4;           // peak
   double min_lr = 3e-5;
   int64_t warmup_steps = 100;
-  double clip = 1.0;            // max global grad norm; 0 disables
+  double clip = 1.0;  // max global grad norm; 0 disables
   AdamWOptions adamw;
   uint64_t seed = 0;
   int64_t log_every = 10;
-  int64_t eval_every = 0;       // 0: only at the end
+  int64_t eval_every = 0;  // 0: only at the end
   int64_t eval_windows = 32;
 };
 
@@ -54,21 +54,21 @@ struct TrainRecipe {
 absl::Status ValidateRecipe(const TrainRecipe& recipe, int world_size = 1);
 
 struct StepMetrics {
-  int64_t step = 0;         // 1-based, after the update
+  int64_t step = 0;  // 1-based, after the update
   int64_t steps = 0;
-  double loss = 0;          // mean objective over this step's tokens, all ranks
-  double kl = -1;           // distillation: the KL term (-1 otherwise)
-  double ce = 0;            // the student's cross-entropy on the targets
-  double hidden = -1;       // distillation: the hidden-state term (-1 otherwise)
+  double loss = 0;     // mean objective over this step's tokens, all ranks
+  double kl = -1;      // distillation: the KL term (-1 otherwise)
+  double ce = 0;       // the student's cross-entropy on the targets
+  double hidden = -1;  // distillation: the hidden-state term (-1 otherwise)
   double lr = 0;
   double grad_norm = 0;
-  int64_t tokens = 0;       // tokens processed so far, all ranks
-  double tokens_per_second = 0;  // all ranks
-  double mfu = -1;          // achieved FLOP/s over RunOptions::peak_flops (when given)
+  int64_t tokens = 0;                 // tokens processed so far, all ranks
+  double tokens_per_second = 0;       // all ranks
+  double mfu = -1;                    // achieved FLOP/s over RunOptions::peak_flops (when given)
   int64_t optimizer_state_bytes = 0;  // this rank's ZeRO-1 shard (falls as 1/ranks)
-  double eval_loss = -1;    // set on evaluation steps
-  int64_t resumed_from = 0; // the step this run started from (> 0 after a resume)
-  bool checkpointed = false;  // a training checkpoint was written after this step
+  double eval_loss = -1;              // set on evaluation steps
+  int64_t resumed_from = 0;           // the step this run started from (> 0 after a resume)
+  bool checkpointed = false;          // a training checkpoint was written after this step
 };
 
 using StepCallback = std::function<void(const StepMetrics&)>;
@@ -77,7 +77,7 @@ struct TrainData {
   const data::TokenFile* file = nullptr;
   data::TokenRange train_range;
   const data::TokenFile* eval_file = nullptr;  // null: `file`
-  data::TokenRange eval_range;  // empty: no evaluation
+  data::TokenRange eval_range;                 // empty: no evaluation
 };
 
 struct RunOptions {

@@ -19,8 +19,8 @@ using topiary::testing::TinyConfig;
 
 TEST(Aggregate, MatchesHandComputation) {
   // Two sequences, three tokens, two units: |x| values.
-  at::Tensor x = torch::tensor({{{1.0f, 0.0f}, {2.0f, 0.0f}, {3.0f, 3.0f}},
-                                {{4.0f, 1.0f}, {4.0f, 1.0f}, {4.0f, 1.0f}}});
+  at::Tensor x =
+      torch::tensor({{{1.0f, 0.0f}, {2.0f, 0.0f}, {3.0f, 3.0f}}, {{4.0f, 1.0f}, {4.0f, 1.0f}, {4.0f, 1.0f}}});
   UnitStats mean_seq(2), l2_seq(2), var_seq(2);
   mean_seq.Add(x, Agg::kMean);  // per sequence: (2, 1) and (4, 1)
   l2_seq.Add(x, Agg::kL2);      // (sqrt 14, 3) and (sqrt 48, sqrt 3)
@@ -65,13 +65,13 @@ TEST(ActivationStats, DepthMetricsMatchHandComputation) {
   auto bi = s.BlockInfluence();
   EXPECT_NEAR(bi[0], 1 - 1 / std::sqrt(2.0), 1e-6);  // cos 45°
   EXPECT_NEAR(bi[1], 1 - 1 / std::sqrt(2.0), 1e-6);
-  EXPECT_NEAR(s.RelativeL1()[0], 1.0, 1e-6);             // |(0,1)|1 / |(1,0)|1
+  EXPECT_NEAR(s.RelativeL1()[0], 1.0, 1e-6);                              // |(0,1)|1 / |(1,0)|1
   EXPECT_NEAR(s.RelativeL2()[1], std::sqrt(2.0) / std::sqrt(2.0), 1e-6);  // |(-1,1)| / |(1,1)|
   EXPECT_NEAR(s.AttentionInfluence()[0], 0.0, 1e-6);
-  EXPECT_NEAR(s.MlpInfluence()[1], 0.0, 1e-6);            // the MLP left x2 unchanged
+  EXPECT_NEAR(s.MlpInfluence()[1], 0.0, 1e-6);  // the MLP left x2 unchanged
   auto ang = s.AngularDistance();
-  EXPECT_NEAR(ang[0][0], 0.25, 1e-6);                     // 45° / 180°
-  EXPECT_NEAR(ang[1][0], 0.5, 1e-6);                      // X0 to X2: 90°
+  EXPECT_NEAR(ang[0][0], 0.25, 1e-6);  // 45° / 180°
+  EXPECT_NEAR(ang[1][0], 0.5, 1e-6);   // X0 to X2: 90°
 }
 
 // A model whose block `identity` is an identity, whose KV group `dead_group`
@@ -196,10 +196,10 @@ TEST(ModelMetrics, MagnitudeMatchesHandComputation) {
   const std::vector<double> w = {0.5, -2.0, 1.0};
   double n = 0;
   for (int64_t l = 0; l < 3; ++l) {
-    for (at::Tensor* t : std::vector<at::Tensor*>{&m.layers[l].input_norm, &m.layers[l].q_proj, &m.layers[l].k_proj,
-                                                   &m.layers[l].v_proj, &m.layers[l].o_proj, &m.layers[l].post_norm,
-                                                   &m.layers[l].gate_proj, &m.layers[l].up_proj,
-                                                   &m.layers[l].down_proj}) {
+    for (at::Tensor* t :
+         std::vector<at::Tensor*>{&m.layers[l].input_norm, &m.layers[l].q_proj, &m.layers[l].k_proj,
+                                  &m.layers[l].v_proj, &m.layers[l].o_proj, &m.layers[l].post_norm,
+                                  &m.layers[l].gate_proj, &m.layers[l].up_proj, &m.layers[l].down_proj}) {
       t->fill_(w[l]);
       if (l == 0) n += static_cast<double>(t->numel());
     }
@@ -220,9 +220,9 @@ TEST(ModelMetrics, MagnitudeMatchesHandComputation) {
 TEST(ModelMetrics, RegistryCoversEveryMetricOfTheDesign) {
   std::set<std::string> names;
   for (const DepthMetric& m : DepthMetrics()) names.insert(m.name);
-  for (const char* want : {"block_influence", "angular_distance", "relative_l1", "relative_l2", "attention_influence",
-                           "mlp_influence", "lm_loss", "perplexity", "taylor", "magnitude_l1", "magnitude_l2",
-                           "reverse_order", "random"}) {
+  for (const char* want :
+       {"block_influence", "angular_distance", "relative_l1", "relative_l2", "attention_influence", "mlp_influence",
+        "lm_loss", "perplexity", "taylor", "magnitude_l1", "magnitude_l2", "reverse_order", "random"}) {
     EXPECT_TRUE(names.count(want)) << want;
   }
 }

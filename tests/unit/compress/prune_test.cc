@@ -52,7 +52,7 @@ TEST(Prune, KeepsTopUnitsInOriginalOrderAndSlicesConsistently) {
   model::LlamaModel m = model::InitModel(c, 2, at::kFloat, 0.2);
   for (auto& b : m.layers) b.q_bias.uniform_(), b.k_bias.uniform_(), b.v_bias.uniform_();
   Scores s = RandomScores(c);
-  s.channels = at::arange(32, at::kFloat).flip(0);  // keeps channels 0..23
+  s.channels = at::arange(32, at::kFloat).flip(0);       // keeps channels 0..23
   s.heads[0] = torch::tensor({0.1f, 0.9f, 0.8f, 0.7f});  // group 0: heads 0,1; group 1: heads 2,3
   PruneTarget t;
   t.hidden_size = 24;
@@ -61,7 +61,7 @@ TEST(Prune, KeepsTopUnitsInOriginalOrderAndSlicesConsistently) {
   t.num_key_value_heads = 1;
   auto plan = MakePlan(c, s, t);
   ASSERT_TRUE(plan.ok()) << plan.status();
-  EXPECT_EQ(plan->layers[0].groups, (std::vector<int64_t>{1}));   // L2: group 1 (0.8, 0.7) beats group 0 (0.1, 0.9)
+  EXPECT_EQ(plan->layers[0].groups, (std::vector<int64_t>{1}));  // L2: group 1 (0.8, 0.7) beats group 0 (0.1, 0.9)
   EXPECT_EQ(plan->layers[0].heads, (std::vector<int64_t>{2, 3}));
   model::LlamaModel p = ApplyPlan(m, *plan);
   EXPECT_EQ(p.layers[0].q_proj.sizes().vec(), (std::vector<int64_t>{16, 24}));
@@ -115,7 +115,8 @@ TEST(Prune, StreamingCheckpointEqualsInMemoryAndFullShapeIsIdentity) {
   nosync.durable = false;
   ASSERT_TRUE(PruneCheckpoint(teacher, *plan, dir.File("p_nosync"), nosync).ok());
   for (const char* f : {"model.safetensors", "config.json", "tokenizer.model"}) {
-    auto x = ReadFileToString(dir.File(std::string("p/") + f)), y = ReadFileToString(dir.File(std::string("p_nosync/") + f));
+    auto x = ReadFileToString(dir.File(std::string("p/") + f)),
+         y = ReadFileToString(dir.File(std::string("p_nosync/") + f));
     ASSERT_TRUE(x.ok() && y.ok()) << f;
     EXPECT_TRUE(*x == *y) << f;
   }
@@ -205,15 +206,33 @@ TEST(Prune, DepthByMetricContiguousAndExplicit) {
 
 TEST(Prune, ValidationNamesTheField) {
   model::ModelConfig c = TinyConfig();
-  struct Case { std::function<void(PruneTarget&)> edit; const char* field; };
+  struct Case {
+    std::function<void(PruneTarget&)> edit;
+    const char* field;
+  };
   std::vector<Case> cases = {
       {[](PruneTarget& t) { t.hidden_size = 64; }, "target.hidden_size"},
       {[](PruneTarget& t) { t.intermediate_size = -3; }, "target.intermediate_size"},
-      {[](PruneTarget& t) { t.num_attention_heads = 3; t.num_key_value_heads = 2; }, "target.num_attention_heads"},
-      {[](PruneTarget& t) { t.num_attention_heads = 4; t.num_key_value_heads = 1; }, "target.num_attention_heads"},
+      {[](PruneTarget& t) {
+         t.num_attention_heads = 3;
+         t.num_key_value_heads = 2;
+       },
+       "target.num_attention_heads"},
+      {[](PruneTarget& t) {
+         t.num_attention_heads = 4;
+         t.num_key_value_heads = 1;
+       },
+       "target.num_attention_heads"},
       {[](PruneTarget& t) { t.drop_layers = {3}; }, "target.drop_layers"},
-      {[](PruneTarget& t) { t.drop_mlp = {1, 1}; }, "target.drop_mlp"},
-      {[](PruneTarget& t) { t.hidden_size = 30; t.divisor = 8; }, "target.hidden_size"},
+      {[](PruneTarget& t) {
+         t.drop_mlp = {1, 1};
+       },
+       "target.drop_mlp"},
+      {[](PruneTarget& t) {
+         t.hidden_size = 30;
+         t.divisor = 8;
+       },
+       "target.hidden_size"},
   };
   for (const Case& k : cases) {
     PruneTarget t;

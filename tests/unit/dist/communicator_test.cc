@@ -70,8 +70,8 @@ std::vector<testing::ProcessResult> RunRanks(int world, int started, const std::
                                              const TempDir& dir) {
   std::vector<std::vector<std::string>> argvs;
   for (int r = 0; r < started; ++r) {
-    argvs.push_back({testing::BinDir() + "/dist_rank", std::to_string(r), std::to_string(world),
-                     dir.path() + "/rdzv", scenario, std::to_string(timeout_ms)});
+    argvs.push_back({testing::BinDir() + "/dist_rank", std::to_string(r), std::to_string(world), dir.path() + "/rdzv",
+                     scenario, std::to_string(timeout_ms)});
   }
   return testing::RunProcesses(argvs, dir.path(), std::chrono::seconds(60));
 }

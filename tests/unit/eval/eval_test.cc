@@ -12,21 +12,26 @@ namespace {
 std::string Teacher() { return testing::SourceDir() + "/models/kjv-llama-8m"; }
 
 TEST(ZeroShot, MalformedLinesNameTheLine) {
-  struct Case { const char* text; const char* phrase; };
-  for (const Case& k : std::vector<Case>{
-           {"{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"label\": 0}\nnot json", "line 2"},
-           {"{\"context\": 3, \"choices\": [\"x\", \"y\"], \"label\": 0}", "context"},
-           {"{\"context\": \"a\", \"choices\": [\"x\"], \"label\": 0}", "choices"},
-           {"{\"context\": \"a\", \"choices\": [\"x\", \"\"], \"label\": 0}", "non-empty"},
-           {"{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"label\": 2}", "label"},
-           {"{\"context\": \"a\", \"choices\": [\"x\", \"y\"]}", "label"},
-           {"\n\n", "no examples"}}) {
+  struct Case {
+    const char* text;
+    const char* phrase;
+  };
+  for (const Case& k :
+       std::vector<Case>{{"{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"label\": 0}\nnot json", "line 2"},
+                         {"{\"context\": 3, \"choices\": [\"x\", \"y\"], \"label\": 0}", "context"},
+                         {"{\"context\": \"a\", \"choices\": [\"x\"], \"label\": 0}", "choices"},
+                         {"{\"context\": \"a\", \"choices\": [\"x\", \"\"], \"label\": 0}", "non-empty"},
+                         {"{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"label\": 2}", "label"},
+                         {"{\"context\": \"a\", \"choices\": [\"x\", \"y\"]}", "label"},
+                         {"\n\n", "no examples"}}) {
     auto r = ParseMcTasks(k.text);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << k.text;
     EXPECT_NE(r.status().message().find(k.phrase), std::string::npos) << r.status();
   }
-  auto ok = ParseMcTasks("{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"label\": 1}\n\n"
-                         "{\"context\": \"b\", \"choices\": [\"x\", \"y\", \"z\"], \"label\": 2}\n", 1);
+  auto ok = ParseMcTasks(
+      "{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"label\": 1}\n\n"
+      "{\"context\": \"b\", \"choices\": [\"x\", \"y\", \"z\"], \"label\": 2}\n",
+      1);
   ASSERT_TRUE(ok.ok());
   EXPECT_EQ(ok->size(), 1u);  // max_examples
 }
@@ -36,7 +41,9 @@ TEST(ZeroShot, BatchedScoresEqualOneChoiceAtATime) {
   auto m = model::LoadCheckpoint(Teacher(), at::kFloat);
   auto tok = data::Tokenizer::Load(Teacher() + "/tokenizer.model");
   ASSERT_TRUE(m.ok() && tok.ok());
-  McExample e{"In the beginning God created", {" the heaven and the earth.", " earth the and heaven the.", " a very long choice of many words"}, 0};
+  McExample e{"In the beginning God created",
+              {" the heaven and the earth.", " earth the and heaven the.", " a very long choice of many words"},
+              0};
   std::vector<double> ll = ChoiceLogLikelihoods(*m, **tok, e, 64);
   ASSERT_EQ(ll.size(), 3u);
   torch::NoGradGuard g;

@@ -132,7 +132,8 @@ TEST(Checkpoint, IndexRefusesPathsOutsideTheDirectory) {
   LlamaModel m = InitModel(TinyConfig(), 1, at::kFloat);
   ASSERT_TRUE(SaveCheckpoint(m, dir.path(), {}).ok());
   ASSERT_TRUE(WriteFileAtomically(dir.File("model.safetensors.index.json"),
-                                  R"({"weight_map": {"model.norm.weight": "../../etc/passwd"}})").ok());
+                                  R"({"weight_map": {"model.norm.weight": "../../etc/passwd"}})")
+                  .ok());
   auto r = LoadCheckpoint(dir.path(), at::kFloat);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("plain file name"), std::string::npos);

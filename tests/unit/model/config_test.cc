@@ -35,9 +35,15 @@ TEST(Config, ParsesLlama31) {
 }
 
 TEST(Config, Qwen2HasQkvBiasOnly) {
-  json j = {{"architectures", {"Qwen2ForCausalLM"}}, {"model_type", "qwen2"}, {"hidden_size", 896},
-            {"intermediate_size", 4864}, {"num_attention_heads", 14}, {"num_key_value_heads", 2},
-            {"num_hidden_layers", 24}, {"vocab_size", 151936}, {"tie_word_embeddings", true}};
+  json j = {{"architectures", {"Qwen2ForCausalLM"}},
+            {"model_type", "qwen2"},
+            {"hidden_size", 896},
+            {"intermediate_size", 4864},
+            {"num_attention_heads", 14},
+            {"num_key_value_heads", 2},
+            {"num_hidden_layers", 24},
+            {"vocab_size", 151936},
+            {"tie_word_embeddings", true}};
   auto c = ParseConfigJson(j.dump());
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(c->qkv_bias);
@@ -60,9 +66,16 @@ TEST(Config, ExplicitHeadDimIsKept) {
 }
 
 TEST(Config, RefusalsNameTheField) {
-  struct Case { std::function<void(json&)> edit; std::string field; };
+  struct Case {
+    std::function<void(json&)> edit;
+    std::string field;
+  };
   std::vector<Case> cases = {
-      {[](json& j) { j["architectures"] = {"GPT2LMHeadModel"}; j["model_type"] = "gpt2"; }, "architectures"},
+      {[](json& j) {
+         j["architectures"] = {"GPT2LMHeadModel"};
+         j["model_type"] = "gpt2";
+       },
+       "architectures"},
       {[](json& j) { j.erase("hidden_size"); }, "hidden_size"},
       {[](json& j) { j["num_attention_heads"] = 0; }, "num_attention_heads"},
       {[](json& j) { j["num_key_value_heads"] = 5; }, "num_key_value_heads"},
@@ -70,8 +83,17 @@ TEST(Config, RefusalsNameTheField) {
       {[](json& j) { j["rope_scaling"]["rope_type"] = "yarn"; }, "rope_scaling.rope_type"},
       {[](json& j) { j["rope_scaling"]["high_freq_factor"] = 0.5; }, "rope_scaling.high_freq_factor"},
       {[](json& j) { j["tie_word_embeddings"] = "yes"; }, "tie_word_embeddings"},
-      {[](json& j) { j["hidden_size"] = 4000; j["num_attention_heads"] = 33; j["num_key_value_heads"] = 11; }, "head_dim"},
-      {[](json& j) { j["architectures"] = {"MistralForCausalLM"}; j["model_type"] = "llama"; }, "architectures"},
+      {[](json& j) {
+         j["hidden_size"] = 4000;
+         j["num_attention_heads"] = 33;
+         j["num_key_value_heads"] = 11;
+       },
+       "head_dim"},
+      {[](json& j) {
+         j["architectures"] = {"MistralForCausalLM"};
+         j["model_type"] = "llama";
+       },
+       "architectures"},
   };
   for (const Case& c : cases) {
     json j = LlamaJson();

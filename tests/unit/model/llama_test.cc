@@ -30,8 +30,10 @@ class SkipBlock : public ActivationObserver {
   bool Wants(Point p) const override { return p == Point::kBlockInput || p == Point::kBlockOutput; }
   void Observe(Point p, int64_t layer, at::Tensor& x) override {
     if (layer != skip_) return;
-    if (p == Point::kBlockInput) input_ = x;
-    else x = input_;
+    if (p == Point::kBlockInput)
+      input_ = x;
+    else
+      x = input_;
   }
 
  private:

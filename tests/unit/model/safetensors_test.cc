@@ -13,8 +13,7 @@ namespace {
 using topiary::testing::TempDir;
 
 // Writes a raw safetensors file: header length, header text, data bytes.
-void WriteRaw(const std::string& path, const std::string& header, size_t data_bytes,
-              int64_t claimed_len = -1) {
+void WriteRaw(const std::string& path, const std::string& header, size_t data_bytes, int64_t claimed_len = -1) {
   std::ofstream f(path, std::ios::binary);
   uint64_t n = claimed_len >= 0 ? static_cast<uint64_t>(claimed_len) : header.size();
   for (int i = 0; i < 8; ++i) f.put(static_cast<char>((n >> (8 * i)) & 0xff));
@@ -74,8 +73,7 @@ TEST(Safetensors, RefusesMalformedFiles) {
       {"unknown dtype", R"({"w": {"dtype": "Q4", "shape": [2], "data_offsets": [0, 2]}})", 2, -1, "unsupported dtype"},
       {"offsets outside data", R"({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}})", 8, -1,
        "not within the file bounds"},
-      {"size mismatch", R"({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 16]}})", 16, -1,
-       "need 24"},
+      {"size mismatch", R"({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 16]}})", 16, -1, "need 24"},
       {"begin after end", R"({"w": {"dtype": "F32", "shape": [0], "data_offsets": [8, 4]}})", 16, -1, "begin > end"},
       {"overlap",
        R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})",

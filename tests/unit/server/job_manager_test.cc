@@ -124,7 +124,7 @@ TEST_F(JobManagerTest, QueuedJobsPerUserAreCapped) {
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(refused.status().message().find("alice has 3 jobs queued"), std::string::npos) << refused.status();
   EXPECT_TRUE(jm.Create(bob_, Spec(), "").ok());  // others are not held back
-  ASSERT_TRUE(jm.Cancel(alice_, ids[0]).ok());   // one leaves the queue: room again
+  ASSERT_TRUE(jm.Cancel(alice_, ids[0]).ok());    // one leaves the queue: room again
   EXPECT_TRUE(jm.Create(alice_, Spec(), "").ok());
   JobManager restarted(store_.get(), &clock_, o);  // the count survives a restart
   ASSERT_TRUE(restarted.Recover().ok());
@@ -148,7 +148,7 @@ TEST_F(JobManagerTest, FinishedJobsAreDeletedAfterTheRetention) {
   EXPECT_EQ(jm.Get(alice_, old_done).status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(store_->Events(old_done, 0, 10)->empty());
   EXPECT_TRUE(jm.Get(alice_, recent_done).ok());
-  EXPECT_TRUE(jm.Get(alice_, running).ok());  // never a job that has not finished
+  EXPECT_TRUE(jm.Get(alice_, running).ok());                   // never a job that has not finished
   EXPECT_NE(jm.Create(alice_, Spec(), "r1")->id(), old_done);  // its idempotency key went too
 }
 

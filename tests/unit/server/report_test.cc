@@ -49,8 +49,8 @@ class ReportTest : public ::testing::Test {
     job_.mutable_spec()->add_stages()->mutable_distill()->set_tokens("1K");
     job_.mutable_spec()->add_stages()->mutable_evaluate();
     AddStage("importance", v1::STAGE_SUCCEEDED, 0, 2'000'000, "{}");
-    v1::Stage* search = AddStage("search", v1::STAGE_SUCCEEDED, 2'000'000, 12'000'000,
-                                 R"({"best_task": 1, "best_loss": 3.25})");
+    v1::Stage* search =
+        AddStage("search", v1::STAGE_SUCCEEDED, 2'000'000, 12'000'000, R"({"best_task": 1, "best_loss": 3.25})");
     search->add_tasks()->set_result_json(R"({"index": 0, "loss": 3.5, "zero_shot_loss": 4.5, "params": 1000,
                                              "config": {"hidden_size": 224}})");
     search->add_tasks()->set_result_json(R"({"index": 1, "loss": 3.25, "zero_shot_loss": 4.75, "params": 900,
@@ -86,7 +86,8 @@ TEST_F(ReportTest, HoldsWhatTheJobDid) {
   EXPECT_EQ(r["job"]["state"], "JOB_SUCCEEDED");
   EXPECT_DOUBLE_EQ(r["job"]["seconds"].get<double>(), 60.0);
   EXPECT_EQ(r["teacher"]["config"]["hidden_size"], 256);
-  EXPECT_EQ(r["teacher"]["bytes"], 1000 + static_cast<int64_t>(std::filesystem::file_size(root_ + "/teacher/config.json")));
+  EXPECT_EQ(r["teacher"]["bytes"],
+            1000 + static_cast<int64_t>(std::filesystem::file_size(root_ + "/teacher/config.json")));
   EXPECT_GT(r["teacher"]["params"].get<int64_t>(), 0);
   EXPECT_EQ(r["result"]["config"]["hidden_size"], 192);
   ASSERT_EQ(r["stages"].size(), 4u);

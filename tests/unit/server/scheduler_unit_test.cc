@@ -231,8 +231,7 @@ TEST_F(SchedulerUnitTest, AStaleAttemptIsFenced) {
   p.set_attempt(first.attempt());
   EXPECT_EQ(sched_->Progress(w, p).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(sched_->Complete(w, Done(first)).code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(sched_->CheckRendezvous(w, first.task_id(), first.attempt()).code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(sched_->CheckRendezvous(w, first.task_id(), first.attempt()).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Get(id).stages(0).tasks(0).state(), v1::TASK_ASSIGNED);  // the stale completion changed nothing
   // A heartbeat naming the stale rank gets it back to stop.
   auto hb = sched_->Heartbeat(w, Running({first, second}));
@@ -382,11 +381,11 @@ TEST_F(SchedulerUnitTest, UnfittableTasksWaitWithoutBlockingOthers) {
   const WorkerCall a = Register("a", 2);
   const WorkerCall b = Register("b", 1);
   const std::string huge = Submit(0, /*ranks=*/3, /*slots_per_rank=*/2);  // 3 ranks of 2: never fits
-  const std::string wide = Submit(0, 0, /*slots_per_rank=*/2);           // fits a only
+  const std::string wide = Submit(0, 0, /*slots_per_rank=*/2);            // fits a only
   sched_->RunOnce();
   EXPECT_NE(Get(huge).waiting_reason().find("unschedulable: needs 3 ranks of 2 slots"), std::string::npos)
       << Get(huge).waiting_reason();
-  ASSERT_EQ(sched_->Poll(a, 0)->size(), 1u);  // wide runs on a
+  ASSERT_EQ(sched_->Poll(a, 0)->size(), 1u);        // wide runs on a
   const std::string second_wide = Submit(0, 0, 2);  // waits for a; cannot use b's single slot
   const std::string narrow = Submit(0, 0, 1);       // backfills b's slot
   sched_->RunOnce();
@@ -477,7 +476,7 @@ TEST_F(SchedulerUnitTest, ASlowSyncHoldsUpNoHeartbeatAndLosesNoLease) {
   const bool blocked = gate_->WaitUntilBlocked(std::chrono::seconds(5));
   int answered = 0;
   std::vector<std::future<absl::StatusOr<v1::HeartbeatResponse>>> beats;  // outlive the gate
-  for (int i = 0; i < 4; ++i) {  // two leases pass while the write is stuck
+  for (int i = 0; i < 4; ++i) {                                           // two leases pass while the write is stuck
     clock_.AdvanceMicros(500'000);
     beats.push_back(std::async(std::launch::async, [&] { return sched_->Heartbeat(other, {}); }));
     if (beats.back().wait_for(std::chrono::seconds(5)) != std::future_status::ready) break;

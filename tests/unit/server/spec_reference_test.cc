@@ -64,7 +64,8 @@ TEST(SpecReference, DocumentsEveryFieldAndOnlyThose) {
   Walk(v1::JobSpec::descriptor(), "", &fields);
   ASSERT_GT(fields.size(), 50u);
   for (const std::string& f : fields) EXPECT_TRUE(documented.count(f)) << "README spec reference lacks `" << f << "`";
-  for (const std::string& d : documented) EXPECT_TRUE(fields.count(d)) << "README documents `" << d << "`, no such field";
+  for (const std::string& d : documented)
+    EXPECT_TRUE(fields.count(d)) << "README documents `" << d << "`, no such field";
 }
 
 }  // namespace

@@ -21,17 +21,24 @@ class SpecTest : public ::testing::Test {
   void TearDown() override { RemoveAll(root_).IgnoreError(); }
   std::string Spec(const std::string& stages_extra = "") const {
     return "name: test\n"
-           "teacher: {path: " + root_ + "/models/t}\n"
+           "teacher: {path: " +
+           root_ +
+           "/models/t}\n"
            "data:\n"
-           "  calibration: {path: " + root_ + "/data/c.bin, format: u16, samples: 64, seq_len: 256}\n"
-           "  train: {path: " + root_ + "/data/t.bin, format: u16, seq_len: 256}\n"
-           "  eval: {path: " + root_ + "/data/v.bin, format: u16, seq_len: 256}\n"
+           "  calibration: {path: " +
+           root_ +
+           "/data/c.bin, format: u16, samples: 64, seq_len: 256}\n"
+           "  train: {path: " +
+           root_ +
+           "/data/t.bin, format: u16, seq_len: 256}\n"
+           "  eval: {path: " +
+           root_ +
+           "/data/v.bin, format: u16, seq_len: 256}\n"
            "stages:\n"
            "  - importance: {depth: [block_influence, lm_loss]}\n"
            "  - prune: {target: {hidden_size: 192, intermediate_size: 512}}\n"
            "  - distill: {tokens: 100M, lr: 1e-4, min_lr: 1e-5, global_batch: 16, micro_batch: 4}\n" +
-           stages_extra +
-           "resources: {ranks: 2}\npriority: 5\nlabels: {team: nlp}\n";
+           stages_extra + "resources: {ranks: 2}\npriority: 5\nlabels: {team: nlp}\n";
   }
   absl::Status Validate(const std::string& yaml) {
     auto s = ParseJobSpec(yaml);
@@ -158,8 +165,7 @@ TEST_F(SpecTest, EverySearchIsBounded) {
   EXPECT_EQ(msg("{params: '0.5', candidates: 100000000}"),
             "spec.stages[1].prune.search.candidates: 100000000 is outside [0, 64]");
   EXPECT_EQ(msg("{params: '0.5', tolerance: .nan}"), "spec.stages[1].prune.search.tolerance: must be a finite number");
-  EXPECT_EQ(msg("{params: '0.5', min_width: -.inf}"),
-            "spec.stages[1].prune.search.min_width: must be a finite number");
+  EXPECT_EQ(msg("{params: '0.5', min_width: -.inf}"), "spec.stages[1].prune.search.min_width: must be a finite number");
 }
 
 TEST_F(SpecTest, ADanglingSymlinkIsJudgedByWhereItPoints) {

@@ -24,8 +24,7 @@ TEST(AdamWKernel, EveryTypePairMatchesTheFp64Formula) {
   for (bool bf16_grad : {false, true}) {
     for (bool bf16_weight : {false, true}) {
       at::manual_seed(7);
-      at::Tensor g = at::randn({kN}), m = at::randn({kN}) * 0.1, v = at::rand({kN}) * 0.01,
-                 master = at::randn({kN});
+      at::Tensor g = at::randn({kN}), m = at::randn({kN}) * 0.1, v = at::rand({kN}) * 0.01, master = at::randn({kN});
       if (bf16_grad) g = g.to(at::kBFloat16);
       // fp64 reference
       at::Tensor gd = g.to(at::kDouble) * s.scale;
@@ -33,10 +32,18 @@ TEST(AdamWKernel, EveryTypePairMatchesTheFp64Formula) {
       at::Tensor vd = v.to(at::kDouble) * s.b2 + gd * gd * (1 - s.b2);
       at::Tensor pd = master.to(at::kDouble) * s.decay - md * s.lr_bc1 / ((vd * s.inv_bc2).sqrt() + s.eps);
       at::Tensor w = bf16_weight ? at::empty({kN}, at::kBFloat16) : master;
-      if (bf16_grad && bf16_weight) internal::FusedUpdate(Bits(g), m.data_ptr<float>(), v.data_ptr<float>(), master.data_ptr<float>(), Bits(w), kN, s);
-      if (bf16_grad && !bf16_weight) internal::FusedUpdate(Bits(g), m.data_ptr<float>(), v.data_ptr<float>(), master.data_ptr<float>(), master.data_ptr<float>(), kN, s);
-      if (!bf16_grad && bf16_weight) internal::FusedUpdate(g.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(), master.data_ptr<float>(), Bits(w), kN, s);
-      if (!bf16_grad && !bf16_weight) internal::FusedUpdate(g.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(), master.data_ptr<float>(), master.data_ptr<float>(), kN, s);
+      if (bf16_grad && bf16_weight)
+        internal::FusedUpdate(Bits(g), m.data_ptr<float>(), v.data_ptr<float>(), master.data_ptr<float>(), Bits(w), kN,
+                              s);
+      if (bf16_grad && !bf16_weight)
+        internal::FusedUpdate(Bits(g), m.data_ptr<float>(), v.data_ptr<float>(), master.data_ptr<float>(),
+                              master.data_ptr<float>(), kN, s);
+      if (!bf16_grad && bf16_weight)
+        internal::FusedUpdate(g.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(), master.data_ptr<float>(),
+                              Bits(w), kN, s);
+      if (!bf16_grad && !bf16_weight)
+        internal::FusedUpdate(g.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(), master.data_ptr<float>(),
+                              master.data_ptr<float>(), kN, s);
       SCOPED_TRACE(::testing::Message() << "bf16 grad " << bf16_grad << ", bf16 weight " << bf16_weight);
       EXPECT_TRUE(m.to(at::kDouble).allclose(md, 1e-6, 1e-7));
       EXPECT_TRUE(v.to(at::kDouble).allclose(vd, 1e-6, 1e-9));
@@ -52,8 +59,8 @@ TEST(AdamWKernel, EveryTypePairMatchesTheFp64Formula) {
 TEST(AdamWKernel, Bf16RoundingTiesAndNaN) {
   // 1 + 2^-8 is halfway between two bf16 values: ties go to the even one (1.0);
   // 1 + 3·2^-8 goes up to 1 + 2^-6. NaN stays NaN.
-  at::Tensor master = at::tensor({1.0f + std::ldexp(1.0f, -8), 1.0f + 3 * std::ldexp(1.0f, -8),
-                                  std::numeric_limits<float>::quiet_NaN(), -3.3f});
+  at::Tensor master = at::tensor(
+      {1.0f + std::ldexp(1.0f, -8), 1.0f + 3 * std::ldexp(1.0f, -8), std::numeric_limits<float>::quiet_NaN(), -3.3f});
   at::Tensor g = at::zeros({4}), m = at::zeros({4}), v = at::zeros({4});
   at::Tensor w = at::empty({4}, at::kBFloat16);
   const internal::AdamWStep s{0.9f, 0.95f, 0.0f, 1.0f, 1e-8f, 1.0f, 1.0f};  // lr 0: the weight is the master

@@ -28,8 +28,8 @@ TEST(AdamW, OneStepMatchesHandComputation) {
   };
   EXPECT_NEAR(w[0][0].item<double>(), expect(1.0, 0.1, true), 1e-6);
   EXPECT_NEAR(w[0][1].item<double>(), expect(-2.0, -0.2, true), 1e-6);
-  EXPECT_NEAR(w[1][0].item<double>(), 0.5 * (1 - lr * 0.1), 1e-6);  // zero gradient: decay only
-  EXPECT_NEAR(b[0].item<double>(), expect(0.25, 1.0, false), 1e-6);   // no decay on vectors
+  EXPECT_NEAR(w[1][0].item<double>(), 0.5 * (1 - lr * 0.1), 1e-6);   // zero gradient: decay only
+  EXPECT_NEAR(b[0].item<double>(), expect(0.25, 1.0, false), 1e-6);  // no decay on vectors
 }
 
 TEST(AdamW, Bf16WeightsKeepFp32Master) {

@@ -192,8 +192,10 @@ TEST(HiddenState, DistillsThroughALearnedMapWhenWidthsDiffer) {
   EXPECT_EQ(maps[0].second->sizes(), (std::vector<int64_t>{32, 24}));
   at::Tensor map_before = maps[0].second->clone();
   std::vector<StepMetrics> log;
-  ASSERT_TRUE(Train(student, **kd, {file.get(), {0, 4000}, nullptr, {}}, SmallRecipe(15), {},
-                    [&](const StepMetrics& s) { log.push_back(s); }).ok());
+  ASSERT_TRUE(
+      Train(student, **kd, {file.get(), {0, 4000}, nullptr, {}}, SmallRecipe(15), {}, [&](const StepMetrics& s) {
+        log.push_back(s);
+      }).ok());
   EXPECT_GE(log.front().hidden, 0);
   EXPECT_GE(log.front().kl, 0);
   EXPECT_LT(log.back().hidden, log.front().hidden * 0.8);
@@ -293,8 +295,9 @@ TEST(Trainer, ReportsMfuAgainstTheGivenPeak) {
   ro.peak_flops = 1e9;
   CrossEntropyObjective ce;
   std::vector<StepMetrics> log;
-  ASSERT_TRUE(Train(m, ce, {file.get(), {0, 4000}, nullptr, {}}, SmallRecipe(2), ro,
-                    [&](const StepMetrics& s) { log.push_back(s); }).ok());
+  ASSERT_TRUE(Train(m, ce, {file.get(), {0, 4000}, nullptr, {}}, SmallRecipe(2), ro, [&](const StepMetrics& s) {
+                log.push_back(s);
+              }).ok());
   const double want = log.back().tokens_per_second * ce.FlopsPerToken(m.config, 16) / 1e9;
   EXPECT_NEAR(log.back().mfu, want, want * 1e-9);
   EXPECT_GT(log.back().mfu, 0);

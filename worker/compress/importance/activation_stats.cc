@@ -24,9 +24,12 @@ ActivationStats::ActivationStats(const model::ModelConfig& c, Aggregation agg, M
 
 bool ActivationStats::Wants(Point p) const {
   switch (p) {
-    case Point::kMlpGate: return mlp_ == MlpActivation::kGateOutput;
-    case Point::kMlpActivation: return mlp_ == MlpActivation::kDownProjInput;
-    default: return true;
+    case Point::kMlpGate:
+      return mlp_ == MlpActivation::kGateOutput;
+    case Point::kMlpActivation:
+      return mlp_ == MlpActivation::kDownProjInput;
+    default:
+      return true;
   }
 }
 
@@ -53,18 +56,26 @@ void ActivationStats::Observe(Point p, int64_t l, at::Tensor& x0) {
         sequences_ += static_cast<double>(x.size(0));
       }
       block_input_ = x;
-      attn_residual_ = x;  // until an attention sublayer runs
+      attn_residual_ = x;                                          // until an attention sublayer runs
       last_token_[l] = x.select(1, x.size(1) - 1).to(at::kFloat);  // (B, C)
       break;
-    case Point::kAttnNorm: norms_[2 * l].Add(x.abs(), agg_.seq); break;
-    case Point::kHeads: heads_[l].Add(x.to(at::kFloat).norm(2, -1), agg_.seq); break;  // (B, T, NH)
+    case Point::kAttnNorm:
+      norms_[2 * l].Add(x.abs(), agg_.seq);
+      break;
+    case Point::kHeads:
+      heads_[l].Add(x.to(at::kFloat).norm(2, -1), agg_.seq);
+      break;  // (B, T, NH)
     case Point::kAttnResidual:
       attn_cos_[l] += CosPerToken(block_input_, x).sum().item<double>();
       attn_residual_ = x;
       break;
-    case Point::kMlpNorm: norms_[2 * l + 1].Add(x.abs(), agg_.seq); break;
+    case Point::kMlpNorm:
+      norms_[2 * l + 1].Add(x.abs(), agg_.seq);
+      break;
     case Point::kMlpGate:
-    case Point::kMlpActivation: neurons_[l].Add(x.abs(), agg_.seq); break;
+    case Point::kMlpActivation:
+      neurons_[l].Add(x.abs(), agg_.seq);
+      break;
     case Point::kBlockOutput:
       AddDepth(l, block_input_, x);
       mlp_cos_[l] += CosPerToken(attn_residual_, x).sum().item<double>();
@@ -78,7 +89,9 @@ void ActivationStats::Observe(Point p, int64_t l, at::Tensor& x0) {
         }
       }
       break;
-    case Point::kFinalNorm: norms_[2 * L].Add(x.abs(), agg_.seq); break;
+    case Point::kFinalNorm:
+      norms_[2 * L].Add(x.abs(), agg_.seq);
+      break;
   }
 }
 
@@ -92,7 +105,8 @@ at::Tensor ActivationStats::Packed() const {
   add_units(heads_, config_.num_attention_heads);
   add_units(neurons_, config_.intermediate_size);
   add_units(norms_, config_.hidden_size);
-  for (const at::Tensor& t : {block_cos_, rel_l1_, rel_l2_, attn_cos_, mlp_cos_, angular_}) parts.push_back(t.flatten());
+  for (const at::Tensor& t : {block_cos_, rel_l1_, rel_l2_, attn_cos_, mlp_cos_, angular_})
+    parts.push_back(t.flatten());
   parts.push_back(at::tensor({tokens_, sequences_}, at::kDouble));
   return at::cat(parts);
 }

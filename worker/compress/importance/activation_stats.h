@@ -33,10 +33,10 @@ class ActivationStats : public model::ActivationObserver {
   void SetPacked(const at::Tensor& packed);
 
   // Width scores.
-  at::Tensor HeadScores() const;     // (L, NH)
-  at::Tensor KvGroupScores() const;  // (L, G): L2 over the group's query heads
-  at::Tensor NeuronScores() const;   // (L, FF)
-  at::Tensor ChannelScores() const;  // (C): summed over every norm
+  at::Tensor HeadScores() const;            // (L, NH)
+  at::Tensor KvGroupScores() const;         // (L, G): L2 over the group's query heads
+  at::Tensor NeuronScores() const;          // (L, FF)
+  at::Tensor ChannelScores() const;         // (C): summed over every norm
   at::Tensor ChannelScoresPerNorm() const;  // (2L+1, C)
 
   // Depth scores, one per layer (higher = more important).
@@ -61,8 +61,8 @@ class ActivationStats : public model::ActivationObserver {
   std::vector<UnitStats> heads_, neurons_, norms_;  // norms_: 2L+1 (input, post per layer; final)
   // Depth sums over tokens: cos(in,out), rel L1, rel L2, attn cos, mlp cos.
   at::Tensor block_cos_, rel_l1_, rel_l2_, attn_cos_, mlp_cos_;  // (L) fp64
-  at::Tensor angular_;      // (L, L+1): sum over sequences for windows [l, l+n)
-  std::vector<at::Tensor> last_token_;  // per layer input, then the final output: (B, C)
+  at::Tensor angular_;                                           // (L, L+1): sum over sequences for windows [l, l+n)
+  std::vector<at::Tensor> last_token_;                           // per layer input, then the final output: (B, C)
   at::Tensor block_input_, attn_residual_;
   double tokens_ = 0, sequences_ = 0;
 };

@@ -15,24 +15,32 @@ absl::StatusOr<Agg> ParseAgg(absl::string_view name) {
 
 const char* AggName(Agg agg) {
   switch (agg) {
-    case Agg::kMean: return "mean";
-    case Agg::kL2: return "l2";
-    case Agg::kVar: return "var";
+    case Agg::kMean:
+      return "mean";
+    case Agg::kL2:
+      return "l2";
+    case Agg::kVar:
+      return "var";
   }
   return "?";
 }
 
-UnitStats::UnitStats(int64_t units)
-    : sum_(at::zeros({units}, at::kFloat)), sumsq_(at::zeros({units}, at::kFloat)) {}
+UnitStats::UnitStats(int64_t units) : sum_(at::zeros({units}, at::kFloat)), sumsq_(at::zeros({units}, at::kFloat)) {}
 
 void UnitStats::Add(const at::Tensor& x, Agg seq_agg) {
   torch::NoGradGuard no_grad;
   at::Tensor a = x.to(at::kFloat);  // (B, T, U)
   at::Tensor per_seq;               // (B, U)
   switch (seq_agg) {
-    case Agg::kMean: per_seq = a.mean(1); break;
-    case Agg::kL2: per_seq = a.pow(2).sum(1).sqrt(); break;
-    case Agg::kVar: per_seq = a.var(1, /*unbiased=*/false); break;
+    case Agg::kMean:
+      per_seq = a.mean(1);
+      break;
+    case Agg::kL2:
+      per_seq = a.pow(2).sum(1).sqrt();
+      break;
+    case Agg::kVar:
+      per_seq = a.var(1, /*unbiased=*/false);
+      break;
   }
   if (!sum_.defined()) {
     sum_ = at::zeros({per_seq.size(1)}, at::kFloat);
@@ -46,9 +54,12 @@ void UnitStats::Add(const at::Tensor& x, Agg seq_agg) {
 at::Tensor UnitStats::Score(Agg batch_agg) const {
   if (count_ == 0) return sum_.defined() ? at::zeros_like(sum_) : at::Tensor();
   switch (batch_agg) {
-    case Agg::kMean: return sum_ / count_;
-    case Agg::kL2: return sumsq_.sqrt();
-    case Agg::kVar: return (sumsq_ / count_ - (sum_ / count_).pow(2)).clamp_min(0);
+    case Agg::kMean:
+      return sum_ / count_;
+    case Agg::kL2:
+      return sumsq_.sqrt();
+    case Agg::kVar:
+      return (sumsq_ / count_ - (sum_ / count_).pow(2)).clamp_min(0);
   }
   return sum_;
 }

@@ -26,8 +26,8 @@ namespace topiary::compress {
 struct DepthContext {
   const model::LlamaModel* model = nullptr;
   const std::vector<data::Batch>* calibration = nullptr;  // this rank's shard
-  const ActivationStats* stats = nullptr;                  // every rank's sums
-  dist::Communicator* comm = nullptr;                      // never null
+  const ActivationStats* stats = nullptr;                 // every rank's sums
+  dist::Communicator* comm = nullptr;                     // never null
   uint64_t seed = 0;
 };
 

@@ -26,7 +26,7 @@ namespace topiary::compress {
 struct ImportanceOptions {
   Aggregation agg;
   MlpActivation mlp = MlpActivation::kDownProjInput;
-  int64_t samples = 64;   // calibration sequences
+  int64_t samples = 64;  // calibration sequences
   int64_t seq_len = 256;
   int64_t batch = 8;
   uint64_t seed = 0;

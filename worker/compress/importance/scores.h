@@ -12,10 +12,10 @@
 namespace topiary::compress {
 
 struct Scores {
-  at::Tensor heads;      // (L, NH)
-  at::Tensor kv_groups;  // (L, G)
-  at::Tensor neurons;    // (L, FF)
-  at::Tensor channels;   // (C)
+  at::Tensor heads;                                  // (L, NH)
+  at::Tensor kv_groups;                              // (L, G)
+  at::Tensor neurons;                                // (L, FF)
+  at::Tensor channels;                               // (C)
   std::map<std::string, std::vector<double>> depth;  // metric -> per layer
   // Angular distance (Gromov et al.) of the window of n blocks starting at
   // each layer: n -> (L - n + 1) distances, lower = more removable.

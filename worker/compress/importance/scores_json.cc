@@ -34,12 +34,19 @@ std::string ScoresToJson(const model::ModelConfig& c, const ImportanceResult& r,
   json j;
   j["version"] = kScoresVersion;
   j["model"] = {{"path", p.model_path}, {"config", json::parse(model::ConfigToJson(c))}};
-  j["calibration"] = {{"data", p.data_path}, {"samples", r.sequences}, {"seq_len", p.options.seq_len},
-                      {"seed", p.options.seed}, {"tokens", r.tokens}};
-  j["aggregation"] = {{"batch", AggName(p.options.agg.batch)}, {"seq", AggName(p.options.agg.seq)},
-                      {"mlp_activation", p.options.mlp == MlpActivation::kDownProjInput ? "down_proj_input" : "gate_proj_output"}};
-  j["width"] = {{"heads", Matrix(r.scores.heads)}, {"kv_groups", Matrix(r.scores.kv_groups)},
-                {"neurons", Matrix(r.scores.neurons)}, {"channels", Matrix(r.scores.channels)},
+  j["calibration"] = {{"data", p.data_path},
+                      {"samples", r.sequences},
+                      {"seq_len", p.options.seq_len},
+                      {"seed", p.options.seed},
+                      {"tokens", r.tokens}};
+  j["aggregation"] = {
+      {"batch", AggName(p.options.agg.batch)},
+      {"seq", AggName(p.options.agg.seq)},
+      {"mlp_activation", p.options.mlp == MlpActivation::kDownProjInput ? "down_proj_input" : "gate_proj_output"}};
+  j["width"] = {{"heads", Matrix(r.scores.heads)},
+                {"kv_groups", Matrix(r.scores.kv_groups)},
+                {"neurons", Matrix(r.scores.neurons)},
+                {"channels", Matrix(r.scores.channels)},
                 {"channels_per_norm", Matrix(r.channels_per_norm)}};
   json depth = json::object();
   for (const auto& [name, v] : r.scores.depth) depth[name] = v;

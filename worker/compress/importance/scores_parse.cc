@@ -61,7 +61,8 @@ absl::StatusOr<ParsedScores> ParseScoresJson(absl::string_view text, const Score
   if (width == j.end() || !width->is_object()) return Bad("width", "missing");
   const int64_t L = shape.layers;
   ParsedScores s;
-  auto read = [&](const char* key, int64_t rows, int64_t cols, std::optional<std::vector<double>>* out) -> absl::Status {
+  auto read = [&](const char* key, int64_t rows, int64_t cols,
+                  std::optional<std::vector<double>>* out) -> absl::Status {
     const auto it = width->find(key);
     if (it == width->end()) return absl::OkStatus();  // optional: only needed for that axis
     ASSIGN_OR_RETURN(std::vector<double> m, ReadMatrix(*it, absl::StrCat("width.", key), rows, cols));
@@ -74,7 +75,8 @@ absl::StatusOr<ParsedScores> ParseScoresJson(absl::string_view text, const Score
   RETURN_IF_ERROR(read("channels", shape.channels, 0, &s.channels));
   const auto depth = j.find("depth");
   if (depth == j.end() || !depth->is_object()) return s;
-  if (depth->size() > kMaxDepthMetrics + 1) return Bad("depth", absl::StrCat("more than ", kMaxDepthMetrics, " metrics"));
+  if (depth->size() > kMaxDepthMetrics + 1)
+    return Bad("depth", absl::StrCat("more than ", kMaxDepthMetrics, " metrics"));
   const auto windows = depth->find("angular_distance_windows");
   if (windows != depth->end() && windows->is_object()) {  // {"n": [distance of the window of n blocks at each layer]}
     for (auto it = windows->begin(); it != windows->end(); ++it) {

@@ -21,11 +21,11 @@ struct ScoresShape {
 
 // Every matrix row-major; an axis the file does not have is nullopt.
 struct ParsedScores {
-  std::optional<std::vector<double>> heads;      // layers x heads
-  std::optional<std::vector<double>> kv_groups;  // layers x kv_groups
-  std::optional<std::vector<double>> neurons;    // layers x neurons
-  std::optional<std::vector<double>> channels;   // channels
-  std::map<std::string, std::vector<double>> depth;       // metric -> per layer
+  std::optional<std::vector<double>> heads;                // layers x heads
+  std::optional<std::vector<double>> kv_groups;            // layers x kv_groups
+  std::optional<std::vector<double>> neurons;              // layers x neurons
+  std::optional<std::vector<double>> channels;             // channels
+  std::map<std::string, std::vector<double>> depth;        // metric -> per layer
   std::map<int64_t, std::vector<double>> angular_windows;  // n -> layers - n + 1
 };
 

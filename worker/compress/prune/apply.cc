@@ -52,9 +52,15 @@ at::Tensor Gather(const at::Tensor& w, const std::vector<int64_t>& rows, const s
   const int64_t C = in.size(1), grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, C));
   at::parallel_for(0, static_cast<int64_t>(rows.size()), grain, [&](int64_t b, int64_t e) {
     switch (in.element_size()) {
-      case 2: GatherRows<uint16_t>(src, dst, C, rows, cols, b, e); break;
-      case 4: GatherRows<uint32_t>(src, dst, C, rows, cols, b, e); break;
-      default: GatherRows<uint64_t>(src, dst, C, rows, cols, b, e); break;
+      case 2:
+        GatherRows<uint16_t>(src, dst, C, rows, cols, b, e);
+        break;
+      case 4:
+        GatherRows<uint32_t>(src, dst, C, rows, cols, b, e);
+        break;
+      default:
+        GatherRows<uint64_t>(src, dst, C, rows, cols, b, e);
+        break;
     }
   });
   return out;
@@ -65,9 +71,7 @@ std::vector<int64_t> AllOf(int64_t n) {
   for (int64_t i = 0; i < n; ++i) v[i] = i;
   return v;
 }
-at::Tensor MaybeRows(const at::Tensor& b, const std::vector<int64_t>& idx) {
-  return b.defined() ? Rows(b, idx) : b;
-}
+at::Tensor MaybeRows(const at::Tensor& b, const std::vector<int64_t>& idx) { return b.defined() ? Rows(b, idx) : b; }
 
 // Rows of the kept heads (or groups) of size HS each.
 std::vector<int64_t> HeadRows(const std::vector<int64_t>& heads, int64_t HS) {
@@ -128,7 +132,7 @@ model::BlockWeights PruneBlock(const model::LlamaModel& src, const PrunePlan& pl
     std::vector<int64_t> q_rows = HeadRows(lp.heads, c.head_dim), kv_rows = HeadRows(lp.groups, c.head_dim);
     b.input_norm = Rows(w.input_norm, ch);
     b.q_proj = Gather(Redistributed(w.q_proj, lp, c.head_dim), q_rows, ch);  // (NH'*HS, C')
-    b.k_proj = Gather(w.k_proj, kv_rows, ch);                               // (G'*HS, C')
+    b.k_proj = Gather(w.k_proj, kv_rows, ch);                                // (G'*HS, C')
     b.v_proj = Gather(w.v_proj, kv_rows, ch);
     b.q_bias = MaybeRows(Redistributed(w.q_bias, lp, c.head_dim), q_rows);
     b.k_bias = MaybeRows(w.k_bias, kv_rows);
@@ -156,7 +160,9 @@ model::LlamaModel ApplyPlan(const model::LlamaModel& src, const PrunePlan& plan)
   out.embed_tokens = Gather(src.embed_tokens, AllOf(src.embed_tokens.size(0)), plan.channels);  // (V, C')
   out.norm = Rows(src.norm, plan.channels);
   for (size_t k = 0; k < plan.layers.size(); ++k) out.layers.push_back(PruneBlock(src, plan, k));
-  out.lm_head = src.config.tie_word_embeddings ? out.embed_tokens : Gather(src.lm_head, AllOf(src.lm_head.size(0)), plan.channels);  // (V, C')
+  out.lm_head = src.config.tie_word_embeddings
+                    ? out.embed_tokens
+                    : Gather(src.lm_head, AllOf(src.lm_head.size(0)), plan.channels);  // (V, C')
   return out;
 }
 

@@ -117,7 +117,8 @@ absl::Status ValidateTarget(const model::ModelConfig& c, const PruneTarget& t) {
   RETURN_IF_ERROR(CheckIndices("drop_layers", t.drop_layers, c.num_hidden_layers));
   RETURN_IF_ERROR(CheckIndices("drop_attention", t.drop_attention, c.num_hidden_layers));
   RETURN_IF_ERROR(CheckIndices("drop_mlp", t.drop_mlp, c.num_hidden_layers));
-  if (static_cast<int64_t>(t.drop_layers.size()) >= c.num_hidden_layers) return Bad("drop_layers", "would remove every layer");
+  if (static_cast<int64_t>(t.drop_layers.size()) >= c.num_hidden_layers)
+    return Bad("drop_layers", "would remove every layer");
   return absl::OkStatus();
 }
 
@@ -127,8 +128,10 @@ absl::StatusOr<PrunePlan> MakePlan(const model::ModelConfig& c, const Scores& s,
   if (t.redistribute_heads && !t.num_attention_heads) {
     return Bad("redistribute_heads", "needs a num_attention_heads target");
   }
-  auto need = [&](const at::Tensor& x, std::vector<int64_t> shape, const char* field, const char* what) -> absl::Status {
-    if (!x.defined() || x.sizes().vec() != shape) return Bad(field, absl::StrCat("the scores file has no ", what, " scores of this model's shape"));
+  auto need = [&](const at::Tensor& x, std::vector<int64_t> shape, const char* field,
+                  const char* what) -> absl::Status {
+    if (!x.defined() || x.sizes().vec() != shape)
+      return Bad(field, absl::StrCat("the scores file has no ", what, " scores of this model's shape"));
     return absl::OkStatus();
   };
   PrunePlan plan;
@@ -148,7 +151,8 @@ absl::StatusOr<PrunePlan> MakePlan(const model::ModelConfig& c, const Scores& s,
   const bool prune_heads = nh != c.num_attention_heads || g != c.num_key_value_heads;
   if (prune_heads) RETURN_IF_ERROR(need(s.heads, {L, c.num_attention_heads}, "num_attention_heads", "head"));
   const int64_t ff = t.intermediate_size ? t.intermediate_size : c.intermediate_size;
-  if (ff != c.intermediate_size) RETURN_IF_ERROR(need(s.neurons, {L, c.intermediate_size}, "intermediate_size", "neuron"));
+  if (ff != c.intermediate_size)
+    RETURN_IF_ERROR(need(s.neurons, {L, c.intermediate_size}, "intermediate_size", "neuron"));
   ASSIGN_OR_RETURN(std::set<int64_t> drop, LayersToDrop(c, s, t));
   std::set<int64_t> no_attn(t.drop_attention.begin(), t.drop_attention.end());
   std::set<int64_t> no_mlp(t.drop_mlp.begin(), t.drop_mlp.end());
@@ -165,9 +169,8 @@ absl::StatusOr<PrunePlan> MakePlan(const model::ModelConfig& c, const Scores& s,
         for (int64_t h : TopK(hs[grp], r)) lp.heads.push_back(grp * R + h);
         if (t.redistribute_heads && r < R) {
           std::vector<int64_t> rank = Iota(R);  // the group's heads, best first
-          std::stable_sort(rank.begin(), rank.end(), [&](int64_t a, int64_t b) {
-            return hs[grp][a].item<double>() > hs[grp][b].item<double>();
-          });
+          std::stable_sort(rank.begin(), rank.end(),
+                           [&](int64_t a, int64_t b) { return hs[grp][a].item<double>() > hs[grp][b].item<double>(); });
           for (int64_t i = std::max<int64_t>(1, r - (R - r) + 1); i <= r; ++i) {  // 1-based
             lp.head_residual.emplace_back(grp * R + rank[i - 1], grp * R + rank[2 * r - i]);
           }
@@ -189,7 +192,8 @@ absl::StatusOr<PrunePlan> MakePlan(const model::ModelConfig& c, const Scores& s,
   bool iso = true;
   for (const LayerPlan& lp : plan.layers) iso &= lp.has_attention && lp.has_mlp;
   if (!iso) {
-    for (const LayerPlan& lp : plan.layers) pc.has_attention.push_back(lp.has_attention), pc.has_mlp.push_back(lp.has_mlp);
+    for (const LayerPlan& lp : plan.layers)
+      pc.has_attention.push_back(lp.has_attention), pc.has_mlp.push_back(lp.has_mlp);
   }
   RETURN_IF_ERROR(model::ValidateConfig(pc));
   return plan;

@@ -41,10 +41,10 @@ struct PruneTarget {
 };
 
 struct LayerPlan {
-  int64_t source = 0;             // original layer index
-  std::vector<int64_t> heads;     // kept query heads (original indices), grouped by kept KV group
-  std::vector<int64_t> groups;    // kept KV groups
-  std::vector<int64_t> neurons;   // kept MLP neurons
+  int64_t source = 0;            // original layer index
+  std::vector<int64_t> heads;    // kept query heads (original indices), grouped by kept KV group
+  std::vector<int64_t> groups;   // kept KV groups
+  std::vector<int64_t> neurons;  // kept MLP neurons
   bool has_attention = true;
   bool has_mlp = true;
   // Head residual redistribution: (kept head, pruned partner), original
@@ -62,8 +62,7 @@ struct PrunePlan {
 absl::Status ValidateTarget(const model::ModelConfig& config, const PruneTarget& target);
 
 // Plans from scores. Width axes with a target need the matching scores.
-absl::StatusOr<PrunePlan> MakePlan(const model::ModelConfig& config, const Scores& scores,
-                                   const PruneTarget& target);
+absl::StatusOr<PrunePlan> MakePlan(const model::ModelConfig& config, const Scores& scores, const PruneTarget& target);
 
 // Returns the pruned model: sliced copies of the kept weights, and the source
 // tensors themselves where nothing is cut (shared storage: copy before

@@ -91,9 +91,8 @@ absl::StatusOr<std::vector<Candidate>> EnumerateCandidates(const model::ModelCon
 }
 
 absl::StatusOr<std::vector<Candidate>> RankCandidates(const model::LlamaModel& m, const Scores& scores,
-                                                      std::vector<Candidate> candidates,
-                                                      const data::TokenFile& heldout, const eval::EvalOptions& eo,
-                                                      const std::string& depth_metric) {
+                                                      std::vector<Candidate> candidates, const data::TokenFile& heldout,
+                                                      const eval::EvalOptions& eo, const std::string& depth_metric) {
   for (Candidate& k : candidates) {
     k.target.depth_metric = depth_metric;
     ASSIGN_OR_RETURN(PrunePlan plan, MakePlan(m.config, scores, k.target));
@@ -101,8 +100,8 @@ absl::StatusOr<std::vector<Candidate>> RankCandidates(const model::LlamaModel& m
     int64_t real = 0;
     for (auto& [name, t] : pruned.NamedParameters()) real += t->numel();
     if (real != k.params) {
-      return absl::InternalError(absl::StrCat("search: analytic count ", k.params, " but the pruned model has ", real,
-                                              " parameters"));
+      return absl::InternalError(
+          absl::StrCat("search: analytic count ", k.params, " but the pruned model has ", real, " parameters"));
     }
     ASSIGN_OR_RETURN(eval::LossResult r, eval::EvaluateLoss(pruned, heldout, {0, heldout.size()}, eo));
     k.loss = r.loss;
@@ -131,8 +130,12 @@ std::string CandidatesToJson(const model::ModelConfig& original, const SearchSpa
   nlohmann::json j;
   j["version"] = 1;
   j["original_params"] = model::CountParams(original).total();
-  j["space"] = {{"budget", s.budget}, {"tolerance", s.tolerance}, {"min_depth", s.min_depth},
-                {"min_width", s.min_width}, {"hidden_divisor", s.hidden_divisor}, {"ffn_divisor", s.ffn_divisor},
+  j["space"] = {{"budget", s.budget},
+                {"tolerance", s.tolerance},
+                {"min_depth", s.min_depth},
+                {"min_width", s.min_width},
+                {"hidden_divisor", s.hidden_divisor},
+                {"ffn_divisor", s.ffn_divisor},
                 {"depth_metric", s.depth_metric}};
   j["candidates"] = nlohmann::json::array();
   for (const Candidate& k : ranked) {

@@ -20,10 +20,10 @@
 namespace topiary::compress {
 
 struct SearchSpace {
-  int64_t budget = 0;         // total parameters
-  double tolerance = 0.05;    // keep |params - budget| <= tolerance * budget
-  double min_depth = 0.8;     // fraction of the original layers
-  double min_width = 0.6;     // fraction of each original width
+  int64_t budget = 0;       // total parameters
+  double tolerance = 0.05;  // keep |params - budget| <= tolerance * budget
+  double min_depth = 0.8;   // fraction of the original layers
+  double min_width = 0.6;   // fraction of each original width
   int64_t hidden_divisor = 32;
   int64_t ffn_divisor = 64;
   int64_t max_candidates = 24;  // the ones closest to the budget are evaluated
@@ -33,8 +33,8 @@ struct SearchSpace {
 struct Candidate {
   PruneTarget target;
   model::ModelConfig config;
-  int64_t params = 0;        // analytic
-  double loss = 0;           // zero-shot held-out LM loss after pruning
+  int64_t params = 0;  // analytic
+  double loss = 0;     // zero-shot held-out LM loss after pruning
   double perplexity = 0;
 };
 
@@ -43,14 +43,12 @@ absl::Status ValidateSearchSpace(const model::ModelConfig& config, const SearchS
 
 // Every shape of the grid within the budget, closest to the budget first,
 // at most max_candidates.
-absl::StatusOr<std::vector<Candidate>> EnumerateCandidates(const model::ModelConfig& config,
-                                                           const SearchSpace& space);
+absl::StatusOr<std::vector<Candidate>> EnumerateCandidates(const model::ModelConfig& config, const SearchSpace& space);
 
 // Prunes `model` to each candidate (in memory), checks the analytic count
 // against the pruned tensors, evaluates; returns candidates best first.
 absl::StatusOr<std::vector<Candidate>> RankCandidates(const model::LlamaModel& model, const Scores& scores,
-                                                      std::vector<Candidate> candidates,
-                                                      const data::TokenFile& heldout,
+                                                      std::vector<Candidate> candidates, const data::TokenFile& heldout,
                                                       const eval::EvalOptions& eval_options,
                                                       const std::string& depth_metric);
 
