@@ -481,11 +481,17 @@ CLAIMS = {
 }
 
 
-def run_claim(name, spec, seeds, budget, work_root, out_dir, teacher):
+# Claims about depth, also measured on the deeper teacher (--deep-teacher, bench/findings/deep_teacher).
+DEPTH_CLAIMS = ["shortgpt_block_influence", "llm_drop_attention_vs_mlp", "gromov_angular_window", "reverse_order",
+                "streamline_vs_removal", "width_vs_depth"]
+
+
+def run_claim(name, spec, seeds, budget, work_root, out_dir, teacher, tag=""):
     per_seed = []
     t0 = time.monotonic()
+    layers = json.load(open(os.path.join(teacher, "config.json")))["num_hidden_layers"]
     for seed in seeds:
-        t = Topiary(os.path.join(work_root, name, f"seed-{seed}"), budget, teacher)
+        t = Topiary(os.path.join(work_root, name + tag, f"seed-{seed}"), budget, teacher)
         per_seed.append(spec["fn"](t, seed))
     measured = {k: [m[k] for m in per_seed] for k in per_seed[0]}
     verdict, reason = spec["verdict"](measured)
@@ -494,18 +500,19 @@ def run_claim(name, spec, seeds, budget, work_root, out_dir, teacher):
     arms = spec["arms"] or sorted(k for k in numeric if k.startswith("ppl_") or k == "teacher_ppl")
     meta = json.loads(subprocess.run([os.path.join(ROOT, "scripts", "run_meta"), "/dev/stdout"],
                                      capture_output=True, text=True, check=True).stdout)
-    result = {"claim": name, "paper": spec["paper"], "statement": spec["claim"], "quick": budget.quick,
-              "seeds": list(seeds), "teacher": os.path.relpath(teacher, ROOT),
+    result = {"claim": name + tag, "paper": spec["paper"], "statement": spec["claim"], "quick": budget.quick,
+              "seeds": list(seeds), "teacher": os.path.basename(os.path.normpath(teacher)),
+              "teacher_layers": layers,
               "budget": {"seq_len": budget.seq_len, "calibration_sequences": budget.samples,
                          "eval_windows": budget.eval_windows, "tokens": budget.tokens,
                          "short_tokens": budget.short_tokens},
               "measurements": measured, "summary": numeric, "verdict": verdict, "reason": reason,
               "seconds": round(time.monotonic() - t0, 1), "meta": meta}
     os.makedirs(out_dir, exist_ok=True)
-    json.dump(result, open(os.path.join(out_dir, name + ".json"), "w"), indent=1)
-    svg_chart.bars(os.path.join(out_dir, name + ".svg"), f"{spec['paper']}: {verdict}",
+    json.dump(result, open(os.path.join(out_dir, name + tag + ".json"), "w"), indent=1)
+    svg_chart.bars(os.path.join(out_dir, name + tag + ".svg"), f"{spec['paper']} ({layers}-layer teacher): {verdict}",
                    spec["ylabel"], [(a.removeprefix("ppl_"), measured[a]) for a in arms if a in measured])
-    print(f"{name}: {verdict} — {reason} ({result['seconds']:.0f} s)", flush=True)
+    print(f"{name}{tag}: {verdict} — {reason} ({result['seconds']:.0f} s)", flush=True)
     return result
 
 
@@ -518,6 +525,8 @@ def main():
                                                 "build/findings-quick/results)")
     ap.add_argument("--work", default=None, help="work directory (default build/findings[-quick])")
     ap.add_argument("--teacher", default=os.path.join(ROOT, "models", "kjv-llama-8m"))
+    ap.add_argument("--deep-teacher", help="also run the depth claims with this (deeper) teacher, as "
+                                           "<claim>.deep (bench/findings/deep_teacher makes one)")
     ap.add_argument("--fresh", action="store_true", help="remove the work directory first")
     ap.add_argument("--list", action="store_true", help="print the claims' names and exit")
     args = ap.parse_args()
@@ -535,13 +544,16 @@ def main():
     if args.fresh:
         shutil.rmtree(work, ignore_errors=True)
     failed = 0
-    for name in args.claims or list(CLAIMS):
+    runs = [(name, os.path.abspath(args.teacher), "") for name in args.claims or list(CLAIMS)]
+    if args.deep_teacher:
+        runs += [(name, os.path.abspath(args.deep_teacher), ".deep") for name, _, _ in runs if name in DEPTH_CLAIMS]
+    for name, teacher, tag in runs:
         try:
-            run_claim(name, CLAIMS[name], seeds, budget, work, out, os.path.abspath(args.teacher))
+            run_claim(name, CLAIMS[name], seeds, budget, work, out, teacher, tag)
         except Exception as e:  # one claim's failure does not stop the others
-            print(f"{name}: FAILED: {e}", file=sys.stderr, flush=True)
+            print(f"{name}{tag}: FAILED: {e}", file=sys.stderr, flush=True)
             failed += 1
-    print(f"SUMMARY findings claims={len(args.claims or CLAIMS)} failed={failed} quick={args.quick} "
+    print(f"SUMMARY findings runs={len(runs)} failed={failed} quick={args.quick} "
           f"seeds={len(seeds)} out={os.path.relpath(out, ROOT)}")
     return 1 if failed else 0
 
