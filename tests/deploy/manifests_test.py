@@ -215,6 +215,17 @@ def main():
         r = run(["node", os.path.join(node_dir, "validate.mjs"), path])
         print(r.stdout, end="")
         check(r.returncode == 0, f"{name}: objects validate against the schemas: {r.stderr[-2000:]}")
+    if rendered:
+        # The check bites: a misspelt field (which the API server would drop silently) fails it.
+        objs = json.loads(json.dumps(next(iter(rendered.values()))))
+        sts = next(o for o in objs if o["kind"] == "StatefulSet")
+        sts["spec"]["template"]["spec"]["containers"][0]["livenessProb"] = {}
+        path = os.path.join(WORK, "misspelt.json")
+        with open(path, "w") as f:
+            json.dump(objs, f)
+        r = run(["node", os.path.join(node_dir, "validate.mjs"), path])
+        check(r.returncode != 0 and "containers/0/livenessProb" in r.stdout,
+              f"a misspelt field fails the schema check: {r.stdout[-1000:]}")
 
     # yamllint on everything written by hand.
     r = run(["yamllint", "--strict", "-c", os.path.join(SRC, "tests/deploy/yamllint.yaml"), "deploy", "tests/deploy"],
