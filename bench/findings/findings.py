@@ -355,6 +355,65 @@ def iterative(t, seed):
     return {"ppl_one_shot": t.ppl(one_kd), "ppl_iterative": t.ppl(step2_kd)}
 
 
+def ranks(values):
+    """Ranks from 1, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    r = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            r[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return r
+
+
+def spearman(a, b):
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va, vb = sum((x - ma) ** 2 for x in ra), sum((y - mb) ** 2 for y in rb)
+    return cov / (va * vb) ** 0.5 if va > 0 and vb > 0 else 1.0
+
+
+SHAPE_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers")
+
+
+def search_rerank(t, seed):
+    """Minitron: ranking the search's candidates by their loss right after pruning (zero-shot) is a poor guide:
+    a short distillation of each re-ranks them."""
+    t.importance("importance", seed)
+    scores = os.path.join(t.path("importance"), "scores.json")
+    k = 3 if t.b.quick else 6
+    t.once("search", "search.json", "search", "--model", t.teacher, "--scores", scores, "--data", t.data("train"),
+           "--params", "0.6", "--max-candidates", k, "--seq-len", t.b.seq_len, "--max-windows",
+           t.b.eval_windows, "--out", t.path("search"))
+    candidates = json.load(open(os.path.join(t.path("search"), "search.json")))["candidates"][:k]
+    out = {"candidates": [{key: c[key] for key in SHAPE_KEYS} for c in candidates]}
+    zero, kd = [], []
+    for i, c in enumerate(candidates):
+        pruned = t.prune(f"candidate-{i}", "--scores", scores, "--target",
+                         ",".join(f"{key}={c[key]}" for key in SHAPE_KEYS))
+        zero.append(t.ppl(pruned))
+        kd.append(t.ppl(t.distill(f"candidate-{i}-kd", pruned, seed, t.b.short_tokens)))
+        out[f"ppl_zero_shot_{i}"], out[f"ppl_kd_{i}"] = zero[-1], kd[-1]
+    out["spearman"] = spearman(zero, kd)
+    out["zero_shot_best"] = min(range(len(zero)), key=lambda i: zero[i])
+    out["kd_best"] = min(range(len(kd)), key=lambda i: kd[i])
+    return out
+
+
+def verdict_rerank(m):
+    rho = stats(m["spearman"])
+    changed = sum(a != b for a, b in zip(m["zero_shot_best"], m["kd_best"]))
+    why = (f"Spearman rank correlation between zero-shot and post-distillation perplexity {rho['mean']:.2f} "
+           f"(min {rho['min']:.2f}, max {rho['max']:.2f}); the best candidate changes on {changed} of "
+           f"{rho['n']} seeds (criterion: correlation below 0.8)")
+    return ("holds" if rho["mean"] < 0.8 else "does not hold here"), why
+
+
 def verdict_shortgpt(m):
     v, why = compare_lower({k: m[f"ppl_{k}"] for k in ("block_influence", "lm_loss", "magnitude_l1",
                                                          "reverse_order", "random")},
@@ -467,6 +526,10 @@ CLAIMS = {
         paper="Minitron (Muralidharan et al., 2024)", fn=aggregation, verdict=verdict_aggregation,
         claim="(batch L2, sequence mean) aggregation ranks width best after a short distillation",
         arms=[f"ppl_{b}-{q}" for b, q in AGGREGATIONS], ylabel="held-out perplexity after a short KD"),
+    "search_rerank": dict(
+        paper="Minitron (Muralidharan et al., 2024)", fn=search_rerank, verdict=verdict_rerank,
+        claim="a short distillation re-ranks the search's candidates against their zero-shot loss",
+        arms=None, ylabel="held-out perplexity per candidate: zero-shot, after a short KD"),
     "iterative_vs_one_shot": dict(
         paper="Minitron (Muralidharan et al., 2024)", fn=iterative,
         verdict=lower_than("ppl_iterative", "ppl_one_shot", "iterative vs one-shot at equal tokens"),
