@@ -17,6 +17,7 @@ Verdicts: "holds", "does not hold here", or "inconclusive" when the arms'
 spreads over seeds overlap. Budgets are sized for the 8M teacher on 2 cores.
 """
 import argparse
+import glob
 import json
 import os
 import shutil
@@ -414,15 +415,20 @@ def verdict_rerank(m):
     return ("holds" if rho["mean"] < 0.8 else "does not hold here"), why
 
 
+ORDER = ["does not hold here", "inconclusive", "holds"]
+
+
 def verdict_shortgpt(m):
+    # Two parts: where the lowest-BI blocks lie, and whether removing them beats the other metrics.
     v, why = compare_lower({k: m[f"ppl_{k}"] for k in ("block_influence", "lm_loss", "magnitude_l1",
                                                          "reverse_order", "random")},
                            "block_influence", ["lm_loss", "magnitude_l1", "reverse_order", "random"], "perplexity")
     late = sum(m["bi_in_late_middle"]) / len(m["bi_in_late_middle"])
-    why += f"; the lowest-BI blocks are all late-middle on {late:.0%} of seeds"
-    if late < 1 and v == "holds":
-        v = "inconclusive"
-    return v, why
+    where = "holds" if late == 1 else "does not hold here" if late == 0 else "inconclusive"
+    layers = sorted({tuple(x) for x in m["bi_layers"]})
+    why = (f"lowest-BI blocks {', '.join(str(list(x)) for x in layers)} of {m['layers'][0]}: late-middle on "
+           f"{late:.0%} of seeds; removal: {why}")
+    return ORDER[min(ORDER.index(v), ORDER.index(where))], why
 
 
 def verdict_llm_drop(m):
@@ -471,8 +477,7 @@ def lower_than(a, b, what):
 def verdict_kd(m):
     v1, w1 = lower_than("ppl_kd", "ppl_ce", "KD vs CE at equal tokens")(m)
     v2, w2 = lower_than("ppl_kd", "ppl_ce_equal_compute", "KD vs CE at equal compute")(m)
-    order = ["does not hold here", "inconclusive", "holds"]
-    return order[min(order.index(v1), order.index(v2))], f"{w1}; {w2}"
+    return ORDER[min(ORDER.index(v1), ORDER.index(v2))], f"{w1}; {w2}"
 
 
 def verdict_aggregation(m):
@@ -579,6 +584,26 @@ def run_claim(name, spec, seeds, budget, work_root, out_dir, teacher, tag=""):
     return result
 
 
+def reverdict(out_dir, names):
+    for path in sorted(glob.glob(os.path.join(out_dir, "*.json"))):
+        r = json.load(open(path))
+        base = r["claim"].split(".")[0]
+        if names and base not in names:
+            continue
+        spec = CLAIMS[base]
+        r["verdict"], r["reason"] = spec["verdict"](r["measurements"])
+        json.dump(r, open(path, "w"), indent=1)
+        measured = r["measurements"]
+        numeric = [k for k, v in measured.items()
+                   if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)]
+        arms = spec["arms"] or sorted(k for k in numeric if k.startswith("ppl_") or k == "teacher_ppl")
+        svg_chart.bars(path[:-5] + ".svg", f"{spec['paper']} ({r.get('teacher_layers', '?')}-layer teacher): "
+                       f"{r['verdict']}", spec["ylabel"],
+                       [(a.removeprefix("ppl_"), measured[a]) for a in arms if a in measured])
+        print(f"{r['claim']}: {r['verdict']} — {r['reason']}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("claims", nargs="*", help=f"claims to run (default: all): {', '.join(CLAIMS)}")
@@ -592,10 +617,15 @@ def main():
                                            "<claim>.deep (bench/findings/deep_teacher makes one)")
     ap.add_argument("--fresh", action="store_true", help="remove the work directory first")
     ap.add_argument("--list", action="store_true", help="print the claims' names and exit")
+    ap.add_argument("--reverdict", action="store_true",
+                    help="recompute the verdicts of the result files in --out from their stored measurements "
+                         "(after a change of criterion; nothing is rerun)")
     args = ap.parse_args()
     if args.list:
         print(" ".join(CLAIMS))
         return 0
+    if args.reverdict:
+        return reverdict(args.out or os.path.join(ROOT, "results", "findings"), args.claims)
     unknown = [c for c in args.claims if c not in CLAIMS]
     if unknown:
         print(f"findings: unknown claim {', '.join(unknown)} (known: {', '.join(CLAIMS)})", file=sys.stderr)

@@ -56,6 +56,14 @@ class Verdicts(unittest.TestCase):
         m["ppl_attention_4"] = [25, 25]
         self.assertEqual(findings.verdict_llm_drop(m)[0], "does not hold here")
 
+    def test_shortgpt_needs_both_parts(self):
+        m = {"layers": [8, 8], "bi_layers": [[5, 6], [5, 6]], "bi_in_late_middle": [True, True],
+             "ppl_block_influence": [10, 10.1], "ppl_lm_loss": [12, 12.1], "ppl_magnitude_l1": [13, 13],
+             "ppl_reverse_order": [14, 14], "ppl_random": [15, 16]}
+        self.assertEqual(findings.verdict_shortgpt(m)[0], "holds")
+        m["bi_in_late_middle"] = [False, False]  # the lowest-BI blocks are early: the location part fails
+        self.assertEqual(findings.verdict_shortgpt(m)[0], "does not hold here")
+
     def test_every_claim_is_complete(self):
         for name, spec in findings.CLAIMS.items():
             for key in ("paper", "fn", "verdict", "claim", "ylabel"):
