@@ -258,21 +258,25 @@ def reverse_order(t, seed):
     return out
 
 
-def width_depth_students(t, seed):
+def width_student(t, seed):
+    """Half the non-embedding parameters by width: MLP, heads and KV groups halved, hidden kept."""
+    t.importance("importance", seed)
+    return t.prune("width", "--scores", os.path.join(t.path("importance"), "scores.json"), "--target",
+                   "intermediate_size=384,num_attention_heads=4,num_key_value_heads=2")
+
+
+def depth_student(t, seed):
+    """Half the non-embedding parameters by depth: the half of the blocks whose removal costs least LM loss."""
     s = t.importance("importance", seed)
     L = len(s["depth"]["block_influence"])
-    scores = os.path.join(t.path("importance"), "scores.json")
-    width = t.prune("width", "--scores", scores, "--target",
-                    "intermediate_size=384,num_attention_heads=4,num_key_value_heads=2")
-    depth = t.prune("depth", "--scores", scores, "--target", f"num_hidden_layers={L // 2}", "--depth-metric",
-                    "lm_loss")
-    return width, depth
+    return t.prune("depth", "--scores", os.path.join(t.path("importance"), "scores.json"), "--target",
+                   f"num_hidden_layers={L // 2}", "--depth-metric", "lm_loss")
 
 
 def kd_vs_ce(t, seed):
     """Minitron: distillation from the teacher beats cross-entropy training at equal tokens, and at equal
     compute (CE then gets the tokens a KD step's teacher forward would have cost)."""
-    width, _ = width_depth_students(t, seed)
+    width = width_student(t, seed)
     n_s, n_t = t.non_embedding_params(width), t.non_embedding_params(t.teacher)
     # Per token: a KD step is the student's forward+backward (6 N_s) plus the teacher's forward (2 N_t).
     ce_equal_compute = int(t.b.tokens * (6 * n_s + 2 * n_t) / (6 * n_s))
@@ -286,7 +290,7 @@ def kd_vs_ce(t, seed):
 
 def width_vs_depth(t, seed):
     """Minitron: after distillation, width pruning beats depth pruning at equal parameters."""
-    width, depth = width_depth_students(t, seed)
+    width, depth = width_student(t, seed), depth_student(t, seed)
     return {"params_width": t.non_embedding_params(width), "params_depth": t.non_embedding_params(depth),
             "ppl_width_kd": t.ppl(t.distill("width-kd", width, seed, t.b.tokens)),
             "ppl_depth_kd": t.ppl(t.distill("depth-kd", depth, seed, t.b.tokens))}
@@ -295,7 +299,7 @@ def width_vs_depth(t, seed):
 def partial_vs_lora(t, seed):
     """Reassessing layer pruning: fine-tuning only the last layers (and head) recovers a depth-pruned model
     better than LoRA at the same tokens."""
-    _, depth = width_depth_students(t, seed)
+    depth = depth_student(t, seed)
     return {"ppl_partial": t.ppl(t.train("partial", depth, seed, t.b.tokens, "--train-last-blocks", 2)),
             "ppl_lora": t.ppl(t.train("lora", depth, seed, t.b.tokens, "--lora-rank", 16, "--lora-alpha", 32,
                                       "--weight-decay", 0, lr="4e-3"))}
@@ -316,14 +320,13 @@ def streamline_vs_removal(t, seed):
 
 def head_redistribution(t, seed):
     """Minitron: redistributing the pruned heads' residual into the kept heads beats plain head pruning."""
-    s = t.importance("importance", seed)
+    t.importance("importance", seed)
     scores = os.path.join(t.path("importance"), "scores.json")
     # Half the query heads of every KV group (8 over 4 groups -> 4 over 4): redistribution works inside a
     # group, so a target that drops whole groups would leave nothing to redistribute.
     target = "num_attention_heads=4,num_key_value_heads=4"
     plain = t.prune("heads-plain", "--scores", scores, "--target", target)
     redis = t.prune("heads-redistributed", "--scores", scores, "--target", target, "--redistribute-heads")
-    del s
     return {"ppl_plain": t.ppl(plain), "ppl_redistributed": t.ppl(redis),
             "ppl_plain_kd": t.ppl(t.distill("plain-kd", plain, seed, t.b.short_tokens)),
             "ppl_redistributed_kd": t.ppl(t.distill("redistributed-kd", redis, seed, t.b.short_tokens))}
@@ -560,6 +563,21 @@ DEPTH_CLAIMS = ["shortgpt_block_influence", "llm_drop_attention_vs_mlp", "gromov
                 "streamline_vs_removal", "width_vs_depth"]
 
 
+def numeric_summary(measured):
+    """mean/sd/min/max of every measurement that is a number on each seed."""
+    return {k: stats(v) for k, v in measured.items()
+            if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)}
+
+
+def write_result(path, spec, result):
+    """path.json (the result) and path.svg (its arms' bars)."""
+    json.dump(result, open(path + ".json", "w"), indent=1)
+    measured = result["measurements"]
+    arms = spec["arms"] or sorted(k for k in result["summary"] if k.startswith("ppl_") or k == "teacher_ppl")
+    svg_chart.bars(path + ".svg", f"{spec['paper']} ({result['teacher_layers']}-layer teacher): {result['verdict']}",
+                   spec["ylabel"], [(a.removeprefix("ppl_"), measured[a]) for a in arms if a in measured])
+
+
 def run_claim(name, spec, seeds, budget, work_root, out_dir, teacher, tag=""):
     per_seed = []
     t0 = time.monotonic()
@@ -569,9 +587,6 @@ def run_claim(name, spec, seeds, budget, work_root, out_dir, teacher, tag=""):
         per_seed.append(spec["fn"](t, seed))
     measured = {k: [m[k] for m in per_seed] for k in per_seed[0]}
     verdict, reason = spec["verdict"](measured)
-    numeric = {k: stats(v) for k, v in measured.items()
-               if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)}
-    arms = spec["arms"] or sorted(k for k in numeric if k.startswith("ppl_") or k == "teacher_ppl")
     meta = json.loads(subprocess.run([os.path.join(ROOT, "scripts", "run_meta"), "/dev/stdout"],
                                      capture_output=True, text=True, check=True).stdout)
     result = {"claim": name + tag, "paper": spec["paper"], "statement": spec["claim"], "quick": budget.quick,
@@ -580,12 +595,10 @@ def run_claim(name, spec, seeds, budget, work_root, out_dir, teacher, tag=""):
               "budget": {"seq_len": budget.seq_len, "calibration_sequences": budget.samples,
                          "eval_windows": budget.eval_windows, "tokens": budget.tokens,
                          "short_tokens": budget.short_tokens},
-              "measurements": measured, "summary": numeric, "verdict": verdict, "reason": reason,
+              "measurements": measured, "summary": numeric_summary(measured), "verdict": verdict, "reason": reason,
               "seconds": round(time.monotonic() - t0, 1), "meta": meta}
     os.makedirs(out_dir, exist_ok=True)
-    json.dump(result, open(os.path.join(out_dir, name + tag + ".json"), "w"), indent=1)
-    svg_chart.bars(os.path.join(out_dir, name + tag + ".svg"), f"{spec['paper']} ({layers}-layer teacher): {verdict}",
-                   spec["ylabel"], [(a.removeprefix("ppl_"), measured[a]) for a in arms if a in measured])
+    write_result(os.path.join(out_dir, name + tag), spec, result)
     print(f"{name}{tag}: {verdict} — {reason} ({result['seconds']:.0f} s)", flush=True)
     return result
 
@@ -598,14 +611,7 @@ def reverdict(out_dir, names):
             continue
         spec = CLAIMS[base]
         r["verdict"], r["reason"] = spec["verdict"](r["measurements"])
-        json.dump(r, open(path, "w"), indent=1)
-        measured = r["measurements"]
-        numeric = [k for k, v in measured.items()
-                   if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)]
-        arms = spec["arms"] or sorted(k for k in numeric if k.startswith("ppl_") or k == "teacher_ppl")
-        svg_chart.bars(path[:-5] + ".svg", f"{spec['paper']} ({r.get('teacher_layers', '?')}-layer teacher): "
-                       f"{r['verdict']}", spec["ylabel"],
-                       [(a.removeprefix("ppl_"), measured[a]) for a in arms if a in measured])
+        write_result(path[:-5], spec, r)
         print(f"{r['claim']}: {r['verdict']} — {r['reason']}")
     return 0
 
