@@ -627,6 +627,8 @@ def main():
     ap.add_argument("--teacher", default=os.path.join(ROOT, "models", "kjv-llama-8m"))
     ap.add_argument("--deep-teacher", help="also run the depth claims with this (deeper) teacher, as "
                                            "<claim>.deep (bench/findings/deep_teacher makes one)")
+    ap.add_argument("--deep-only", action="store_true", help="with --deep-teacher: only the deeper teacher's runs "
+                                                             "(the bundled teacher's results are left as they are)")
     ap.add_argument("--fresh", action="store_true", help="remove the work directory first")
     ap.add_argument("--list", action="store_true", help="print the claims' names and exit")
     ap.add_argument("--reverdict", action="store_true",
@@ -651,7 +653,11 @@ def main():
     failed = 0
     runs = [(name, os.path.abspath(args.teacher), "") for name in args.claims or list(CLAIMS)]
     if args.deep_teacher:
-        runs += [(name, os.path.abspath(args.deep_teacher), ".deep") for name, _, _ in runs if name in DEPTH_CLAIMS]
+        deep = [(name, os.path.abspath(args.deep_teacher), ".deep") for name, _, _ in runs if name in DEPTH_CLAIMS]
+        runs = deep if args.deep_only else runs + deep
+    elif args.deep_only:
+        print("findings: --deep-only needs --deep-teacher", file=sys.stderr)
+        return 2
     for name, teacher, tag in runs:
         try:
             run_claim(name, CLAIMS[name], seeds, budget, work, out, teacher, tag)
