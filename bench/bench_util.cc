@@ -106,7 +106,7 @@ absl::Status WriteRandomCheckpoint(const model::ModelConfig& c, const std::strin
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
   return model::SaveCheckpointStreaming(
       c,
-      [&](size_t i) -> absl::StatusOr<at::Tensor> {
+      [&](size_t i) -> absl::StatusOr<model::ProducedTensor> {
         const auto& [name, shape] = shapes[i];
         if (name.find("norm") != std::string::npos) return at::ones(shape, at::kBFloat16);
         return at::normal(0.0, 0.02, shape, gen, at::TensorOptions().dtype(at::kFloat)).to(at::kBFloat16);
@@ -159,24 +159,34 @@ void EvictFromPageCache(const std::vector<std::string>& files) {
 
 ProcessRun RunProcess(const std::vector<std::string>& args) {
   ProcessRun r;
+  // Through peak_rss (see there): this process's own peak must not count.
+  char result[] = "/tmp/topiary-bench-rss.XXXXXX";
+  const int result_fd = ::mkstemp(result);
+  if (result_fd < 0) return r;
+  ::close(result_fd);
+  const std::string probe = BinDir() + "/peak_rss";
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-  std::vector<char*> argv;
+  std::vector<char*> argv = {const_cast<char*>(probe.c_str()), result};
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   const auto start = std::chrono::steady_clock::now();
   pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  const int rc = posix_spawn(&pid, probe.c_str(), &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) return r;
   int status = 0;
-  struct rusage usage {};
-  if (wait4(pid, &status, 0, &usage) != pid) return r;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  r.max_rss_kb = usage.ru_maxrss;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  if (rc == 0 && ::waitpid(pid, &status, 0) == pid) {
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (FILE* f = std::fopen(result, "r")) {
+      long kb = 0;
+      if (std::fscanf(f, "%ld", &kb) == 1) r.max_rss_kb = kb;
+      std::fclose(f);
+    }
+  }
+  ::unlink(result);
   return r;
 }
 
