@@ -18,6 +18,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "worker/model/gather.h"
 #include "worker/model/safetensors.h"
 
 namespace topiary::model {
@@ -189,10 +190,60 @@ absl::StatusOr<LlamaModel> OpenCheckpoint(const std::string& dir, at::ScalarType
   return m;
 }
 
+ProducedTensor ProducedTensor::Select(at::Tensor matrix, std::vector<int64_t> rows, std::vector<int64_t> cols) {
+  ProducedTensor p(std::move(matrix));
+  p.selection = true;
+  p.rows = std::move(rows);
+  p.cols = std::move(cols);
+  return p;
+}
+
+at::Tensor Materialize(const ProducedTensor& p) {
+  if (!p.selection) return p.tensor;
+  const at::Tensor in = p.tensor.contiguous();
+  const int64_t R = static_cast<int64_t>(p.rows.size()), C = in.size(1);
+  const bool all_cols = IsIdentity(p.cols, C);
+  if (all_cols && IsIdentity(p.rows, in.size(0))) return p.tensor;
+  at::Tensor out = at::empty({R, static_cast<int64_t>(p.cols.size())}, in.options());
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, C));
+  const size_t row_bytes = p.cols.size() * in.element_size();
+  at::parallel_for(0, R, grain, [&](int64_t b, int64_t e) {
+    GatherRows(in.data_ptr(), C, in.element_size(), p.rows, p.cols, all_cols, b, e,
+               static_cast<uint8_t*>(out.data_ptr()) + b * row_bytes);
+  });
+  return out;
+}
+
+namespace {
+
+// Pieces of about this size are gathered and written in turn: small enough
+// to stay in the cache between the gather and the write.
+constexpr size_t kPieceBytes = 4 << 20;
+
+// Writes the selection `p` (in the output dtype, 2-D, contiguous) without
+// materialising it: rows are gathered a piece at a time, the next piece's
+// source pages mapped in one call, while the previous piece is written.
+absl::Status WriteSelection(SafetensorsWriter& writer, const ProducedTensor& p) {
+  const at::Tensor& src = p.tensor;
+  const int64_t C = src.size(1);
+  const size_t esz = src.element_size(), row_bytes = p.cols.size() * esz;
+  const bool all_cols = IsIdentity(p.cols, C);
+  const size_t nbytes = p.rows.size() * row_bytes;
+  const size_t piece = std::max<size_t>(1, kPieceBytes / std::max<size_t>(1, row_bytes)) * row_bytes;
+  const void* data = src.data_ptr();
+  return writer.WriteNextInPieces(nbytes, piece, [&](uint8_t* buf, size_t offset, size_t len) {
+    const int64_t r0 = static_cast<int64_t>(offset / row_bytes), r1 = r0 + static_cast<int64_t>(len / row_bytes);
+    MapRows(data, C, esz, p.rows, r0, r1);
+    GatherRows(data, C, esz, p.rows, p.cols, all_cols, r0, r1, buf);
+  });
+}
+
+}  // namespace
+
 absl::Status SaveCheckpoint(LlamaModel& m, const std::string& dir, const SaveOptions& opt) {
   auto params = m.NamedParameters();
   return SaveCheckpointStreaming(
-      m.config, [&](size_t i) -> absl::StatusOr<at::Tensor> { return *params[i].second; }, dir, opt);
+      m.config, [&](size_t i) -> absl::StatusOr<ProducedTensor> { return *params[i].second; }, dir, opt);
 }
 
 absl::Status SaveCheckpointStreaming(const ModelConfig& model_config, const TensorProducer& produce,
@@ -231,15 +282,31 @@ absl::Status SaveCheckpointStreaming(const ModelConfig& model_config, const Tens
     }
     ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(dir + "/" + file, decls, {{"format", "pt"}}, opt.durable));
     for (size_t i : shards[s]) {
-      ASSIGN_OR_RETURN(at::Tensor produced, produce(i));
-      if (produced.sizes().vec() != params[i].second) {
-        return absl::InternalError(absl::StrCat("save: tensor '", params[i].first, "' was produced with shape [",
-                                                absl::StrJoin(produced.sizes(), ","), "]"));
+      ASSIGN_OR_RETURN(ProducedTensor produced, produce(i));
+      const at::Tensor& base = produced.tensor;
+      std::vector<int64_t> shape = base.sizes().vec();
+      if (produced.selection) {
+        bool in_range = base.dim() == 2;
+        for (int64_t r : produced.rows) in_range = in_range && r >= 0 && r < base.size(0);
+        for (int64_t c : produced.cols) in_range = in_range && c >= 0 && c < base.size(1);
+        if (!in_range) {
+          return absl::InternalError(absl::StrCat("save: tensor '", params[i].first, "' selects outside its source"));
+        }
+        shape = {static_cast<int64_t>(produced.rows.size()), static_cast<int64_t>(produced.cols.size())};
       }
-      at::Tensor t = produced.detach().to(opt.dtype).contiguous();  // one tensor at a time
-      produced = at::Tensor();
-      RETURN_IF_ERROR(writer->WriteNext(t.data_ptr(), t.numel() * t.element_size()));
-      total_bytes += t.numel() * t.element_size();
+      if (shape != params[i].second) {
+        return absl::InternalError(absl::StrCat("save: tensor '", params[i].first, "' was produced with shape [",
+                                                absl::StrJoin(shape, ","), "]"));
+      }
+      const int64_t bytes = numel(shape) * DTypeSize(out_dtype);
+      if (produced.selection && base.scalar_type() == opt.dtype && base.is_contiguous()) {
+        RETURN_IF_ERROR(WriteSelection(*writer, produced));
+      } else {
+        at::Tensor t = Materialize(produced).detach().to(opt.dtype).contiguous();  // one tensor at a time
+        produced = ProducedTensor();
+        RETURN_IF_ERROR(writer->WriteNext(t.data_ptr(), t.numel() * t.element_size()));
+      }
+      total_bytes += bytes;
     }
     RETURN_IF_ERROR(writer->Finish());
   }

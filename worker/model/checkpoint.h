@@ -15,6 +15,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "worker/model/llama.h"
@@ -65,12 +66,28 @@ struct SaveOptions {
 // Writes the model as a Hugging Face directory (created if missing).
 absl::Status SaveCheckpoint(LlamaModel& model, const std::string& dir, const SaveOptions& options);
 
+// One tensor for the checkpoint writer: `tensor` itself, or, made with
+// Select, the selection tensor[rows][:, cols] of a 2-D tensor, which the
+// writer gathers piece by piece into a small reused buffer as it writes it
+// (the selection is never held whole: pruning's case).
+struct ProducedTensor {
+  ProducedTensor(at::Tensor t = at::Tensor()) : tensor(std::move(t)) {}  // NOLINT: implicit on purpose
+  static ProducedTensor Select(at::Tensor matrix, std::vector<int64_t> rows, std::vector<int64_t> cols);
+  at::Tensor tensor;
+  bool selection = false;
+  std::vector<int64_t> rows, cols;
+};
+
+// The selection as a tensor of its own (the tensor itself when none).
+at::Tensor Materialize(const ProducedTensor& p);
+
 // Produces tensor `index` of LlamaModel::ExpectedShapes(config), in any dtype.
 // Called once per tensor, in order; the writer drops it before the next call.
-using TensorProducer = std::function<absl::StatusOr<at::Tensor>(size_t index)>;
+using TensorProducer = std::function<absl::StatusOr<ProducedTensor>(size_t index)>;
 
 // Writes a checkpoint whose tensors are made one at a time: peak memory is
-// what `produce` holds plus one converted tensor. SaveCheckpoint uses it.
+// what `produce` holds plus one converted tensor (a selection in the output
+// dtype: two pieces of a few MB). SaveCheckpoint uses it.
 absl::Status SaveCheckpointStreaming(const ModelConfig& config, const TensorProducer& produce, const std::string& dir,
                                      const SaveOptions& options);
 

@@ -208,6 +208,14 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> LlamaModel::ExpectedSh
   return out;
 }
 
+std::vector<BlockParam> BlockParams(const ModelConfig& c, int64_t l) {
+  std::vector<BlockParam> out;
+  ForEachBlockParam(c, l, [&](std::string name, std::vector<int64_t> shape, Tensor BlockWeights::*member) {
+    out.push_back({std::move(name), std::move(shape), member});
+  });
+  return out;
+}
+
 std::vector<std::pair<std::string, Tensor*>> LlamaModel::NamedParameters() {
   std::vector<std::pair<std::string, Tensor*>> out;
   out.emplace_back("model.embed_tokens.weight", &embed_tokens);

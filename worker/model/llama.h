@@ -56,6 +56,15 @@ struct BlockWeights {
   at::Tensor down_proj, down_bias;  // (C, FF), (C)
 };
 
+// A tensor of block l in checkpoint order: its name, shape and the
+// BlockWeights member that holds it (what the config gives block l).
+struct BlockParam {
+  std::string name;
+  std::vector<int64_t> shape;
+  at::Tensor BlockWeights::*member;
+};
+std::vector<BlockParam> BlockParams(const ModelConfig& config, int64_t l);
+
 struct LlamaModel {
   ModelConfig config;
   at::Tensor embed_tokens;           // (V, C)

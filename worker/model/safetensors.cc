@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <future>
 
 #include <nlohmann/json.hpp>
 
@@ -278,7 +279,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
   return w;
 }
 
-absl::Status SafetensorsWriter::WriteNext(const void* data, size_t nbytes) {
+absl::Status SafetensorsWriter::CheckNext(size_t nbytes) const {
   if (fd_ < 0) return absl::FailedPreconditionError("writer is closed");
   if (next_ >= decls_.size()) return absl::FailedPreconditionError("more tensors written than declared");
   const Decl& d = decls_[next_];
@@ -288,16 +289,51 @@ absl::Status SafetensorsWriter::WriteNext(const void* data, size_t nbytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor '", d.name, "': got ", nbytes, " bytes, declared ", expected));
   }
+  return absl::OkStatus();
+}
+
+// Starts writeback of the nbytes just written, so that the fsync in Finish()
+// overlaps with producing the next tensors instead of waiting for all of it.
+void SafetensorsWriter::StartWriteback(size_t nbytes) {
+  const off_t end = durable_ ? ::lseek(fd_, 0, SEEK_CUR) : 0;
+  if (end > 0)
+    ::sync_file_range(fd_, end - static_cast<off_t>(nbytes), static_cast<off_t>(nbytes), SYNC_FILE_RANGE_WRITE);
+}
+
+absl::Status SafetensorsWriter::WriteNext(const void* data, size_t nbytes) {
+  RETURN_IF_ERROR(CheckNext(nbytes));
   int src_fd = -1;
   uint64_t offset = 0;
   size_t copied = 0;
   if (FindMapped(data, nbytes, &src_fd, &offset)) copied = CopyRange(src_fd, offset, fd_, nbytes);
   RETURN_IF_ERROR(WriteAll(fd_, static_cast<const char*>(data) + copied, nbytes - copied, tmp_path_));
-  // Start writeback of what was just written, so that the fsync in Finish()
-  // overlaps with producing the next tensors instead of waiting for all of it.
-  const off_t end = durable_ ? ::lseek(fd_, 0, SEEK_CUR) : 0;
-  if (end > 0)
-    ::sync_file_range(fd_, end - static_cast<off_t>(nbytes), static_cast<off_t>(nbytes), SYNC_FILE_RANGE_WRITE);
+  StartWriteback(nbytes);
+  ++next_;
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsWriter::WriteNextInPieces(size_t nbytes, size_t piece_bytes, const PieceFill& fill) {
+  RETURN_IF_ERROR(CheckNext(nbytes));
+  if (piece_bytes == 0) return absl::InvalidArgumentError("pieces of 0 bytes");
+  piece_bytes = std::min(piece_bytes, nbytes);
+  for (auto& b : pieces_) {
+    if (b.size() < piece_bytes) b.resize(piece_bytes);
+  }
+  auto fill_piece = [&](size_t offset) {
+    const size_t len = std::min(piece_bytes, nbytes - offset);
+    uint8_t* buf = pieces_[(offset / piece_bytes) % 2].data();
+    return std::async(std::launch::async, [&fill, buf, offset, len] { fill(buf, offset, len); });
+  };
+  std::future<void> filling;
+  if (nbytes > 0) filling = fill_piece(0);
+  for (size_t offset = 0; offset < nbytes; offset += piece_bytes) {
+    filling.get();
+    if (offset + piece_bytes < nbytes) filling = fill_piece(offset + piece_bytes);  // the other buffer
+    const size_t len = std::min(piece_bytes, nbytes - offset);
+    // On a failed write the future's destructor waits for the fill in flight.
+    RETURN_IF_ERROR(WriteAll(fd_, pieces_[(offset / piece_bytes) % 2].data(), len, tmp_path_));
+  }
+  StartWriteback(nbytes);
   ++next_;
   return absl::OkStatus();
 }

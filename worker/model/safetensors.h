@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -91,13 +92,22 @@ class SafetensorsWriter {
 
   // Writes the next declared tensor; nbytes must equal its declared size.
   absl::Status WriteNext(const void* data, size_t nbytes);
+  // Writes the next declared tensor, of nbytes, in pieces of piece_bytes (the
+  // last may be shorter): fill(buf, offset, len) puts bytes [offset,
+  // offset+len) of the tensor into buf. The next piece is filled on a second
+  // thread while this one is written; the two buffers are reused.
+  using PieceFill = std::function<void(uint8_t* buf, size_t offset, size_t len)>;
+  absl::Status WriteNextInPieces(size_t nbytes, size_t piece_bytes, const PieceFill& fill);
   // Flushes, fsyncs (when durable) and renames into place. Fails if tensors
   // are missing.
   absl::Status Finish();
 
  private:
   SafetensorsWriter() = default;
+  absl::Status CheckNext(size_t nbytes) const;
+  void StartWriteback(size_t nbytes);
   std::string path_, tmp_path_;
+  std::vector<uint8_t> pieces_[2];
   int fd_ = -1;
   bool durable_ = true;
   std::vector<Decl> decls_;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -45,6 +46,60 @@ TEST(Checkpoint, SaveLoadSaveIsBitIdentical) {
     ASSERT_TRUE(again.ok());
     ExpectSameWeights(*loaded, *again);
   }
+}
+
+// A selection (rows and columns of a bigger matrix, in any order) is written
+// as the matrix index_select would give: gathered piece by piece when its
+// dtype is the output's (embed_tokens here is 12 MB: three 4 MB pieces),
+// materialised and converted when it is not (lm_head, bf16 into fp32).
+TEST(Checkpoint, SelectionsAreWrittenAsTheirIndexedMatrix) {
+  torch::NoGradGuard g;
+  ModelConfig c = TinyConfig();
+  c.vocab_size = 6000;
+  c.hidden_size = 512;
+  c.num_attention_heads = 4;
+  c.head_dim = 128;
+  const at::Tensor big = at::randn({c.vocab_size + 900, c.hidden_size + 200});
+  const at::Tensor big16 = big.to(at::kBFloat16);
+  auto pick = [](int64_t n, int64_t k, uint64_t seed) {  // k of n, shuffled: no order to rely on
+    at::Tensor perm = at::randperm(n, at::make_generator<at::CPUGeneratorImpl>(seed), at::kLong).narrow(0, 0, k);
+    return std::vector<int64_t>(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + k);
+  };
+  std::vector<int64_t> rows = pick(big.size(0), c.vocab_size, 1), cols = pick(big.size(1), c.hidden_size, 2);
+  // Runs of consecutive rows too (the kept rows of a prune are mostly in order).
+  std::sort(rows.begin() + 1000, rows.begin() + 3000);
+  LlamaModel ref = InitModel(c, 7, at::kFloat);
+  auto params = ref.NamedParameters();
+  SaveOptions so;
+  so.dtype = at::kFloat;
+  TempDir dir;
+  ASSERT_TRUE(SaveCheckpointStreaming(
+                  c,
+                  [&](size_t i) -> absl::StatusOr<ProducedTensor> {
+                    if (params[i].first == "model.embed_tokens.weight") return ProducedTensor::Select(big, rows, cols);
+                    if (params[i].first == "lm_head.weight") return ProducedTensor::Select(big16, rows, cols);
+                    return *params[i].second;
+                  },
+                  dir.File("m"), so)
+                  .ok());
+  auto loaded = LoadCheckpoint(dir.File("m"), at::kFloat);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const at::Tensor r = at::tensor(rows, at::kLong), k = at::tensor(cols, at::kLong);
+  EXPECT_TRUE(loaded->embed_tokens.equal(big.index_select(0, r).index_select(1, k)));
+  EXPECT_TRUE(loaded->lm_head.equal(big16.index_select(0, r).index_select(1, k).to(at::kFloat)));
+  EXPECT_TRUE(loaded->layers[1].q_proj.equal(ref.layers[1].q_proj));
+  // A selection outside its source is refused, not read.
+  std::vector<int64_t> outside = rows;
+  outside[5] = big.size(0);
+  auto refused = SaveCheckpointStreaming(
+      c,
+      [&](size_t i) -> absl::StatusOr<ProducedTensor> {
+        if (i == 0) return ProducedTensor::Select(big, outside, cols);
+        return *params[i].second;
+      },
+      dir.File("bad"), so);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInternal);
+  EXPECT_NE(refused.message().find("selects outside"), std::string::npos) << refused;
 }
 
 TEST(Checkpoint, BundledTeacherRoundTripsBitIdentically) {

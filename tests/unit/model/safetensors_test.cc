@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "common/file_util.h"
 #include "testing/test_util.h"
 
 namespace topiary::model {
@@ -52,6 +53,37 @@ TEST(Safetensors, WriterRejectsWrongSizes) {
   ASSERT_TRUE(w.ok());
   float a[3] = {};
   EXPECT_EQ((*w)->WriteNext(a, sizeof(a)).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// In pieces (here 7 bytes of a 100-byte tensor, the last piece shorter; the
+// fill of one piece overlaps the write of the other): the same file as one
+// write. A size that is not the declared one is refused.
+TEST(Safetensors, WriterInPiecesEqualsOneWrite) {
+  TempDir dir;
+  uint8_t bytes[100];
+  for (int i = 0; i < 100; ++i) bytes[i] = static_cast<uint8_t>(i * 7 + 3);
+  const std::vector<SafetensorsWriter::Decl> decls = {{"a", DType::kBF16, {50}}, {"b", DType::kBF16, {50}}};
+  auto whole = SafetensorsWriter::Create(dir.File("whole.safetensors"), decls);
+  auto pieces = SafetensorsWriter::Create(dir.File("pieces.safetensors"), decls);
+  ASSERT_TRUE(whole.ok() && pieces.ok());
+  std::vector<std::pair<size_t, size_t>> asked;
+  auto fill = [&](uint8_t* buf, size_t offset, size_t len) {
+    asked.emplace_back(offset, len);
+    std::memcpy(buf, bytes + offset, len);
+  };
+  for (int t = 0; t < 2; ++t) {
+    ASSERT_TRUE((*whole)->WriteNext(bytes, sizeof(bytes)).ok());
+    ASSERT_TRUE((*pieces)->WriteNextInPieces(sizeof(bytes), 7, fill).ok());
+  }
+  ASSERT_EQ(asked.size(), 2 * 15u);
+  EXPECT_EQ(asked[14], (std::pair<size_t, size_t>{98, 2}));
+  EXPECT_EQ((*pieces)->WriteNextInPieces(sizeof(bytes), 7, fill).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE((*whole)->Finish().ok());
+  ASSERT_TRUE((*pieces)->Finish().ok());
+  EXPECT_EQ(*ReadFileToString(dir.File("whole.safetensors")), *ReadFileToString(dir.File("pieces.safetensors")));
+  auto wrong = SafetensorsWriter::Create(dir.File("x.safetensors"), {{"a", DType::kBF16, {50}}});
+  ASSERT_TRUE(wrong.ok());
+  EXPECT_EQ((*wrong)->WriteNextInPieces(99, 7, fill).code(), absl::StatusCode::kInvalidArgument);
 }
 
 struct BadCase {

@@ -2,23 +2,17 @@
 // "The algorithms"), in memory (ApplyPlan) or streaming checkpoint to checkpoint.
 #include <torch/torch.h>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/compress/prune/plan.h"
+#include "worker/model/checkpoint.h"
+#include "worker/model/gather.h"
 
 namespace topiary::compress {
 namespace {
 
-// True when idx is 0, 1, ..., n-1: the slice keeps everything.
-bool IsIdentity(const std::vector<int64_t>& idx, int64_t n) {
-  if (static_cast<int64_t>(idx.size()) != n) return false;
-  for (int64_t i = 0; i < n; ++i) {
-    if (idx[i] != i) return false;
-  }
-  return true;
-}
+using model::IsIdentity;
+using model::ProducedTensor;
 
 // Kept rows or columns. Keeping everything returns `w` itself (a view of the
 // mapped source when streaming: the writer copies straight from the map).
@@ -28,42 +22,12 @@ at::Tensor Select(const at::Tensor& w, int64_t dim, const std::vector<int64_t>& 
 }
 at::Tensor Rows(const at::Tensor& w, const std::vector<int64_t>& idx) { return Select(w, 0, idx); }
 
-template <typename T>
-void GatherRows(const uint8_t* src, uint8_t* dst, int64_t cols_in, const std::vector<int64_t>& rows,
-                const std::vector<int64_t>& cols, int64_t begin, int64_t end) {
-  for (int64_t r = begin; r < end; ++r) {
-    const T* in = reinterpret_cast<const T*>(src) + rows[r] * cols_in;
-    T* out = reinterpret_cast<T*>(dst) + r * static_cast<int64_t>(cols.size());
-    for (size_t j = 0; j < cols.size(); ++j) out[j] = in[cols[j]];
-  }
-}
-
-// w[rows][:, cols] of a 2-D matrix in one pass over the kept rows: no
-// intermediate matrix, and no per-element dispatch (index_select along
-// columns of a bf16 matrix copies element by element through memmove).
-at::Tensor Gather(const at::Tensor& w, const std::vector<int64_t>& rows, const std::vector<int64_t>& cols) {
-  const bool all_rows = IsIdentity(rows, w.size(0)), all_cols = IsIdentity(cols, w.size(1));
-  if (all_rows && all_cols) return w;
-  if (all_cols) return Rows(w, rows);
-  const at::Tensor in = w.contiguous();
-  at::Tensor out = at::empty({static_cast<int64_t>(rows.size()), static_cast<int64_t>(cols.size())}, in.options());
-  const auto* src = static_cast<const uint8_t*>(in.data_ptr());
-  auto* dst = static_cast<uint8_t*>(out.data_ptr());
-  const int64_t C = in.size(1), grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, C));
-  at::parallel_for(0, static_cast<int64_t>(rows.size()), grain, [&](int64_t b, int64_t e) {
-    switch (in.element_size()) {
-      case 2:
-        GatherRows<uint16_t>(src, dst, C, rows, cols, b, e);
-        break;
-      case 4:
-        GatherRows<uint32_t>(src, dst, C, rows, cols, b, e);
-        break;
-      default:
-        GatherRows<uint64_t>(src, dst, C, rows, cols, b, e);
-        break;
-    }
-  });
-  return out;
+// w[rows][:, cols] of a 2-D matrix, as the writer takes it: `w` itself when
+// nothing is cut, else a selection it gathers as it writes (ApplyPlan
+// materialises it in one pass over the kept rows).
+ProducedTensor Gather(const at::Tensor& w, std::vector<int64_t> rows, std::vector<int64_t> cols) {
+  if (IsIdentity(rows, w.size(0)) && IsIdentity(cols, w.size(1))) return w;
+  return ProducedTensor::Select(w, std::move(rows), std::move(cols));
 }
 
 std::vector<int64_t> AllOf(int64_t n) {
@@ -71,7 +35,6 @@ std::vector<int64_t> AllOf(int64_t n) {
   for (int64_t i = 0; i < n; ++i) v[i] = i;
   return v;
 }
-at::Tensor MaybeRows(const at::Tensor& b, const std::vector<int64_t>& idx) { return b.defined() ? Rows(b, idx) : b; }
 
 // Rows of the kept heads (or groups) of size HS each.
 std::vector<int64_t> HeadRows(const std::vector<int64_t>& heads, int64_t HS) {
@@ -121,34 +84,50 @@ void ReleaseBlock(model::LlamaModel& src, int64_t l) {
 
 }  // namespace
 
-model::BlockWeights PruneBlock(const model::LlamaModel& src, const PrunePlan& plan, size_t k) {
-  torch::NoGradGuard no_grad;
+namespace {
+
+// Tensor `member` of pruned block k, as a selection of the source block's.
+// Undefined where the block has no such tensor.
+ProducedTensor BlockTensor(const model::LlamaModel& src, const PrunePlan& plan, size_t k,
+                           at::Tensor model::BlockWeights::*member) {
+  using B = model::BlockWeights;
   const model::ModelConfig& c = src.config;
   const std::vector<int64_t>& ch = plan.channels;
   const LayerPlan& lp = plan.layers[k];
-  const model::BlockWeights& w = src.layers[lp.source];
+  const B& w = src.layers[lp.source];
+  const bool attention = member == &B::input_norm || member == &B::q_proj || member == &B::q_bias ||
+                         member == &B::k_proj || member == &B::k_bias || member == &B::v_proj || member == &B::v_bias ||
+                         member == &B::o_proj || member == &B::o_bias;
+  if (attention ? !lp.has_attention : !lp.has_mlp) return at::Tensor();
+  if (!(w.*member).defined()) return at::Tensor();
+  if (member == &B::input_norm || member == &B::post_norm || member == &B::o_bias || member == &B::down_bias) {
+    return Rows(w.*member, ch);  // (C')
+  }
+  if (member == &B::gate_bias || member == &B::up_bias) return Rows(w.*member, lp.neurons);        // (FF')
+  if (member == &B::gate_proj || member == &B::up_proj) return Gather(w.*member, lp.neurons, ch);  // (FF', C')
+  if (member == &B::down_proj) return Gather(w.down_proj, ch, lp.neurons);                         // (C', FF')
+  const std::vector<int64_t> q_rows = HeadRows(lp.heads, c.head_dim), kv_rows = HeadRows(lp.groups, c.head_dim);
+  if (member == &B::q_proj) return Gather(Redistributed(w.q_proj, lp, c.head_dim), q_rows, ch);  // (NH'*HS, C')
+  if (member == &B::q_bias) return Rows(Redistributed(w.q_bias, lp, c.head_dim), q_rows);
+  if (member == &B::k_proj || member == &B::v_proj) return Gather(w.*member, kv_rows, ch);  // (G'*HS, C')
+  if (member == &B::k_bias || member == &B::v_bias) return Rows(w.*member, kv_rows);
+  return Gather(w.o_proj, ch, q_rows);  // o_proj: (C', NH'*HS)
+}
+
+constexpr at::Tensor model::BlockWeights::*kBlockMembers[] = {
+    &model::BlockWeights::input_norm, &model::BlockWeights::q_proj,    &model::BlockWeights::q_bias,
+    &model::BlockWeights::k_proj,     &model::BlockWeights::k_bias,    &model::BlockWeights::v_proj,
+    &model::BlockWeights::v_bias,     &model::BlockWeights::o_proj,    &model::BlockWeights::o_bias,
+    &model::BlockWeights::post_norm,  &model::BlockWeights::gate_proj, &model::BlockWeights::gate_bias,
+    &model::BlockWeights::up_proj,    &model::BlockWeights::up_bias,   &model::BlockWeights::down_proj,
+    &model::BlockWeights::down_bias};
+
+}  // namespace
+
+model::BlockWeights PruneBlock(const model::LlamaModel& src, const PrunePlan& plan, size_t k) {
+  torch::NoGradGuard no_grad;
   model::BlockWeights b;
-  if (lp.has_attention) {
-    std::vector<int64_t> q_rows = HeadRows(lp.heads, c.head_dim), kv_rows = HeadRows(lp.groups, c.head_dim);
-    b.input_norm = Rows(w.input_norm, ch);
-    b.q_proj = Gather(Redistributed(w.q_proj, lp, c.head_dim), q_rows, ch);  // (NH'*HS, C')
-    b.k_proj = Gather(w.k_proj, kv_rows, ch);                                // (G'*HS, C')
-    b.v_proj = Gather(w.v_proj, kv_rows, ch);
-    b.q_bias = MaybeRows(Redistributed(w.q_bias, lp, c.head_dim), q_rows);
-    b.k_bias = MaybeRows(w.k_bias, kv_rows);
-    b.v_bias = MaybeRows(w.v_bias, kv_rows);
-    b.o_proj = Gather(w.o_proj, ch, q_rows);  // (C', NH'*HS)
-    b.o_bias = MaybeRows(w.o_bias, ch);
-  }
-  if (lp.has_mlp) {
-    b.post_norm = Rows(w.post_norm, ch);
-    b.gate_proj = Gather(w.gate_proj, lp.neurons, ch);  // (FF', C')
-    b.up_proj = Gather(w.up_proj, lp.neurons, ch);
-    b.gate_bias = MaybeRows(w.gate_bias, lp.neurons);
-    b.up_bias = MaybeRows(w.up_bias, lp.neurons);
-    b.down_proj = Gather(w.down_proj, ch, lp.neurons);  // (C', FF')
-    b.down_bias = MaybeRows(w.down_bias, ch);
-  }
+  for (auto member : kBlockMembers) b.*member = model::Materialize(BlockTensor(src, plan, k, member));
   return b;
 }
 
@@ -157,12 +136,12 @@ model::LlamaModel ApplyPlan(const model::LlamaModel& src, const PrunePlan& plan)
   model::LlamaModel out;
   out.config = plan.config;
   out.compute_dtype = src.compute_dtype;
-  out.embed_tokens = Gather(src.embed_tokens, AllOf(src.embed_tokens.size(0)), plan.channels);  // (V, C')
+  out.embed_tokens = model::Materialize(Gather(src.embed_tokens, AllOf(src.embed_tokens.size(0)), plan.channels));
   out.norm = Rows(src.norm, plan.channels);
   for (size_t k = 0; k < plan.layers.size(); ++k) out.layers.push_back(PruneBlock(src, plan, k));
   out.lm_head = src.config.tie_word_embeddings
                     ? out.embed_tokens
-                    : Gather(src.lm_head, AllOf(src.lm_head.size(0)), plan.channels);  // (V, C')
+                    : model::Materialize(Gather(src.lm_head, AllOf(src.lm_head.size(0)), plan.channels));  // (V, C')
   return out;
 }
 
@@ -170,41 +149,27 @@ absl::Status PruneCheckpoint(const std::string& source_dir, const PrunePlan& pla
                              const model::SaveOptions& options) {
   ASSIGN_OR_RETURN(model::LlamaModel src, model::MapCheckpoint(source_dir));
   RETURN_IF_ERROR(CheckPlanFits(src.config, plan));
-  // The output's tensors in writer order, each with the block it lives in.
-  model::LlamaModel out;
-  out.config = plan.config;
-  out.layers.resize(plan.layers.size());
-  auto params = out.NamedParameters();
-  std::vector<int64_t> block_of(params.size(), -1);
-  for (size_t i = 0; i < params.size(); ++i) {
-    absl::string_view name = params[i].first;
-    if (absl::ConsumePrefix(&name, "model.layers.")) {
-      int64_t k = 0;
-      absl::SimpleAtoi(name.substr(0, name.find('.')), &k);
-      block_of[i] = k;
-    }
+  // The output's tensors in writer order, each block's taken from the source
+  // block it comes from; a source tensor's mapped pages are dropped from this
+  // process once it is written, a block's when the next begins.
+  std::vector<std::pair<int64_t, at::Tensor model::BlockWeights::*>> block_member{{-1, nullptr}};  // embed_tokens
+  for (int64_t k = 0; k < plan.config.num_hidden_layers; ++k) {
+    for (const model::BlockParam& p : model::BlockParams(plan.config, k)) block_member.emplace_back(k, p.member);
   }
-  int64_t current = -1;  // the one block held in memory
-  auto produce = [&](size_t i) -> absl::StatusOr<at::Tensor> {
+  const auto names = model::LlamaModel::ExpectedShapes(plan.config);
+  int64_t current = -1;  // the pruned block being written
+  at::Tensor written;    // a source tensor outside blocks, written by the previous call
+  auto produce = [&](size_t i) -> absl::StatusOr<ProducedTensor> {
     torch::NoGradGuard no_grad;
-    const std::string& name = params[i].first;
-    if (block_of[i] >= 0) {
-      if (block_of[i] != current) {
-        if (current >= 0) {
-          out.layers[current] = model::BlockWeights();
-          ReleaseBlock(src, plan.layers[current].source);
-        }
-        current = block_of[i];
-        out.layers[current] = PruneBlock(src, plan, current);
-      }
-      at::Tensor t = std::move(*params[i].second);  // written once: release it now
-      *params[i].second = at::Tensor();
-      return t;
-    }
+    if (written.defined()) model::ReleaseMappedPages(written), written = at::Tensor();
+    const int64_t k = i < block_member.size() ? block_member[i].first : -1;
+    if (current >= 0 && k != current) ReleaseBlock(src, plan.layers[current].source);
+    current = k;
+    if (k >= 0) return BlockTensor(src, plan, k, block_member[i].second);
+    const std::string& name = names[i].first;
     if (name == "model.embed_tokens.weight") {
-      at::Tensor t = Gather(src.embed_tokens, AllOf(src.embed_tokens.size(0)), plan.channels);
-      if (!t.is_same(src.embed_tokens)) model::ReleaseMappedPages(src.embed_tokens);  // copied already
-      return t;
+      written = src.embed_tokens;
+      return Gather(src.embed_tokens, AllOf(src.embed_tokens.size(0)), plan.channels);
     }
     if (name == "model.norm.weight") return Rows(src.norm, plan.channels);
     if (name == "lm_head.weight") return Gather(src.lm_head, AllOf(src.lm_head.size(0)), plan.channels);

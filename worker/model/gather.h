@@ -1,0 +1,28 @@
+// Row-and-column selection of a row-major matrix, src[rows][:, cols], the
+// kernel of width pruning (docs/design.md, "The algorithms"). Torch-free: the
+// checkpoint writer gathers piece by piece into a small reused buffer with it,
+// and ApplyPlan into a whole tensor.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace topiary::model {
+
+// Writes rows [row_begin, row_end) of the selection into dst (packed,
+// cols.size() elements per row; `all_cols` copies whole rows of src_cols
+// elements instead). Elements are `element_size` bytes (1, 2, 4 or 8).
+void GatherRows(const void* src, int64_t src_cols, size_t element_size, const std::vector<int64_t>& rows,
+                const std::vector<int64_t>& cols, bool all_cols, int64_t row_begin, int64_t row_end, void* dst);
+
+// True when idx is 0, 1, ..., n-1 (a selection that keeps everything).
+bool IsIdentity(const std::vector<int64_t>& idx, int64_t n);
+
+// Maps now, in one call per run of consecutive rows, the pages of src that
+// rows [row_begin, row_end) of the selection read (a mapped checkpoint is
+// otherwise read a fault at a time). Advisory: errors are ignored.
+void MapRows(const void* src, int64_t src_cols, size_t element_size, const std::vector<int64_t>& rows,
+             int64_t row_begin, int64_t row_end);
+
+}  // namespace topiary::model
