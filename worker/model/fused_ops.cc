@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <limits>
 
 #include "worker/model/fused_kernels.h"
@@ -113,5 +115,54 @@ Tensor FusedRmsNorm(const Tensor& x, const Tensor& weight, double eps) {
   Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return weight * normed.to(x.scalar_type());
 }
+
+bool NativeBf16Gemm() {
+  static const bool native = [] {
+    const char* env = std::getenv("TOPIARY_BF16_GEMM");
+    if (env != nullptr && std::string(env) == "fp32") return false;
+    if (env != nullptr && std::string(env) == "native") return true;
+#if defined(__x86_64__)
+    return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq");
+#else
+    return true;
+#endif
+  }();
+  return native;
+}
+
+namespace {
+bool DefinedBf16(const at::Tensor& t) { return t.defined() && t.scalar_type() == at::kBFloat16; }
+at::Tensor Wide(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
+}  // namespace
+
+at::Tensor LinearRouted(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, bool via_fp32) {
+  if (!(via_fp32 && DefinedBf16(x) && DefinedBf16(w) && x.device().is_cpu() && w.dim() == 2)) {
+    return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
+  }
+  // The weight widens a slice of rows at a time (at most 8M elements, 32 MB),
+  // so a large matrix (an 8B model's lm_head) is never held twice whole.
+  const at::Tensor x32 = Wide(x);
+  const int64_t rows = w.size(0), step = std::max<int64_t>(1, (int64_t{8} << 20) / std::max<int64_t>(1, w.size(1)));
+  std::vector<at::Tensor> parts;
+  for (int64_t r = 0; r < rows; r += step) {
+    const int64_t n = std::min(step, rows - r);
+    const at::Tensor ws = Wide(w.narrow(0, r, n)), bs = b.defined() ? Wide(b.narrow(0, r, n)) : at::Tensor();
+    parts.push_back((bs.defined() ? at::linear(x32, ws, bs) : at::linear(x32, ws)).to(at::kBFloat16));
+  }
+  return parts.size() == 1 ? parts[0] : at::cat(parts, -1);
+}
+
+at::Tensor MatMulRouted(const at::Tensor& a, const at::Tensor& b, bool via_fp32) {
+  if (via_fp32 && DefinedBf16(a) && DefinedBf16(b) && a.device().is_cpu())
+    return at::matmul(Wide(a), Wide(b)).to(at::kBFloat16);
+  return at::matmul(a, b);
+}
+
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  return LinearRouted(x, w, b, !NativeBf16Gemm());
+}
+
+at::Tensor MatMul(const at::Tensor& a, const at::Tensor& b) { return MatMulRouted(a, b, !NativeBf16Gemm()); }
 
 }  // namespace topiary::model

@@ -26,4 +26,19 @@ at::Tensor SwiGlu(const at::Tensor& gate, const at::Tensor& up);
 // x's dtype before the weight multiplies it. weight (C), x (..., C).
 at::Tensor FusedRmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
+// True when this CPU multiplies bf16 matrices natively. libtorch 1.13 sends
+// a bf16 GEMM to oneDNN only where AVX-512 (BW, VL, DQ) exists; elsewhere it
+// runs a reference loop 10-100x slower than fp32 (AMD Zen 2/3, most client
+// CPUs). TOPIARY_BF16_GEMM=fp32 or =native overrides the detection.
+bool NativeBf16Gemm();
+
+// at::linear and at::matmul, except that bf16 operands on a CPU without a
+// native bf16 GEMM are multiplied in fp32 and the result rounded to bf16:
+// the same numbers as a bf16 GEMM with fp32 accumulation (the inputs widen
+// exactly), at fp32 speed. `via_fp32` forces the route (for tests).
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
+at::Tensor MatMul(const at::Tensor& a, const at::Tensor& b);
+at::Tensor LinearRouted(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, bool via_fp32);
+at::Tensor MatMulRouted(const at::Tensor& a, const at::Tensor& b, bool via_fp32);
+
 }  // namespace topiary::model

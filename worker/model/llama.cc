@@ -17,10 +17,6 @@ inline void Emit(ActivationObserver* obs, Point p, int64_t layer, Tensor& x) {
   if (obs != nullptr && obs->Wants(p)) obs->Observe(p, layer, x);
 }
 
-Tensor Linear(const Tensor& x, const Tensor& w, const Tensor& b) {
-  return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
-}
-
 // x (B, T, H, HS); cos/sin (T, HS). Rotate-half convention.
 Tensor ApplyRope(const Tensor& x, const Tensor& cos, const Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
@@ -66,9 +62,9 @@ Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t G) {
   Tensor qg = q.transpose(1, 2).reshape({B, G, R * T, HS});                        // (B, G, R·T, HS)
   Tensor kg = k.transpose(1, 2);                                                   // (B, G, T, HS)
   Tensor vg = v.transpose(1, 2);                                                   // (B, G, T, HS)
-  Tensor scores = at::matmul(qg, kg.transpose(2, 3));                              // (B, G, R·T, T)
+  Tensor scores = MatMul(qg, kg.transpose(2, 3));                                  // (B, G, R·T, T)
   Tensor probs = CausalSoftmax(scores, 1.0 / std::sqrt(static_cast<double>(HS)));  // fp32 inside, 0 above the diagonal
-  return at::matmul(probs, vg).view({B, NH, T, HS}).transpose(1, 2);               // (B, T, NH, HS)
+  return MatMul(probs, vg).view({B, NH, T, HS}).transpose(1, 2);                   // (B, T, NH, HS)
 }
 
 // A weight in the compute dtype: itself, or (held narrower) a widened copy
@@ -92,11 +88,11 @@ constexpr int64_t kHeadSliceRows = 8192;
 
 Tensor LmHead(const LlamaModel& m, const Tensor& hidden) {
   const at::ScalarType dt = m.ComputeDtype();
-  if (m.lm_head.scalar_type() == dt) return at::linear(hidden.to(dt), m.lm_head);
+  if (m.lm_head.scalar_type() == dt) return Linear(hidden.to(dt), m.lm_head);
   const int64_t V = m.lm_head.size(0);
   std::vector<Tensor> parts;
   for (int64_t r = 0; r < V; r += kHeadSliceRows) {
-    parts.push_back(at::linear(hidden.to(dt), m.lm_head.narrow(0, r, std::min(kHeadSliceRows, V - r)).to(dt)));
+    parts.push_back(Linear(hidden.to(dt), m.lm_head.narrow(0, r, std::min(kHeadSliceRows, V - r)).to(dt)));
   }
   return parts.size() == 1 ? parts[0] : at::cat(parts, -1);
 }

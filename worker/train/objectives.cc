@@ -6,6 +6,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "worker/model/fused_ops.h"
 
 namespace topiary::train {
 namespace {
@@ -124,7 +125,7 @@ Objective::Parts DistillationObjective::ForwardBackward(const model::LlamaModel&
     at::Tensor h = at::zeros({}, at::kFloat);
     for (size_t i = 0; i < hidden_.pairs.size(); ++i) {
       at::Tensor s = student_blocks.at(hidden_.pairs[i].first);  // (B, T, Cs)
-      if (maps_[i].defined()) s = at::linear(s, maps_[i]);       // (B, T, Ct)
+      if (maps_[i].defined()) s = model::Linear(s, maps_[i]);    // (B, T, Ct)
       h = h + HiddenStateLoss(s, teacher_blocks.at(hidden_.pairs[i].second), hidden_.loss);
     }
     h = h / static_cast<double>(hidden_.pairs.size());

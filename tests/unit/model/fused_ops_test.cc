@@ -43,6 +43,32 @@ void Compare(const Fn& fused, const Fn& reference, std::vector<Tensor> inputs, a
   }
 }
 
+// bf16 GEMMs on a CPU without a native bf16 GEMM go through fp32: the same
+// numbers as bf16 with fp32 accumulation, values and gradients, with and
+// without a bias, a weight large enough to be widened in two slices, and
+// the batched matmul of attention. Both routes are checked on any CPU.
+TEST(FusedOps, Bf16GemmRoutes) {
+  at::manual_seed(3);
+  Fn reference_linear = [](const std::vector<Tensor>& x) { return at::linear(x[0], x[1], x[2]); };
+  Fn reference_nobias = [](const std::vector<Tensor>& x) { return at::linear(x[0], x[1]); };
+  Fn reference_matmul = [](const std::vector<Tensor>& x) { return at::matmul(x[0], x[1]); };
+  for (bool via_fp32 : {true, false}) {
+    SCOPED_TRACE(via_fp32 ? "via fp32" : "native");
+    Fn linear = [&](const std::vector<Tensor>& x) { return LinearRouted(x[0], x[1], x[2], via_fp32); };
+    Fn nobias = [&](const std::vector<Tensor>& x) { return LinearRouted(x[0], x[1], Tensor(), via_fp32); };
+    Fn matmul = [&](const std::vector<Tensor>& x) { return MatMulRouted(x[0], x[1], via_fp32); };
+    Compare(linear, reference_linear, {at::randn({2, 5, 96}), at::randn({40, 96}), at::randn({40})}, at::kBFloat16,
+            1.0 / 64);
+    Compare(nobias, reference_nobias, {at::randn({3, 96}), at::randn({40, 96})}, at::kBFloat16, 1.0 / 64);
+    Compare(matmul, reference_matmul, {at::randn({2, 3, 17, 8}), at::randn({2, 3, 8, 17})}, at::kBFloat16, 1.0 / 64);
+    Compare(linear, reference_linear, {at::randn({2, 1, 96}), at::randn({40, 96}), at::randn({40})}, at::kFloat, 1e-5);
+  }
+  // 1100 x 8000 = 8.8M elements: widened in two slices of rows.
+  Fn wide = [&](const std::vector<Tensor>& x) { return LinearRouted(x[0], x[1], x[2], true); };
+  Compare(wide, reference_linear, {at::randn({1, 3, 8000}), at::randn({1100, 8000}) * 0.02, at::randn({1100})},
+          at::kBFloat16, 1.0 / 64);
+}
+
 TEST(FusedOps, CausalSoftmax) {
   at::manual_seed(1);
   const double scale = 1 / std::sqrt(40.0);
