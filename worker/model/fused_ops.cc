@@ -132,12 +132,11 @@ bool NativeBf16Gemm() {
 }
 
 namespace {
-bool DefinedBf16(const at::Tensor& t) { return t.defined() && t.scalar_type() == at::kBFloat16; }
 at::Tensor Wide(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
 }  // namespace
 
 at::Tensor LinearRouted(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, bool via_fp32) {
-  if (!(via_fp32 && DefinedBf16(x) && DefinedBf16(w) && x.device().is_cpu() && w.dim() == 2)) {
+  if (!(via_fp32 && x.defined() && Bf16(x) && w.defined() && Bf16(w) && x.device().is_cpu() && w.dim() == 2)) {
     return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
   }
   // The weight widens a slice of rows at a time (at most 8M elements, 32 MB),
@@ -154,7 +153,7 @@ at::Tensor LinearRouted(const at::Tensor& x, const at::Tensor& w, const at::Tens
 }
 
 at::Tensor MatMulRouted(const at::Tensor& a, const at::Tensor& b, bool via_fp32) {
-  if (via_fp32 && DefinedBf16(a) && DefinedBf16(b) && a.device().is_cpu())
+  if (via_fp32 && a.defined() && Bf16(a) && b.defined() && Bf16(b) && a.device().is_cpu())
     return at::matmul(Wide(a), Wide(b)).to(at::kBFloat16);
   return at::matmul(a, b);
 }
