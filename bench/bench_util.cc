@@ -182,7 +182,8 @@ ProcessRun RunProcess(const std::vector<std::string>& args) {
     r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     if (FILE* f = std::fopen(result, "r")) {
       long kb = 0;
-      if (std::fscanf(f, "%ld", &kb) == 1) r.max_rss_kb = kb;
+      long long read = 0;
+      if (std::fscanf(f, "%ld %lld", &kb, &read) == 2) r.max_rss_kb = kb, r.read_bytes = read;
       std::fclose(f);
     }
   }

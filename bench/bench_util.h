@@ -68,12 +68,14 @@ int64_t DirectoryBytes(const std::string& dir);
 void EvictFromPageCache(const std::vector<std::string>& files);
 
 // Runs a program to completion (stdout/stderr to /dev/null) and reports its
-// wall time and peak resident set (ru_maxrss). exit_code -1 when it could not
-// start or did not exit normally.
+// wall time, peak resident set (ru_maxrss) and the bytes it read from
+// storage (ru_inblock). exit_code -1 when it could not start or did not exit
+// normally.
 struct ProcessRun {
   int exit_code = -1;
   double seconds = 0;
   int64_t max_rss_kb = 0;
+  int64_t read_bytes = 0;
 };
 ProcessRun RunProcess(const std::vector<std::string>& argv);
 

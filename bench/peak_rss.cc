@@ -1,6 +1,8 @@
 // peak_rss RESULT_FILE COMMAND [ARGS...]: runs COMMAND, writes its peak
-// resident set in kB to RESULT_FILE, and exits with its exit status (128+N
-// when killed by signal N).
+// resident set in kB and the bytes it read from storage (ru_inblock, 512-byte
+// units: what its reads, faults and read-ahead fetched from disk, not what
+// the page cache served) to RESULT_FILE as "KB BYTES", and exits with its
+// exit status (128+N when killed by signal N).
 //
 // Why a process of its own: a child's ru_maxrss starts from the memory its
 // parent had when it was created (posix_spawn shares the parent's address
@@ -30,7 +32,7 @@ int main(int argc, char** argv) {
   struct rusage usage {};
   if (wait4(pid, &status, 0, &usage) != pid) return 127;
   if (FILE* f = std::fopen(argv[1], "w")) {
-    std::fprintf(f, "%ld\n", usage.ru_maxrss);
+    std::fprintf(f, "%ld %lld\n", usage.ru_maxrss, static_cast<long long>(usage.ru_inblock) * 512);
     std::fclose(f);
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

@@ -8,11 +8,12 @@
 //     --scores ... --target ... --no-sync` in a fresh process, with the
 //     source warm in the page cache and cold (evicted first), against `cp` of
 //     the source warm and cold. Reported per byte written (prune reads the
-//     whole source and writes ~3/5 of it; cp writes what it reads), with the
-//     bytes read and written, and the command's peak resident set over the
+//     kept rows of the source and writes ~3/5 of it; cp writes what it reads),
+//     with the bytes each read from disk when cold (ru_inblock) and the bytes
+//     written, and the command's peak resident set over the
 //     largest tensor of the source (what streaming should bound it by);
-//     and `cat` of the source from a cold cache, the read a width prune
-//     cannot avoid (every page holds kept columns).
+//     and `cat` of the source from a cold cache (a width prune reads less:
+//     the rows it drops stay on disk).
 // Best of --iters after a warm-up round.
 //
 //   prune_bench [--shape bench|llama-3.2-1b|llama-3.1-8b] [--dir DIR] [--iters N]
@@ -174,13 +175,13 @@ int main(int argc, char** argv) {
                                               out,
                                               "--target",
                                               absl::StrCat("hidden_size=", hidden, ",intermediate_size=", ffn)};
-  // The floor a width prune cannot go below: reading the source (every page
-  // holds kept columns). Measured cold, as `cat` of the files.
+  // Reading the whole source cold, as `cat` of the files: the read a width
+  // prune would do if it could not leave the dropped rows on disk.
   std::string cat_files = "cat";
   for (const std::string& f : src_files) absl::StrAppend(&cat_files, " '", f, "'");
   const std::vector<std::string> cat = {"sh", "-c", cat_files + " > /dev/null"};
   double width_warm = 1e30, width_cold = 1e30, cp_warm = 1e30, cp_cold = 1e30, cat_cold = 1e30, out_bytes = 0;
-  int64_t width_rss_kb = 0;
+  int64_t width_rss_kb = 0, width_read_cold = 0, cp_read_cold = 0;
   for (int i = 0; i < iters + 1; ++i) {
     for (bool cold : {false, true}) {
       RemoveAll(copy).IgnoreError();
@@ -196,6 +197,7 @@ int main(int argc, char** argv) {
       Check(w_run, "topiary prune (width)");
       out_bytes = static_cast<double>(bench::TotalBytes(bench::WeightFiles(out)));
       width_rss_kb = std::max(width_rss_kb, w_run.max_rss_kb);
+      if (cold) width_read_cold = w_run.read_bytes, cp_read_cold = c_run.read_bytes;
       if (cold) {
         bench::EvictFromPageCache(src_files);
         auto cat_run = bench::RunProcess(cat);
@@ -218,12 +220,13 @@ int main(int argc, char** argv) {
         prune_nosync_s, cp_s, prune_nosync_s / cp_s, prune_s, cp_sync_s, prune_s / cp_sync_s, cli_s);
   }
   std::printf(
-      " width_read_gb=%.2f width_written_gb=%.2f width_warm_s=%.2f cp_warm_s=%.2f "
+      " width_read_cold_gb=%.2f cp_read_cold_gb=%.2f width_written_gb=%.2f width_warm_s=%.2f cp_warm_s=%.2f "
       "width_over_cp_per_byte_warm=%.2f width_cold_s=%.2f cp_cold_s=%.2f width_over_cp_per_byte_cold=%.2f "
       "cat_cold_s=%.2f width_cold_over_cat_cold=%.2f width_peak_rss_gb=%.2f largest_tensor_gb=%.2f "
       "width_rss_over_largest_tensor=%.1f\n",
-      src_bytes / 1e9, out_bytes / 1e9, width_warm, cp_warm, per_byte_warm, width_cold, cp_cold, per_byte_cold,
-      cat_cold, width_cold / cat_cold, static_cast<double>(width_rss_kb) * 1024 / 1e9, largest / 1e9,
+      static_cast<double>(width_read_cold) / 1e9, static_cast<double>(cp_read_cold) / 1e9, out_bytes / 1e9, width_warm,
+      cp_warm, per_byte_warm, width_cold, cp_cold, per_byte_cold, cat_cold, width_cold / cat_cold,
+      static_cast<double>(width_rss_kb) * 1024 / 1e9, largest / 1e9,
       static_cast<double>(width_rss_kb) * 1024 / largest);
   RemoveAll(out).IgnoreError();
   RemoveAll(copy).IgnoreError();
