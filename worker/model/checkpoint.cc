@@ -58,7 +58,7 @@ struct OpenShards {
   std::map<std::string, std::pair<const SafetensorsFile*, const TensorInfo*>> where;
 };
 
-absl::StatusOr<OpenShards> OpenAllShards(const std::string& dir, ReadAhead read_ahead) {
+absl::StatusOr<OpenShards> OpenAllShards(const std::string& dir) {
   OpenShards out;
   std::vector<std::string> names;
   const std::string index_path = dir + "/model.safetensors.index.json";
@@ -85,7 +85,7 @@ absl::StatusOr<OpenShards> OpenAllShards(const std::string& dir, ReadAhead read_
     return absl::NotFoundError(absl::StrCat(dir, ": no model.safetensors or model.safetensors.index.json"));
   }
   for (const std::string& name : names) {
-    ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(dir + "/" + name, read_ahead));
+    ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(dir + "/" + name));
     for (const TensorInfo& info : file->tensors()) {
       if (!out.where.emplace(info.name, std::make_pair(file.get(), &info)).second) {
         return absl::InvalidArgumentError(absl::StrCat(dir, ": tensor '", info.name, "' appears in two shards"));
@@ -110,9 +110,9 @@ const std::vector<std::string>& TokenizerFiles() {
   return kFiles;
 }
 
-absl::StatusOr<LlamaModel> MapCheckpoint(const std::string& dir, ReadAhead read_ahead) {
+absl::StatusOr<LlamaModel> MapCheckpoint(const std::string& dir) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadConfig(dir));
-  ASSIGN_OR_RETURN(OpenShards opened, OpenAllShards(dir, read_ahead));
+  ASSIGN_OR_RETURN(OpenShards opened, OpenAllShards(dir));
   auto shards = std::make_shared<OpenShards>(std::move(opened));  // kept alive by every view
   LlamaModel m;
   m.config = config;
@@ -223,8 +223,6 @@ constexpr size_t kPieceBytes = 4 << 20;
 // Writes the selection `p` (in the output dtype, 2-D, contiguous) without
 // materialising it: rows are gathered a piece at a time, the next piece's
 // source pages mapped in one call, while the previous piece is written.
-// The kept rows' pages are all advised at the first piece, so the disk reads
-// them (and only them, from a file opened with ReadAhead::kWhenAdvised) ahead.
 absl::Status WriteSelection(SafetensorsWriter& writer, const ProducedTensor& p) {
   const at::Tensor& src = p.tensor;
   const int64_t C = src.size(1);
@@ -235,7 +233,6 @@ absl::Status WriteSelection(SafetensorsWriter& writer, const ProducedTensor& p) 
   const void* data = src.data_ptr();
   return writer.WriteNextInPieces(nbytes, piece, [&](uint8_t* buf, size_t offset, size_t len) {
     const int64_t r0 = static_cast<int64_t>(offset / row_bytes), r1 = r0 + static_cast<int64_t>(len / row_bytes);
-    if (r0 == 0) AdviseRows(data, C, esz, p.rows, 0, static_cast<int64_t>(p.rows.size()));  // queue every read now
     MapRows(data, C, esz, p.rows, r0, r1);
     GatherRows(data, C, esz, p.rows, p.cols, all_cols, r0, r1, buf);
   });

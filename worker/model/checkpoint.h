@@ -19,7 +19,6 @@
 
 #include "absl/status/statusor.h"
 #include "worker/model/llama.h"
-#include "worker/model/safetensors.h"
 
 namespace topiary::model {
 
@@ -45,9 +44,8 @@ absl::StatusOr<LlamaModel> OpenCheckpoint(const std::string& dir, at::ScalarType
 // Maps a checkpoint without copying: every tensor is a read-only view of the
 // mapped files in its stored dtype (writing to one faults). The files stay
 // mapped while any view lives. Same validation as LoadCheckpoint. For
-// streaming transforms (pruning) that read each tensor once. kWhenAdvised:
-// nothing is read ahead at open (the caller advises what it will read).
-absl::StatusOr<LlamaModel> MapCheckpoint(const std::string& dir, ReadAhead read_ahead = ReadAhead::kWholeFile);
+// streaming transforms (pruning) that read each tensor once.
+absl::StatusOr<LlamaModel> MapCheckpoint(const std::string& dir);
 
 // Drops the resident pages behind a view made by MapCheckpoint (they are
 // read again from the page cache if touched). Call only on such views:

@@ -53,11 +53,8 @@ void GatherRows(const void* src, int64_t src_cols, size_t element_size, const st
   }
 }
 
-namespace {
-
-// madvise(advice) over the pages of each run of consecutive rows.
-void AdviseRuns(const void* src, int64_t src_cols, size_t element_size, const std::vector<int64_t>& rows,
-                int64_t row_begin, int64_t row_end, int advice) {
+void MapRows(const void* src, int64_t src_cols, size_t element_size, const std::vector<int64_t>& rows,
+             int64_t row_begin, int64_t row_end) {
   const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   const uintptr_t base = reinterpret_cast<uintptr_t>(src), row_bytes = static_cast<uintptr_t>(src_cols) * element_size;
   for (int64_t r = row_begin; r < row_end;) {
@@ -65,21 +62,9 @@ void AdviseRuns(const void* src, int64_t src_cols, size_t element_size, const st
     while (e < row_end && rows[e] == rows[e - 1] + 1) ++e;
     const uintptr_t first = (base + static_cast<uintptr_t>(rows[r]) * row_bytes) / page * page;
     const uintptr_t end = base + static_cast<uintptr_t>(rows[e - 1] + 1) * row_bytes;
-    ::madvise(reinterpret_cast<void*>(first), end - first, advice);
+    ::madvise(reinterpret_cast<void*>(first), end - first, MADV_POPULATE_READ);
     r = e;
   }
-}
-
-}  // namespace
-
-void MapRows(const void* src, int64_t src_cols, size_t element_size, const std::vector<int64_t>& rows,
-             int64_t row_begin, int64_t row_end) {
-  AdviseRuns(src, src_cols, element_size, rows, row_begin, row_end, MADV_POPULATE_READ);
-}
-
-void AdviseRows(const void* src, int64_t src_cols, size_t element_size, const std::vector<int64_t>& rows,
-                int64_t row_begin, int64_t row_end) {
-  AdviseRuns(src, src_cols, element_size, rows, row_begin, row_end, MADV_WILLNEED);
 }
 
 }  // namespace topiary::model

@@ -25,9 +25,4 @@ bool IsIdentity(const std::vector<int64_t>& idx, int64_t n);
 void MapRows(const void* src, int64_t src_cols, size_t element_size, const std::vector<int64_t>& rows,
              int64_t row_begin, int64_t row_end);
 
-// Starts reading, without waiting, the same pages (MADV_WILLNEED per run of
-// consecutive rows): the rows a selection keeps and none it drops. Advisory.
-void AdviseRows(const void* src, int64_t src_cols, size_t element_size, const std::vector<int64_t>& rows,
-                int64_t row_begin, int64_t row_end);
-
 }  // namespace topiary::model

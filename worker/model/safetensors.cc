@@ -187,7 +187,7 @@ absl::StatusOr<std::vector<TensorInfo>> ParseHeader(absl::string_view text, uint
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path, ReadAhead read_ahead) {
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     return errno == ENOENT ? absl::NotFoundError(absl::StrCat(path, ": no such file"))
@@ -216,9 +216,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     absl::MutexLock lock(&mappings_mu);
     Mappings()[reinterpret_cast<uintptr_t>(map)] = Mapping{f->size_, fd};
   }
-  // Checkpoints are read front to back: start reading ahead now (the kernel
-  // reads the first ra_pages at once, then ahead of the reads that follow).
-  if (read_ahead == ReadAhead::kWholeFile) ::madvise(map, f->size_, MADV_WILLNEED);
+  // Checkpoints are read front to back: start reading ahead now.
+  ::madvise(map, f->size_, MADV_WILLNEED);
   const uint8_t* bytes = static_cast<const uint8_t*>(map);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];

@@ -42,16 +42,9 @@ struct TensorInfo {
 
 inline constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
-// How a mapped file is read from disk. kWholeFile starts reading all of it
-// ahead at open (loading: every byte is used, front to back). kWhenAdvised
-// reads only what is touched or advised (AdviseRows, gather.h): a width prune
-// reads the kept rows of each matrix, not the dropped ones.
-enum class ReadAhead { kWholeFile, kWhenAdvised };
-
 class SafetensorsFile {
  public:
-  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path,
-                                                               ReadAhead read_ahead = ReadAhead::kWholeFile);
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;

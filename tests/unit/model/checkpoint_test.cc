@@ -3,14 +3,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <numeric>
 
 #include <nlohmann/json.hpp>
 
@@ -105,90 +100,6 @@ TEST(Checkpoint, SelectionsAreWrittenAsTheirIndexedMatrix) {
       dir.File("bad"), so);
   EXPECT_EQ(refused.code(), absl::StatusCode::kInternal);
   EXPECT_NE(refused.message().find("selects outside"), std::string::npos) << refused;
-}
-
-// Fraction of the pages wholly inside [begin, end) that are in the page
-// cache (mincore over a mapping of them).
-double Resident(const uint8_t* begin, const uint8_t* end) {
-  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
-  const uintptr_t last = reinterpret_cast<uintptr_t>(end) / page * page;
-  if (last <= first) return 0;
-  const size_t n = (last - first) / page;
-  std::vector<unsigned char> in(n);
-  if (::mincore(reinterpret_cast<void*>(first), n * page, in.data()) != 0) return -1;
-  return static_cast<double>(std::count_if(in.begin(), in.end(), [](unsigned char v) { return v & 1; })) / n;
-}
-
-// A width prune reads the rows it keeps, not the ones it drops: the source is
-// mapped with ReadAhead::kWhenAdvised and the writer advises the kept runs
-// before it touches them (a fault would read megabytes around itself, the
-// dropped rows with the kept). Here embed_tokens keeps 4 rows of 8 KB, drops
-// 4, and so on over 16384 rows; the dropped ones must stay on disk.
-TEST(Checkpoint, ASelectionReadsOnlyTheRowsItKeeps) {
-  torch::NoGradGuard g;
-  ModelConfig c = TinyConfig();
-  c.vocab_size = 16384;
-  c.hidden_size = 2048;
-  c.num_attention_heads = 4;
-  c.head_dim = 512;
-  c.num_hidden_layers = 1;
-  c.tie_word_embeddings = true;
-  TempDir dir;
-  {
-    LlamaModel m = InitModel(c, 7, at::kFloat);
-    SaveOptions so;
-    so.dtype = at::kFloat;
-    ASSERT_TRUE(SaveCheckpoint(m, dir.File("src"), so).ok());
-  }
-  const std::string file = dir.File("src/model.safetensors");
-  {  // out of the page cache (written back first)
-    const int fd = ::open(file.c_str(), O_RDONLY);
-    ASSERT_GE(fd, 0);
-    ::fdatasync(fd);
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    ::close(fd);
-  }
-  auto probe = SafetensorsFile::Open(file, ReadAhead::kWhenAdvised);
-  ASSERT_TRUE(probe.ok()) << probe.status();
-  const TensorInfo* info = (*probe)->Find("model.embed_tokens.weight");
-  ASSERT_NE(info, nullptr);
-  const uint8_t* embed = (*probe)->Data(*info);
-  const size_t row = c.hidden_size * sizeof(float);
-  if (Resident(embed, embed + c.vocab_size * row) > 0.5) {
-    GTEST_SKIP() << "this filesystem keeps the file in memory after POSIX_FADV_DONTNEED (tmpfs?)";
-  }
-  auto src = MapCheckpoint(dir.File("src"), ReadAhead::kWhenAdvised);
-  ASSERT_TRUE(src.ok()) << src.status();
-  std::vector<int64_t> rows, cols(c.hidden_size);
-  for (int64_t r = 0; r < c.vocab_size; ++r) {
-    if ((r / 4) % 2 == 0) rows.push_back(r);
-  }
-  std::iota(cols.begin(), cols.end(), 0);
-  ModelConfig out = c;
-  out.vocab_size = static_cast<int64_t>(rows.size());
-  auto params = src->NamedParameters();
-  SaveOptions so;
-  so.dtype = at::kFloat;
-  ASSERT_TRUE(SaveCheckpointStreaming(
-                  out,
-                  [&](size_t i) -> absl::StatusOr<ProducedTensor> {
-                    if (i == 0) return ProducedTensor::Select(src->embed_tokens, rows, cols);
-                    return *params[i].second;
-                  },
-                  dir.File("out"), so)
-                  .ok());
-  double dropped = 0, kept = 0;
-  for (int64_t r = 0; r < c.vocab_size; r += 4) {
-    ((r / 4) % 2 == 0 ? kept : dropped) += Resident(embed + r * row, embed + (r + 4) * row) / (c.vocab_size / 8);
-  }
-  EXPECT_GT(kept, 0.9);
-  // A read around a fault takes them all (1.0); a kept run's edge can pull
-  // in one neighbouring page of a dropped block (a large folio): 1/8 here.
-  EXPECT_LT(dropped, 0.25) << "the dropped rows were read";
-  auto loaded = LoadCheckpoint(dir.File("out"), at::kFloat);
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
-  EXPECT_TRUE(loaded->embed_tokens.equal(src->embed_tokens.index_select(0, at::tensor(rows, at::kLong))));
 }
 
 TEST(Checkpoint, BundledTeacherRoundTripsBitIdentically) {

@@ -147,7 +147,7 @@ model::LlamaModel ApplyPlan(const model::LlamaModel& src, const PrunePlan& plan)
 
 absl::Status PruneCheckpoint(const std::string& source_dir, const PrunePlan& plan, const std::string& out_dir,
                              const model::SaveOptions& options) {
-  ASSIGN_OR_RETURN(model::LlamaModel src, model::MapCheckpoint(source_dir, model::ReadAhead::kWhenAdvised));
+  ASSIGN_OR_RETURN(model::LlamaModel src, model::MapCheckpoint(source_dir));
   RETURN_IF_ERROR(CheckPlanFits(src.config, plan));
   // The output's tensors in writer order, each block's taken from the source
   // block it comes from; a source tensor's mapped pages are dropped from this
