@@ -8,12 +8,13 @@
 //     --scores ... --target ... --no-sync` in a fresh process, with the
 //     source warm in the page cache and cold (evicted first), against `cp` of
 //     the source warm and cold. Reported per byte written (prune reads the
-//     kept rows of the source and writes ~3/5 of it; cp writes what it reads),
+//     whole source and writes ~3/5 of it; cp writes what it reads),
 //     with the bytes each read from disk when cold (ru_inblock) and the bytes
 //     written, and the command's peak resident set over the
 //     largest tensor of the source (what streaming should bound it by);
-//     and `cat` of the source from a cold cache (a width prune reads less:
-//     the rows it drops stay on disk).
+//     and `cat` of the source from a cold cache, the read a width prune
+//     does (it reads ahead whole files: reading only the kept rows, in many
+//     small reads, was measured slower).
 // Best of --iters after a warm-up round.
 //
 //   prune_bench [--shape bench|llama-3.2-1b|llama-3.1-8b] [--dir DIR] [--iters N]
@@ -176,7 +177,7 @@ int main(int argc, char** argv) {
                                               "--target",
                                               absl::StrCat("hidden_size=", hidden, ",intermediate_size=", ffn)};
   // Reading the whole source cold, as `cat` of the files: the read a width
-  // prune would do if it could not leave the dropped rows on disk.
+  // prune does.
   std::string cat_files = "cat";
   for (const std::string& f : src_files) absl::StrAppend(&cat_files, " '", f, "'");
   const std::vector<std::string> cat = {"sh", "-c", cat_files + " > /dev/null"};
