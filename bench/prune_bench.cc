@@ -198,8 +198,8 @@ int main(int argc, char** argv) {
       Check(w_run, "topiary prune (width)");
       out_bytes = static_cast<double>(bench::TotalBytes(bench::WeightFiles(out)));
       width_rss_kb = std::max(width_rss_kb, w_run.max_rss_kb);
-      if (cold) width_read_cold = w_run.read_bytes, cp_read_cold = c_run.read_bytes;
       if (cold) {
+        width_read_cold = w_run.read_bytes, cp_read_cold = c_run.read_bytes;  // the same every round
         bench::EvictFromPageCache(src_files);
         auto cat_run = bench::RunProcess(cat);
         Check(cat_run, "cat");
