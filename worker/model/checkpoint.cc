@@ -205,7 +205,7 @@ at::Tensor Materialize(const ProducedTensor& p) {
   const bool all_cols = IsIdentity(p.cols, C);
   if (all_cols && IsIdentity(p.rows, in.size(0))) return p.tensor;
   at::Tensor out = at::empty({R, static_cast<int64_t>(p.cols.size())}, in.options());
-  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, C));
+  const int64_t grain = std::max<int64_t>(1, (1 << 20) / std::max<int64_t>(1, C));
   const size_t row_bytes = p.cols.size() * in.element_size();
   at::parallel_for(0, R, grain, [&](int64_t b, int64_t e) {
     GatherRows(in.data_ptr(), C, in.element_size(), p.rows, p.cols, all_cols, b, e,
@@ -219,22 +219,55 @@ namespace {
 // Pieces of about this size are gathered and written in turn: small enough
 // to stay in the cache between the gather and the write.
 constexpr size_t kPieceBytes = 4 << 20;
+// Source rows are read into a staging buffer of at most this many bytes.
+constexpr size_t kStageBytes = 4 << 20;
+
+// Puts rows [r0, r1) of the selection into buf. Each run of increasing rows
+// that spans at most kStageBytes of the source is read from the checkpoint
+// file with pread (whole rows, the dropped ones between kept ones included:
+// one sequential read, with the kernel's read-ahead) and gathered from the
+// staging buffer; a source that is not a mapped checkpoint is read through
+// its mapping (MapRows then GatherRows).
+void FillSelection(const ProducedTensor& p, bool all_cols, int64_t r0, int64_t r1, std::vector<uint8_t>& stage,
+                   uint8_t* buf) {
+  const auto* data = static_cast<const uint8_t*>(p.tensor.data_ptr());
+  const int64_t C = p.tensor.size(1);
+  const size_t esz = p.tensor.element_size(), src_row = C * esz, out_row = p.cols.size() * esz;
+  std::vector<int64_t> local;
+  if (stage.size() < kStageBytes) stage.resize(kStageBytes);
+  for (int64_t s = r0; s < r1;) {
+    int64_t e = s + 1;
+    while (e < r1 && p.rows[e] > p.rows[e - 1] &&
+           static_cast<size_t>(p.rows[e] - p.rows[s] + 1) * src_row <= kStageBytes)
+      ++e;
+    const size_t span = static_cast<size_t>(p.rows[e - 1] - p.rows[s] + 1) * src_row;
+    const uint8_t* first = data + p.rows[s] * src_row;
+    uint8_t* out = buf + (s - r0) * out_row;
+    if (span <= kStageBytes && ReadMappedBytes(first, span, stage.data())) {
+      local.assign(p.rows.begin() + s, p.rows.begin() + e);
+      for (int64_t& r : local) r -= p.rows[s];
+      GatherRows(stage.data(), C, esz, local, p.cols, all_cols, 0, e - s, out);
+    } else {
+      MapRows(data, C, esz, p.rows, s, e);
+      GatherRows(data, C, esz, p.rows, p.cols, all_cols, s, e, out);
+    }
+    s = e;
+  }
+}
 
 // Writes the selection `p` (in the output dtype, 2-D, contiguous) without
-// materialising it: rows are gathered a piece at a time, the next piece's
-// source pages mapped in one call, while the previous piece is written.
-absl::Status WriteSelection(SafetensorsWriter& writer, const ProducedTensor& p) {
-  const at::Tensor& src = p.tensor;
-  const int64_t C = src.size(1);
-  const size_t esz = src.element_size(), row_bytes = p.cols.size() * esz;
+// materialising it: rows are gathered a piece at a time (FillSelection) on a
+// second thread while the previous piece is written. `stage` is reused
+// across tensors.
+absl::Status WriteSelection(SafetensorsWriter& writer, const ProducedTensor& p, std::vector<uint8_t>& stage) {
+  const int64_t C = p.tensor.size(1);
+  const size_t row_bytes = p.cols.size() * p.tensor.element_size();
   const bool all_cols = IsIdentity(p.cols, C);
   const size_t nbytes = p.rows.size() * row_bytes;
   const size_t piece = std::max<size_t>(1, kPieceBytes / std::max<size_t>(1, row_bytes)) * row_bytes;
-  const void* data = src.data_ptr();
   return writer.WriteNextInPieces(nbytes, piece, [&](uint8_t* buf, size_t offset, size_t len) {
     const int64_t r0 = static_cast<int64_t>(offset / row_bytes), r1 = r0 + static_cast<int64_t>(len / row_bytes);
-    MapRows(data, C, esz, p.rows, r0, r1);
-    GatherRows(data, C, esz, p.rows, p.cols, all_cols, r0, r1, buf);
+    FillSelection(p, all_cols, r0, r1, stage, buf);
   });
 }
 
@@ -273,6 +306,7 @@ absl::Status SaveCheckpointStreaming(const ModelConfig& model_config, const Tens
   const size_t n = shards.size();
   json weight_map = json::object();
   int64_t total_bytes = 0;
+  std::vector<uint8_t> stage;  // WriteSelection's, reused
   for (size_t s = 0; s < n; ++s) {
     std::string file = n == 1 ? "model.safetensors" : absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, n);
     std::vector<SafetensorsWriter::Decl> decls;
@@ -300,7 +334,7 @@ absl::Status SaveCheckpointStreaming(const ModelConfig& model_config, const Tens
       }
       const int64_t bytes = numel(shape) * DTypeSize(out_dtype);
       if (produced.selection && base.scalar_type() == opt.dtype && base.is_contiguous()) {
-        RETURN_IF_ERROR(WriteSelection(*writer, produced));
+        RETURN_IF_ERROR(WriteSelection(*writer, produced, stage));
       } else {
         at::Tensor t = Materialize(produced).detach().to(opt.dtype).contiguous();  // one tensor at a time
         produced = ProducedTensor();

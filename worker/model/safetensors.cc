@@ -110,6 +110,20 @@ absl::string_view DTypeName(DType dtype) {
 
 int DTypeSize(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
 
+bool ReadMappedBytes(const void* p, size_t n, void* buf) {
+  int fd = -1;
+  uint64_t offset = 0;
+  if (!FindMapped(p, n, &fd, &offset)) return false;
+  auto* out = static_cast<uint8_t*>(buf);
+  while (n > 0) {
+    const ssize_t r = ::pread(fd, out, n, static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    out += r, offset += static_cast<uint64_t>(r), n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
 absl::StatusOr<DType> ParseDType(absl::string_view name) {
   if (name == "F32") return DType::kF32;
   if (name == "F16") return DType::kF16;

@@ -75,6 +75,12 @@ class SafetensorsFile {
 absl::StatusOr<std::vector<TensorInfo>> ParseHeader(absl::string_view json_text, uint64_t data_size,
                                                     std::map<std::string, std::string>* metadata);
 
+// Reads bytes [p, p + n) of a live SafetensorsFile's mapping into buf with
+// pread: the kernel's read-ahead and copy, no page faults or page-table
+// entries for the mapping. False when the range is not inside one mapping or
+// the read fails (the caller then reads the mapping).
+bool ReadMappedBytes(const void* p, size_t n, void* buf);
+
 // Streams a safetensors file: the caller declares every tensor up front, then
 // passes each tensor's bytes in declaration order. The file is written to a
 // temporary name and renamed on Finish(), so a crash never leaves a torn file.

@@ -216,6 +216,79 @@ bool SaveTiny(const std::string& dir, uint64_t seed, at::ScalarType dtype) {
   return SaveCheckpoint(m, dir, so).ok();
 }
 
+// Resident bytes of this process's mappings of `path` (/proc/self/smaps).
+int64_t MappedResidentBytes(const std::string& path) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool in = false;
+  int64_t kb = 0;
+  while (std::getline(smaps, line)) {
+    if (line.find('-') != std::string::npos && line.find(':') != 0 && std::isxdigit(line[0]) &&
+        line.find(" ") < line.find(':')) {
+      in = line.size() >= path.size() && line.compare(line.size() - path.size(), path.size(), path) == 0;
+    } else if (in && line.rfind("Rss:", 0) == 0) {
+      kb += std::stoll(line.substr(4));
+    }
+  }
+  return kb * 1024;
+}
+
+// A selection of a tensor of a loaded checkpoint (mapped from its file) is
+// read from the file into a staging buffer, run by run of increasing rows
+// (a 12 MB tensor: several runs), not through the mapping, and is written
+// as index_select gives it, rows in any order, columns sorted or not.
+TEST(Checkpoint, SelectionsOfAMappedCheckpointAreReadFromItsFile) {
+  torch::NoGradGuard g;
+  ModelConfig c = TinyConfig();
+  c.vocab_size = 6000, c.hidden_size = 512, c.num_attention_heads = 4, c.head_dim = 128;
+  TempDir dir;
+  SaveOptions so;
+  so.dtype = at::kFloat;
+  {
+    LlamaModel src = InitModel(c, 5, at::kFloat);
+    ASSERT_TRUE(SaveCheckpoint(src, dir.File("src"), so).ok());
+  }
+  auto loaded = MapCheckpoint(dir.File("src"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const std::string file = fs::canonical(dir.File("src/model.safetensors")).string();
+  ASSERT_EQ(MappedFileAt(loaded->embed_tokens.data_ptr()), file);
+  ModelConfig small = c;
+  small.vocab_size = 4000, small.hidden_size = 384;
+  at::Tensor order = at::randperm(c.vocab_size, at::make_generator<at::CPUGeneratorImpl>(3), at::kLong);
+  std::vector<int64_t> rows(order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + small.vocab_size);
+  std::sort(rows.begin() + 100, rows.end() - 100);  // mostly increasing, with gaps, like a prune's
+  std::vector<int64_t> sorted_cols, unsorted_cols;
+  for (int64_t j = 0; j < c.hidden_size; ++j) {
+    if (j % 4 != 1) sorted_cols.push_back(j);
+  }
+  unsorted_cols = sorted_cols;
+  std::reverse(unsorted_cols.begin(), unsorted_cols.end());
+  LlamaModel rest = InitModel(small, 7, at::kFloat);
+  auto params = rest.NamedParameters();
+  const int64_t resident_before = MappedResidentBytes(file);
+  ASSERT_TRUE(SaveCheckpointStreaming(
+                  small,
+                  [&](size_t i) -> absl::StatusOr<ProducedTensor> {
+                    if (params[i].first == "model.embed_tokens.weight") {
+                      return ProducedTensor::Select(loaded->embed_tokens, rows, sorted_cols);
+                    }
+                    if (params[i].first == "lm_head.weight") {
+                      return ProducedTensor::Select(loaded->lm_head, rows, unsorted_cols);
+                    }
+                    return *params[i].second;
+                  },
+                  dir.File("out"), so)
+                  .ok());
+  const int64_t mapped_in = MappedResidentBytes(file) - resident_before;
+  EXPECT_LT(mapped_in, loaded->embed_tokens.nbytes() / 8) << "the selections were read through the mapping";
+  auto out = LoadCheckpoint(dir.File("out"), at::kFloat);
+  ASSERT_TRUE(out.ok()) << out.status();
+  const at::Tensor r = at::tensor(rows, at::kLong);
+  EXPECT_TRUE(
+      out->embed_tokens.equal(loaded->embed_tokens.index_select(0, r).index_select(1, at::tensor(sorted_cols))));
+  EXPECT_TRUE(out->lm_head.equal(loaded->lm_head.index_select(0, r).index_select(1, at::tensor(unsorted_cols))));
+}
+
 TEST(Checkpoint, OpenUsesTensorsOfTheComputeDtypeInPlace) {
   TempDir dir;
   ASSERT_TRUE(SaveTiny(dir.path(), 3, at::kBFloat16));
