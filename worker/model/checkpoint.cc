@@ -224,17 +224,15 @@ constexpr size_t kStageBytes = 4 << 20;
 
 // Puts rows [r0, r1) of the selection into buf. Each run of increasing rows
 // that spans at most kStageBytes of the source is read from the checkpoint
-// file with pread (whole rows, the dropped ones between kept ones included:
-// one sequential read, with the kernel's read-ahead) and gathered from the
-// staging buffer; a source that is not a mapped checkpoint is read through
+// file by `stage` (whole rows, the dropped ones between kept ones included:
+// one sequential read, from the page cache or direct from disk) and gathered
+// from its buffer; a source that is not a mapped checkpoint is read through
 // its mapping (MapRows then GatherRows).
-void FillSelection(const ProducedTensor& p, bool all_cols, int64_t r0, int64_t r1, std::vector<uint8_t>& stage,
-                   uint8_t* buf) {
+void FillSelection(const ProducedTensor& p, bool all_cols, int64_t r0, int64_t r1, MappedReader& stage, uint8_t* buf) {
   const auto* data = static_cast<const uint8_t*>(p.tensor.data_ptr());
   const int64_t C = p.tensor.size(1);
   const size_t esz = p.tensor.element_size(), src_row = C * esz, out_row = p.cols.size() * esz;
   std::vector<int64_t> local;
-  if (stage.size() < kStageBytes) stage.resize(kStageBytes);
   for (int64_t s = r0; s < r1;) {
     int64_t e = s + 1;
     while (e < r1 && p.rows[e] > p.rows[e - 1] &&
@@ -243,10 +241,10 @@ void FillSelection(const ProducedTensor& p, bool all_cols, int64_t r0, int64_t r
     const size_t span = static_cast<size_t>(p.rows[e - 1] - p.rows[s] + 1) * src_row;
     const uint8_t* first = data + p.rows[s] * src_row;
     uint8_t* out = buf + (s - r0) * out_row;
-    if (span <= kStageBytes && ReadMappedBytes(first, span, stage.data())) {
+    if (const uint8_t* got = span <= kStageBytes ? stage.Read(first, span) : nullptr) {
       local.assign(p.rows.begin() + s, p.rows.begin() + e);
       for (int64_t& r : local) r -= p.rows[s];
-      GatherRows(stage.data(), C, esz, local, p.cols, all_cols, 0, e - s, out);
+      GatherRows(got, C, esz, local, p.cols, all_cols, 0, e - s, out);
     } else {
       MapRows(data, C, esz, p.rows, s, e);
       GatherRows(data, C, esz, p.rows, p.cols, all_cols, s, e, out);
@@ -259,12 +257,13 @@ void FillSelection(const ProducedTensor& p, bool all_cols, int64_t r0, int64_t r
 // materialising it: rows are gathered a piece at a time (FillSelection) on a
 // second thread while the previous piece is written. `stage` is reused
 // across tensors.
-absl::Status WriteSelection(SafetensorsWriter& writer, const ProducedTensor& p, std::vector<uint8_t>& stage) {
+absl::Status WriteSelection(SafetensorsWriter& writer, const ProducedTensor& p, MappedReader& stage) {
   const int64_t C = p.tensor.size(1);
   const size_t row_bytes = p.cols.size() * p.tensor.element_size();
   const bool all_cols = IsIdentity(p.cols, C);
   const size_t nbytes = p.rows.size() * row_bytes;
   const size_t piece = std::max<size_t>(1, kPieceBytes / std::max<size_t>(1, row_bytes)) * row_bytes;
+  stage.Begin(p.tensor.data_ptr(), p.tensor.nbytes());
   return writer.WriteNextInPieces(nbytes, piece, [&](uint8_t* buf, size_t offset, size_t len) {
     const int64_t r0 = static_cast<int64_t>(offset / row_bytes), r1 = r0 + static_cast<int64_t>(len / row_bytes);
     FillSelection(p, all_cols, r0, r1, stage, buf);
@@ -306,7 +305,7 @@ absl::Status SaveCheckpointStreaming(const ModelConfig& model_config, const Tens
   const size_t n = shards.size();
   json weight_map = json::object();
   int64_t total_bytes = 0;
-  std::vector<uint8_t> stage;  // WriteSelection's, reused
+  MappedReader stage(kStageBytes);  // WriteSelection's, reused
   for (size_t s = 0; s < n; ++s) {
     std::string file = n == 1 ? "model.safetensors" : absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, n);
     std::vector<SafetensorsWriter::Decl> decls;

@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <future>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -110,18 +112,68 @@ absl::string_view DTypeName(DType dtype) {
 
 int DTypeSize(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
 
-bool ReadMappedBytes(const void* p, size_t n, void* buf) {
+namespace {
+
+constexpr size_t kAlign = 4096;  // O_DIRECT's alignment on every block size up to 4096
+
+// Reads n bytes at `offset` of fd into out; false on an error or end of file
+// before n (at least `need` bytes when need < n: a direct read runs to the
+// aligned end, past the end of the file).
+bool PreadAll(int fd, uint8_t* out, size_t n, uint64_t offset, size_t need) {
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t r = ::pread(fd, out + done, n - done, static_cast<off_t>(offset + done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return false;
+    if (r == 0) break;
+    done += static_cast<size_t>(r);
+  }
+  return done >= need;
+}
+
+// Whether at least half of the pages behind [p, p + n) are in the page cache.
+bool MostlyResident(const void* p, size_t n) {
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p) / page * page;
+  const size_t pages = (reinterpret_cast<uintptr_t>(p) + n - a + page - 1) / page;
+  std::vector<unsigned char> in(pages);
+  if (::mincore(reinterpret_cast<void*>(a), pages * page, in.data()) != 0) return true;
+  size_t resident = 0;
+  for (unsigned char c : in) resident += c & 1;
+  return 2 * resident >= pages;
+}
+
+}  // namespace
+
+MappedReader::MappedReader(size_t max_bytes) : max_bytes_(max_bytes) {
+  buf_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, (max_bytes + 2 * kAlign + kAlign - 1) / kAlign * kAlign));
+}
+
+MappedReader::~MappedReader() { std::free(buf_); }
+
+void MappedReader::Begin(const void* p, size_t n) { direct_ = n > 0 && !MostlyResident(p, n); }
+
+const uint8_t* MappedReader::Read(const void* p, size_t n) {
   int fd = -1;
   uint64_t offset = 0;
-  if (!FindMapped(p, n, &fd, &offset)) return false;
-  auto* out = static_cast<uint8_t*>(buf);
-  while (n > 0) {
-    const ssize_t r = ::pread(fd, out, n, static_cast<off_t>(offset));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    out += r, offset += static_cast<uint64_t>(r), n -= static_cast<size_t>(r);
+  if (buf_ == nullptr || n > max_bytes_ || !FindMapped(p, n, &fd, &offset)) return nullptr;
+  // The bytes land at buf_ + offset % kAlign: a direct read of the aligned
+  // range around them then starts at buf_.
+  uint8_t* data = buf_ + offset % kAlign;
+  if (direct_) {
+    const uint64_t first = offset / kAlign * kAlign;
+    const size_t span = (offset + n - first + kAlign - 1) / kAlign * kAlign;
+    const int direct = ::open(absl::StrCat("/proc/self/fd/", fd).c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+    if (direct >= 0) {
+      const bool ok = PreadAll(direct, buf_, span, first, offset + n - first);
+      ::close(direct);
+      if (ok) {
+        ++direct_reads_;
+        return data;
+      }
+    }
   }
-  return true;
+  return PreadAll(fd, data, n, offset, n) ? data : nullptr;
 }
 
 absl::StatusOr<DType> ParseDType(absl::string_view name) {

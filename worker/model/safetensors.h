@@ -75,11 +75,37 @@ class SafetensorsFile {
 absl::StatusOr<std::vector<TensorInfo>> ParseHeader(absl::string_view json_text, uint64_t data_size,
                                                     std::map<std::string, std::string>* metadata);
 
-// Reads bytes [p, p + n) of a live SafetensorsFile's mapping into buf with
-// pread: the kernel's read-ahead and copy, no page faults or page-table
-// entries for the mapping. False when the range is not inside one mapping or
-// the read fails (the caller then reads the mapping).
-bool ReadMappedBytes(const void* p, size_t n, void* buf);
+// Reads bytes of live SafetensorsFile mappings with pread, not through the
+// mapping (no page faults or page-table entries). A source (a tensor) is read
+// from the page cache when at least half of it is resident there (mincore),
+// else with O_DIRECT into the reader's own buffer, so that a cold checkpoint
+// streams from disk without churning the page cache (falling back to a cached
+// read where the file system refuses O_DIRECT). The choice is made once per
+// source: the kernel's read-ahead for cached reads would make the next bytes
+// look resident. A process that neither owns the file nor may write it sees
+// only the pages it has mapped itself (mincore's rule) and reads direct.
+class MappedReader {
+ public:
+  explicit MappedReader(size_t max_bytes);
+  ~MappedReader();
+  MappedReader(const MappedReader&) = delete;
+  MappedReader& operator=(const MappedReader&) = delete;
+
+  // Starts reading the source [p, p + n): chooses how its parts are read.
+  void Begin(const void* p, size_t n);
+  // Bytes [p, p + n) of the source, valid until the next Read; nullptr when
+  // n exceeds max_bytes, the range is not inside one live mapping, or a read
+  // fails.
+  const uint8_t* Read(const void* p, size_t n);
+  // How many Reads went direct (tests, benches).
+  int64_t direct_reads() const { return direct_reads_; }
+
+ private:
+  size_t max_bytes_;
+  uint8_t* buf_ = nullptr;  // 4096-aligned, max_bytes + 2 pages
+  bool direct_ = false;
+  int64_t direct_reads_ = 0;
+};
 
 // Streams a safetensors file: the caller declares every tensor up front, then
 // passes each tensor's bytes in declaration order. The file is written to a

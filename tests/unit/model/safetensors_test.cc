@@ -1,7 +1,11 @@
 #include "worker/model/safetensors.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 
@@ -84,6 +88,70 @@ TEST(Safetensors, WriterInPiecesEqualsOneWrite) {
   auto wrong = SafetensorsWriter::Create(dir.File("x.safetensors"), {{"a", DType::kBF16, {50}}});
   ASSERT_TRUE(wrong.ok());
   EXPECT_EQ((*wrong)->WriteNextInPieces(99, 7, fill).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Pages of [p, p + n) in the page cache.
+size_t ResidentPages(const void* p, size_t n) {
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p) / page * page;
+  std::vector<unsigned char> in((reinterpret_cast<uintptr_t>(p) + n - a + page - 1) / page);
+  if (::mincore(reinterpret_cast<void*>(a), in.size() * page, in.data()) != 0) return 0;
+  size_t resident = 0;
+  for (unsigned char c : in) resident += c & 1;
+  return resident;
+}
+
+// A source in the page cache is read from it; one that is not is read direct
+// from disk and stays out of the cache. Either way every byte, at offsets and
+// lengths that are not block-aligned, up to the end of the file.
+TEST(Safetensors, MappedReaderReadsCachedSourcesCachedAndColdOnesDirect) {
+  TempDir dir;
+  const std::string path = dir.File("m.safetensors");
+  const size_t n = 3 << 20;
+  std::vector<uint8_t> bytes(n);
+  for (size_t i = 0; i < n; ++i) bytes[i] = static_cast<uint8_t>(i * 131 + i / 4099);
+  auto w = SafetensorsWriter::Create(path, {{"an_odd_name_x", DType::kBF16, {static_cast<int64_t>(n / 2)}}});
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->WriteNext(bytes.data(), n).ok());
+  ASSERT_TRUE((*w)->Finish().ok());  // fsynced: its pages are clean and can be dropped
+  auto f = SafetensorsFile::Open(path);
+  ASSERT_TRUE(f.ok());
+  const uint8_t* data = (*f)->Data(*(*f)->Find("an_odd_name_x"));
+  ASSERT_NE(reinterpret_cast<uintptr_t>(data) % 512, 0u) << "the test wants data that is not block-aligned";
+  const std::vector<std::pair<size_t, size_t>> ranges = {{0, 1}, {5, 100000}, {4093, 8200}, {n - 777, 777}, {0, n}};
+  auto check = [&](MappedReader& reader) {
+    reader.Begin(data, n);
+    for (auto [offset, len] : ranges) {
+      const uint8_t* got = reader.Read(data + offset, len);
+      ASSERT_NE(got, nullptr) << offset;
+      EXPECT_EQ(std::memcmp(got, bytes.data() + offset, len), 0) << offset << "+" << len;
+    }
+  };
+  MappedReader warm(n);
+  ASSERT_TRUE(ReadFileToString(path).ok());  // in the cache
+  check(warm);
+  EXPECT_EQ(warm.direct_reads(), 0);
+
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+  ::close(fd);
+  // (The pages the header shares with the data stay: parsing it mapped them.)
+  const size_t left = ResidentPages(data, n);
+  ASSERT_LT(left, n / 4096 / 8) << "could not drop the file from the page cache";
+  MappedReader cold(n);
+  check(cold);
+  const int direct = ::open(path.c_str(), O_RDONLY | O_DIRECT);
+  void* block = std::aligned_alloc(4096, 4096);
+  const bool direct_works = direct >= 0 && ::pread(direct, block, 4096, 0) > 0;
+  std::free(block);
+  if (direct >= 0) ::close(direct);
+  if (!direct_works) GTEST_SKIP() << "this file system refuses O_DIRECT: the reader read through the cache";
+  EXPECT_EQ(cold.direct_reads(), static_cast<int64_t>(ranges.size()));
+  EXPECT_EQ(ResidentPages(data, n), left) << "a direct read filled the page cache";
+
+  // Outside every mapping, or longer than the buffer: nothing.
+  EXPECT_EQ(cold.Read(bytes.data(), 10), nullptr);
+  EXPECT_EQ(cold.Read(data, n + 1), nullptr);
 }
 
 struct BadCase {
