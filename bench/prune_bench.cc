@@ -13,8 +13,9 @@
 //     written, and the command's peak resident set over the
 //     largest tensor of the source (what streaming should bound it by);
 //     and `cat` of the source from a cold cache, the read a width prune
-//     does (it reads ahead whole files: reading only the kept rows, in many
-//     small reads, was measured slower).
+//     does (it reads every run of kept rows with the dropped rows between
+//     them, from the page cache or O_DIRECT when cold: reading only the kept
+//     rows, in many small reads, was measured slower).
 // Best of --iters after a warm-up round.
 //
 //   prune_bench [--shape bench|llama-3.2-1b|llama-3.1-8b] [--dir DIR] [--iters N]
