@@ -149,9 +149,20 @@ MappedReader::MappedReader(size_t max_bytes) : max_bytes_(max_bytes) {
   buf_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, (max_bytes + 2 * kAlign + kAlign - 1) / kAlign * kAlign));
 }
 
-MappedReader::~MappedReader() { std::free(buf_); }
+MappedReader::~MappedReader() {
+  if (direct_fd_ >= 0) ::close(direct_fd_);
+  std::free(buf_);
+}
 
-void MappedReader::Begin(const void* p, size_t n) { direct_ = n > 0 && !MostlyResident(p, n); }
+void MappedReader::Begin(const void* p, size_t n) {
+  if (direct_fd_ >= 0) ::close(direct_fd_);
+  direct_fd_ = -1;
+  int fd = -1;
+  uint64_t offset = 0;
+  if (n == 0 || !FindMapped(p, n, &fd, &offset) || MostlyResident(p, n)) return;
+  // Where the file system refuses O_DIRECT the source is read through the cache.
+  direct_fd_ = ::open(absl::StrCat("/proc/self/fd/", fd).c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+}
 
 const uint8_t* MappedReader::Read(const void* p, size_t n) {
   int fd = -1;
@@ -160,17 +171,12 @@ const uint8_t* MappedReader::Read(const void* p, size_t n) {
   // The bytes land at buf_ + offset % kAlign: a direct read of the aligned
   // range around them then starts at buf_.
   uint8_t* data = buf_ + offset % kAlign;
-  if (direct_) {
+  if (direct_fd_ >= 0) {
     const uint64_t first = offset / kAlign * kAlign;
     const size_t span = (offset + n - first + kAlign - 1) / kAlign * kAlign;
-    const int direct = ::open(absl::StrCat("/proc/self/fd/", fd).c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
-    if (direct >= 0) {
-      const bool ok = PreadAll(direct, buf_, span, first, offset + n - first);
-      ::close(direct);
-      if (ok) {
-        ++direct_reads_;
-        return data;
-      }
+    if (PreadAll(direct_fd_, buf_, span, first, offset + n - first)) {
+      ++direct_reads_;
+      return data;
     }
   }
   return PreadAll(fd, data, n, offset, n) ? data : nullptr;

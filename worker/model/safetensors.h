@@ -91,11 +91,13 @@ class MappedReader {
   MappedReader(const MappedReader&) = delete;
   MappedReader& operator=(const MappedReader&) = delete;
 
-  // Starts reading the source [p, p + n): chooses how its parts are read.
+  // Starts reading the source [p, p + n) (inside one live mapping, which
+  // must outlive its reads): chooses how its parts are read, and opens the
+  // file for O_DIRECT once when they are read direct.
   void Begin(const void* p, size_t n);
-  // Bytes [p, p + n) of the source, valid until the next Read; nullptr when
-  // n exceeds max_bytes, the range is not inside one live mapping, or a read
-  // fails.
+  // Bytes [p, p + n) of the current source, valid until the next Read;
+  // nullptr when n exceeds max_bytes, the range is not inside one live
+  // mapping, or a read fails.
   const uint8_t* Read(const void* p, size_t n);
   // How many Reads went direct (tests, benches).
   int64_t direct_reads() const { return direct_reads_; }
@@ -103,7 +105,7 @@ class MappedReader {
  private:
   size_t max_bytes_;
   uint8_t* buf_ = nullptr;  // 4096-aligned, max_bytes + 2 pages
-  bool direct_ = false;
+  int direct_fd_ = -1;      // the current source's file opened O_DIRECT, when it is read direct
   int64_t direct_reads_ = 0;
 };
 
