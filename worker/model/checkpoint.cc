@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -219,29 +220,74 @@ namespace {
 // Pieces of about this size are gathered and written in turn: small enough
 // to stay in the cache between the gather and the write.
 constexpr size_t kPieceBytes = 4 << 20;
-// Source rows are read into a staging buffer of at most this many bytes.
+// Source rows are read in ranges of at most this many bytes, into a ring of
+// kReadSlots buffers, by kReaders threads (two reads in flight keep a disk
+// busier than one).
 constexpr size_t kStageBytes = 4 << 20;
+constexpr int kReadSlots = 4, kReaders = 2;
 
-// Puts rows [r0, r1) of the selection into buf. Each run of increasing rows
-// that spans at most kStageBytes of the source is read from the checkpoint
-// file by `stage` (whole rows, the dropped ones between kept ones included:
-// one sequential read, from the page cache or direct from disk) and gathered
-// from its buffer; a source that is not a mapped checkpoint is read through
-// its mapping (MapRows then GatherRows).
-void FillSelection(const ProducedTensor& p, bool all_cols, int64_t r0, int64_t r1, MappedReader& stage, uint8_t* buf) {
+std::vector<int64_t> AllOf(int64_t n) {
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[i] = i;
+  return v;
+}
+
+// A selection the writer streams: gathered from the source a piece at a time.
+bool Streamed(const ProducedTensor& p, at::ScalarType out) {
+  return p.selection && p.tensor.scalar_type() == out && p.tensor.is_contiguous();
+}
+
+// Rows of the selection per piece written.
+int64_t PieceRows(const ProducedTensor& p) {
+  const size_t row_bytes = p.cols.size() * p.tensor.element_size();
+  return static_cast<int64_t>(std::max<size_t>(1, kPieceBytes / std::max<size_t>(1, row_bytes)));
+}
+
+// Calls f(s, e, first, span) for each run [s, e) of selected rows in [r0, r1)
+// that is read from the source in one range: increasing rows spanning at
+// most kStageBytes of the source (the dropped rows between kept ones
+// included: one sequential read), [first, first + span). A single row longer
+// than kStageBytes is a run of its own with span > kStageBytes.
+template <typename F>
+void ForEachRun(const ProducedTensor& p, int64_t r0, int64_t r1, F&& f) {
   const auto* data = static_cast<const uint8_t*>(p.tensor.data_ptr());
-  const int64_t C = p.tensor.size(1);
-  const size_t esz = p.tensor.element_size(), src_row = C * esz, out_row = p.cols.size() * esz;
-  std::vector<int64_t> local;
+  const size_t src_row = p.tensor.size(1) * p.tensor.element_size();
   for (int64_t s = r0; s < r1;) {
     int64_t e = s + 1;
     while (e < r1 && p.rows[e] > p.rows[e - 1] &&
            static_cast<size_t>(p.rows[e] - p.rows[s] + 1) * src_row <= kStageBytes)
       ++e;
-    const size_t span = static_cast<size_t>(p.rows[e - 1] - p.rows[s] + 1) * src_row;
-    const uint8_t* first = data + p.rows[s] * src_row;
+    f(s, e, data + p.rows[s] * src_row, static_cast<size_t>(p.rows[e - 1] - p.rows[s] + 1) * src_row);
+    s = e;
+  }
+}
+
+// Queues the reads of a streamed selection, in the order FillSelection takes
+// them; false when its source is not a mapped checkpoint (nothing queued).
+bool QueueSelection(const ProducedTensor& p, ReadAhead& ahead) {
+  if (!ahead.Begin(p.tensor.data_ptr(), p.tensor.nbytes())) return false;
+  const int64_t R = static_cast<int64_t>(p.rows.size()), step = PieceRows(p);
+  for (int64_t r0 = 0; r0 < R; r0 += step) {
+    ForEachRun(p, r0, std::min(R, r0 + step), [&](int64_t, int64_t, const uint8_t* first, size_t span) {
+      if (span <= kStageBytes) ahead.Queue(first, span);
+    });
+  }
+  return true;
+}
+
+// Puts rows [r0, r1) of the selection into buf. When `queued`, each run's
+// range was queued on `ahead` (QueueSelection) and is gathered from the
+// bytes it read; otherwise, or when that read failed, the run is read
+// through the source's mapping (MapRows then GatherRows).
+void FillSelection(const ProducedTensor& p, bool all_cols, int64_t r0, int64_t r1, bool queued, ReadAhead& ahead,
+                   uint8_t* buf) {
+  const auto* data = static_cast<const uint8_t*>(p.tensor.data_ptr());
+  const int64_t C = p.tensor.size(1);
+  const size_t esz = p.tensor.element_size(), out_row = p.cols.size() * esz;
+  std::vector<int64_t> local;
+  ForEachRun(p, r0, r1, [&](int64_t s, int64_t e, const uint8_t*, size_t span) {
     uint8_t* out = buf + (s - r0) * out_row;
-    if (const uint8_t* got = span <= kStageBytes ? stage.Read(first, span) : nullptr) {
+    if (const uint8_t* got = queued && span <= kStageBytes ? ahead.Take() : nullptr) {
       local.assign(p.rows.begin() + s, p.rows.begin() + e);
       for (int64_t& r : local) r -= p.rows[s];
       GatherRows(got, C, esz, local, p.cols, all_cols, 0, e - s, out);
@@ -249,24 +295,21 @@ void FillSelection(const ProducedTensor& p, bool all_cols, int64_t r0, int64_t r
       MapRows(data, C, esz, p.rows, s, e);
       GatherRows(data, C, esz, p.rows, p.cols, all_cols, s, e, out);
     }
-    s = e;
-  }
+  });
 }
 
-// Writes the selection `p` (in the output dtype, 2-D, contiguous) without
-// materialising it: rows are gathered a piece at a time (FillSelection) on a
-// second thread while the previous piece is written. `stage` is reused
-// across tensors.
-absl::Status WriteSelection(SafetensorsWriter& writer, const ProducedTensor& p, MappedReader& stage) {
+// Writes the streamed selection `p` without materialising it: rows are
+// gathered a piece at a time (FillSelection) on a second thread while the
+// previous piece is written.
+absl::Status WriteSelection(SafetensorsWriter& writer, const ProducedTensor& p, bool queued, ReadAhead& ahead) {
   const int64_t C = p.tensor.size(1);
   const size_t row_bytes = p.cols.size() * p.tensor.element_size();
   const bool all_cols = IsIdentity(p.cols, C);
   const size_t nbytes = p.rows.size() * row_bytes;
-  const size_t piece = std::max<size_t>(1, kPieceBytes / std::max<size_t>(1, row_bytes)) * row_bytes;
-  stage.Begin(p.tensor.data_ptr(), p.tensor.nbytes());
+  const size_t piece = static_cast<size_t>(PieceRows(p)) * row_bytes;
   return writer.WriteNextInPieces(nbytes, piece, [&](uint8_t* buf, size_t offset, size_t len) {
     const int64_t r0 = static_cast<int64_t>(offset / row_bytes), r1 = r0 + static_cast<int64_t>(len / row_bytes);
-    FillSelection(p, all_cols, r0, r1, stage, buf);
+    FillSelection(p, all_cols, r0, r1, queued, ahead, buf);
   });
 }
 
@@ -305,7 +348,56 @@ absl::Status SaveCheckpointStreaming(const ModelConfig& model_config, const Tens
   const size_t n = shards.size();
   json weight_map = json::object();
   int64_t total_bytes = 0;
-  MappedReader stage(kStageBytes);  // WriteSelection's, reused
+  // Tensors are produced up to kLookahead ahead of the one being written, so
+  // that the reads of the next streamed one are queued behind the current
+  // one's and the reader never waits between them.
+  struct Pending {
+    ProducedTensor p;
+    bool streamed = false, queued = false;
+  };
+  constexpr size_t kLookahead = 4;
+  std::deque<Pending> pending;
+  ReadAhead ahead(kStageBytes, kReadSlots, kReaders);  // destroyed first: its reads use `pending`'s sources
+  size_t produced = 0;
+  auto look_ahead = [&]() -> absl::Status {
+    auto streamed_after_front = [&] {
+      for (size_t k = 1; k < pending.size(); ++k) {
+        if (pending[k].streamed) return true;
+      }
+      return false;
+    };
+    while (produced < params.size() && pending.size() < kLookahead && (pending.size() < 2 || !streamed_after_front())) {
+      const size_t i = produced++;
+      ASSIGN_OR_RETURN(ProducedTensor p, produce(i));
+      const at::Tensor& base = p.tensor;
+      std::vector<int64_t> shape = base.sizes().vec();
+      if (p.selection) {
+        bool in_range = base.dim() == 2;
+        for (int64_t r : p.rows) in_range = in_range && r >= 0 && r < base.size(0);
+        for (int64_t c : p.cols) in_range = in_range && c >= 0 && c < base.size(1);
+        if (!in_range) {
+          return absl::InternalError(absl::StrCat("save: tensor '", params[i].first, "' selects outside its source"));
+        }
+        shape = {static_cast<int64_t>(p.rows.size()), static_cast<int64_t>(p.cols.size())};
+      }
+      if (shape != params[i].second) {
+        return absl::InternalError(absl::StrCat("save: tensor '", params[i].first, "' was produced with shape [",
+                                                absl::StrJoin(shape, ","), "]"));
+      }
+      // Writing direct, a whole matrix of the output dtype is streamed as a
+      // selection of all its rows and columns (read with pread, not copied
+      // out of its mapping).
+      if (opt.direct && !p.selection && base.dim() == 2 && base.scalar_type() == opt.dtype && base.is_contiguous() &&
+          base.numel() > 0 && ahead.Begin(base.data_ptr(), base.nbytes())) {
+        p = ProducedTensor::Select(base, AllOf(base.size(0)), AllOf(base.size(1)));
+      }
+      Pending next{std::move(p)};
+      next.streamed = Streamed(next.p, opt.dtype);
+      next.queued = next.streamed && QueueSelection(next.p, ahead);
+      pending.push_back(std::move(next));
+    }
+    return absl::OkStatus();
+  };
   for (size_t s = 0; s < n; ++s) {
     std::string file = n == 1 ? "model.safetensors" : absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, n);
     std::vector<SafetensorsWriter::Decl> decls;
@@ -313,33 +405,20 @@ absl::Status SaveCheckpointStreaming(const ModelConfig& model_config, const Tens
       decls.push_back({params[i].first, out_dtype, params[i].second});
       weight_map[params[i].first] = file;
     }
-    ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(dir + "/" + file, decls, {{"format", "pt"}}, opt.durable));
+    ASSIGN_OR_RETURN(auto writer,
+                     SafetensorsWriter::Create(dir + "/" + file, decls, {{"format", "pt"}}, opt.durable, opt.direct));
     for (size_t i : shards[s]) {
-      ASSIGN_OR_RETURN(ProducedTensor produced, produce(i));
-      const at::Tensor& base = produced.tensor;
-      std::vector<int64_t> shape = base.sizes().vec();
-      if (produced.selection) {
-        bool in_range = base.dim() == 2;
-        for (int64_t r : produced.rows) in_range = in_range && r >= 0 && r < base.size(0);
-        for (int64_t c : produced.cols) in_range = in_range && c >= 0 && c < base.size(1);
-        if (!in_range) {
-          return absl::InternalError(absl::StrCat("save: tensor '", params[i].first, "' selects outside its source"));
-        }
-        shape = {static_cast<int64_t>(produced.rows.size()), static_cast<int64_t>(produced.cols.size())};
-      }
-      if (shape != params[i].second) {
-        return absl::InternalError(absl::StrCat("save: tensor '", params[i].first, "' was produced with shape [",
-                                                absl::StrJoin(shape, ","), "]"));
-      }
-      const int64_t bytes = numel(shape) * DTypeSize(out_dtype);
-      if (produced.selection && base.scalar_type() == opt.dtype && base.is_contiguous()) {
-        RETURN_IF_ERROR(WriteSelection(*writer, produced, stage));
+      RETURN_IF_ERROR(look_ahead());  // tensor i is pending.front()
+      Pending cur = std::move(pending.front());
+      pending.pop_front();
+      if (cur.streamed) {
+        RETURN_IF_ERROR(WriteSelection(*writer, cur.p, cur.queued, ahead));
       } else {
-        at::Tensor t = Materialize(produced).detach().to(opt.dtype).contiguous();  // one tensor at a time
-        produced = ProducedTensor();
+        at::Tensor t = Materialize(cur.p).detach().to(opt.dtype).contiguous();  // one tensor at a time
+        cur = Pending();
         RETURN_IF_ERROR(writer->WriteNext(t.data_ptr(), t.numel() * t.element_size()));
       }
-      total_bytes += bytes;
+      total_bytes += numel(params[i].second) * DTypeSize(out_dtype);
     }
     RETURN_IF_ERROR(writer->Finish());
   }

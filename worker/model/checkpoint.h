@@ -61,6 +61,12 @@ struct SaveOptions {
   // files are still renamed into place whole but may be lost or empty after
   // a crash until the kernel writes them back (what `cp` gives).
   bool durable = true;
+  // Write the weight files past the page cache (O_DIRECT, where the file
+  // system allows it): no copy into the cache and no dirty pages, and a
+  // source the caller is reading stays cached. Tensors taken whole from a
+  // mapped checkpoint are then read with pread like selections. For large
+  // outputs written once (a width prune).
+  bool direct = false;
 };
 
 // Writes the model as a Hugging Face directory (created if missing).
@@ -82,12 +88,15 @@ struct ProducedTensor {
 at::Tensor Materialize(const ProducedTensor& p);
 
 // Produces tensor `index` of LlamaModel::ExpectedShapes(config), in any dtype.
-// Called once per tensor, in order; the writer drops it before the next call.
+// Called once per tensor, in order, up to three tensors ahead of the one
+// being written (so that the reads of the next selection are queued behind
+// the current one's); the writer drops each once it is written.
 using TensorProducer = std::function<absl::StatusOr<ProducedTensor>(size_t index)>;
 
-// Writes a checkpoint whose tensors are made one at a time: peak memory is
-// what `produce` holds plus one converted tensor (a selection in the output
-// dtype: two pieces of a few MB). SaveCheckpoint uses it.
+// Writes a checkpoint whose tensors are made a few at a time: peak memory is
+// what `produce` holds for the tensors ahead plus one converted tensor (a
+// selection in the output dtype read from a mapped checkpoint: a ring of read
+// buffers and two pieces, a few tens of MB). SaveCheckpoint uses it.
 absl::Status SaveCheckpointStreaming(const ModelConfig& config, const TensorProducer& produce, const std::string& dir,
                                      const SaveOptions& options);
 

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <future>
 #include <vector>
 
@@ -16,7 +17,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "common/status_macros.h"
 
 namespace topiary::model {
@@ -47,7 +48,7 @@ struct Mapping {
   uint64_t size;
   int fd;
 };
-absl::Mutex mappings_mu;
+Mutex mappings_mu;
 std::map<uintptr_t, Mapping>& Mappings() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mappings_mu) {
   static auto* m = new std::map<uintptr_t, Mapping>;
   return *m;
@@ -56,7 +57,7 @@ std::map<uintptr_t, Mapping>& Mappings() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mappings_
 // The file and offset behind [p, p+n) when it lies inside one live mapping.
 bool FindMapped(const void* p, size_t n, int* fd, uint64_t* offset) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  absl::MutexLock lock(&mappings_mu);
+  MutexLock lock(&mappings_mu);
   auto& m = Mappings();
   auto it = m.upper_bound(a);
   if (it == m.begin()) return false;
@@ -133,53 +134,152 @@ bool PreadAll(int fd, uint8_t* out, size_t n, uint64_t offset, size_t need) {
 
 // Whether at least half of the pages behind [p, p + n) are in the page cache.
 bool MostlyResident(const void* p, size_t n) {
-  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p) / page * page;
-  const size_t pages = (reinterpret_cast<uintptr_t>(p) + n - a + page - 1) / page;
-  std::vector<unsigned char> in(pages);
-  if (::mincore(reinterpret_cast<void*>(a), pages * page, in.data()) != 0) return true;
-  size_t resident = 0;
-  for (unsigned char c : in) resident += c & 1;
-  return 2 * resident >= pages;
+  const Residency r = PageCacheResidency(p, n);
+  return 2 * r.resident >= r.pages;
 }
 
 }  // namespace
 
-MappedReader::MappedReader(size_t max_bytes) : max_bytes_(max_bytes) {
-  buf_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, (max_bytes + 2 * kAlign + kAlign - 1) / kAlign * kAlign));
+Residency PageCacheResidency(const void* p, size_t n) {
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p) / page * page;
+  Residency r;
+  r.pages = static_cast<int64_t>((reinterpret_cast<uintptr_t>(p) + n - a + page - 1) / page);
+  std::vector<unsigned char> in(static_cast<size_t>(r.pages));
+  // Unknown (not a mapping): counted as resident, so that it is read as it is.
+  if (n == 0 || ::mincore(reinterpret_cast<void*>(a), in.size() * page, in.data()) != 0) return r.resident = r.pages, r;
+  for (unsigned char c : in) r.resident += c & 1;
+  return r;
 }
 
-MappedReader::~MappedReader() {
-  if (direct_fd_ >= 0) ::close(direct_fd_);
-  std::free(buf_);
-}
-
-void MappedReader::Begin(const void* p, size_t n) {
-  if (direct_fd_ >= 0) ::close(direct_fd_);
-  direct_fd_ = -1;
-  int fd = -1;
+// A queued range: where it is read from, and once read, where its bytes are.
+struct ReadAhead::Request {
+  int fd = -1, direct_fd = -1;  // direct_fd >= 0: read with O_DIRECT
   uint64_t offset = 0;
-  if (n == 0 || !FindMapped(p, n, &fd, &offset) || MostlyResident(p, n)) return;
-  // Where the file system refuses O_DIRECT the source is read through the cache.
-  direct_fd_ = ::open(absl::StrCat("/proc/self/fd/", fd).c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
-}
+  size_t n = 0;
+  bool done = false;
+  const uint8_t* data = nullptr;  // nullptr when it failed
+};
 
-const uint8_t* MappedReader::Read(const void* p, size_t n) {
-  int fd = -1;
-  uint64_t offset = 0;
-  if (buf_ == nullptr || n > max_bytes_ || !FindMapped(p, n, &fd, &offset)) return nullptr;
-  // The bytes land at buf_ + offset % kAlign: a direct read of the aligned
-  // range around them then starts at buf_.
-  uint8_t* data = buf_ + offset % kAlign;
-  if (direct_fd_ >= 0) {
-    const uint64_t first = offset / kAlign * kAlign;
-    const size_t span = (offset + n - first + kAlign - 1) / kAlign * kAlign;
-    if (PreadAll(direct_fd_, buf_, span, first, offset + n - first)) {
-      ++direct_reads_;
-      return data;
-    }
+// State the reader threads share with the caller. Request i is read into
+// slot i % slots once request i - slots is released (the caller has taken a
+// later one): queued_[0] is request base.
+struct ReadAhead::Shared {
+  Mutex mu;
+  std::deque<Request> queued ABSL_GUARDED_BY(mu);
+  int64_t base ABSL_GUARDED_BY(mu) = 0;
+  int64_t next_read ABSL_GUARDED_BY(mu) = 0;  // the next request a reader starts
+  int64_t taken ABSL_GUARDED_BY(mu) = 0;      // requests taken so far
+  int64_t released ABSL_GUARDED_BY(mu) = 0;   // requests whose slot is free again
+  bool stop ABSL_GUARDED_BY(mu) = false;
+  CondVar changed;  // any of the above
+};
+
+ReadAhead::ReadAhead(size_t max_bytes, int slots, int threads) : max_bytes_(max_bytes), shared_(new Shared) {
+  for (int i = 0; i < std::max(1, slots); ++i) {
+    slots_.push_back(
+        static_cast<uint8_t*>(std::aligned_alloc(kAlign, (max_bytes + 2 * kAlign + kAlign - 1) / kAlign * kAlign)));
   }
-  return PreadAll(fd, data, n, offset, n) ? data : nullptr;
+  for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { ReadLoop(); });
+}
+
+ReadAhead::~ReadAhead() {
+  {
+    MutexLock lock(&shared_->mu);
+    shared_->stop = true;
+    shared_->changed.SignalAll();
+  }
+  for (std::thread& t : threads_) t.join();
+  for (auto& [fd, d] : direct_fds_) {
+    if (d.fd >= 0) ::close(d.fd);
+  }
+  for (uint8_t* s : slots_) std::free(s);
+}
+
+bool ReadAhead::Begin(const void* p, size_t n) {
+  fd_ = direct_fd_ = -1;
+  uint64_t offset = 0;
+  if (n == 0 || !FindMapped(p, n, &fd_, &offset)) return fd_ = -1, false;
+  if (MostlyResident(p, n)) return true;
+  // One O_DIRECT descriptor per source file, reopened if the source's
+  // descriptor number now names another file. Where the file system refuses
+  // O_DIRECT the source is read through the cache.
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return true;
+  auto it = direct_fds_.find(fd_);
+  if (it != direct_fds_.end() && (it->second.dev != st.st_dev || it->second.ino != st.st_ino)) {
+    if (it->second.fd >= 0) ::close(it->second.fd);
+    direct_fds_.erase(it);
+    it = direct_fds_.end();
+  }
+  if (it == direct_fds_.end()) {
+    const int d = ::open(absl::StrCat("/proc/self/fd/", fd_).c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+    it = direct_fds_.emplace(fd_, Direct{st.st_dev, st.st_ino, d}).first;
+  }
+  direct_fd_ = it->second.fd;
+  return true;
+}
+
+void ReadAhead::Queue(const void* p, size_t n) {
+  Request r;
+  int fd = -1;
+  if (fd_ >= 0 && n <= max_bytes_ && FindMapped(p, n, &fd, &r.offset) && fd == fd_) {
+    r.fd = fd_, r.direct_fd = direct_fd_, r.n = n;
+  } else {
+    r.done = true;  // failed: nothing to read
+  }
+  MutexLock lock(&shared_->mu);
+  shared_->queued.push_back(r);
+  shared_->changed.SignalAll();
+}
+
+const uint8_t* ReadAhead::Take() {
+  Shared& s = *shared_;
+  MutexLock lock(&s.mu);
+  s.released = s.taken;  // the range taken last is no longer used
+  while (s.base < s.released && !s.queued.empty()) s.queued.pop_front(), ++s.base;
+  s.next_read = std::max(s.next_read, s.base);  // a range queued as failed may be taken before a reader passes it
+  s.changed.SignalAll();
+  const int64_t i = s.taken;
+  if (i >= s.base + static_cast<int64_t>(s.queued.size())) return nullptr;
+  while (!s.queued[i - s.base].done) s.changed.Wait(&s.mu);
+  ++s.taken;
+  return s.queued[i - s.base].data;
+}
+
+void ReadAhead::ReadLoop() {
+  Shared& s = *shared_;
+  const int64_t slots = static_cast<int64_t>(slots_.size());
+  for (;;) {
+    Request* r = nullptr;
+    int64_t i = 0;
+    {
+      MutexLock lock(&s.mu);
+      while (!s.stop &&
+             !(s.next_read < s.base + static_cast<int64_t>(s.queued.size()) && s.next_read < s.released + slots))
+        s.changed.Wait(&s.mu);
+      if (s.stop) return;
+      i = s.next_read++;
+      r = &s.queued[i - s.base];  // deque elements stay put while others are added or popped
+      if (r->done) continue;      // queued as failed
+    }
+    // The bytes land at buf + offset % kAlign: a direct read of the aligned
+    // range around them then starts at buf.
+    uint8_t* buf = slots_[i % slots];
+    uint8_t* data = buf + r->offset % kAlign;
+    bool ok = false;
+    if (r->direct_fd >= 0) {
+      const uint64_t first = r->offset / kAlign * kAlign;
+      const size_t span = (r->offset + r->n - first + kAlign - 1) / kAlign * kAlign;
+      ok = PreadAll(r->direct_fd, buf, span, first, r->offset + r->n - first);
+      if (ok) ++direct_reads_;
+    }
+    if (!ok) ok = PreadAll(r->fd, data, r->n, r->offset, r->n);
+    MutexLock lock(&s.mu);
+    r->data = ok ? data : nullptr;
+    r->done = true;
+    s.changed.SignalAll();
+  }
 }
 
 absl::StatusOr<DType> ParseDType(absl::string_view name) {
@@ -285,7 +385,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   f->map_ = map;
   f->fd_ = fd;  // the mapped inode, even if the path is replaced later
   {
-    absl::MutexLock lock(&mappings_mu);
+    MutexLock lock(&mappings_mu);
     Mappings()[reinterpret_cast<uintptr_t>(map)] = Mapping{f->size_, fd};
   }
   // Checkpoints are read front to back: start reading ahead now.
@@ -306,7 +406,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
 
 SafetensorsFile::~SafetensorsFile() {
   if (map_) {
-    absl::MutexLock lock(&mappings_mu);
+    MutexLock lock(&mappings_mu);
     Mappings().erase(reinterpret_cast<uintptr_t>(map_));
   }
   if (map_) ::munmap(map_, size_);
@@ -319,8 +419,8 @@ const TensorInfo* SafetensorsFile::Find(absl::string_view name) const {
 }
 
 absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
-    const std::string& path, std::vector<Decl> decls, const std::map<std::string, std::string>& metadata,
-    bool durable) {
+    const std::string& path, std::vector<Decl> decls, const std::map<std::string, std::string>& metadata, bool durable,
+    bool direct) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
@@ -346,9 +446,65 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
   uint8_t len[8];
   uint64_t n = text.size();
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
+  if (direct) {
+    w->direct_mode_ = true;
+    w->direct_fd_ = ::open(w->tmp_path_.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+    w->tail_.reset(static_cast<uint8_t*>(std::aligned_alloc(kAlign, kAlign)));
+    RETURN_IF_ERROR(w->AppendCopy(len, 8));
+    RETURN_IF_ERROR(w->AppendCopy(text.data(), text.size()));
+    return w;
+  }
   RETURN_IF_ERROR(WriteAll(w->fd_, len, 8, w->tmp_path_));
   RETURN_IF_ERROR(WriteAll(w->fd_, text.data(), text.size(), w->tmp_path_));
   return w;
+}
+
+void SafetensorsWriter::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+
+void SafetensorsWriter::ReservePieces(size_t bytes) {
+  if (direct_mode_) bytes += kAlign;  // room for the last block's tail in front
+  if (piece_capacity_ >= bytes) return;
+  const size_t cap = (bytes + kAlign - 1) / kAlign * kAlign;
+  for (auto& b : pieces_) b.reset(static_cast<uint8_t*>(std::aligned_alloc(kAlign, cap)));
+  piece_capacity_ = cap;
+}
+
+absl::Status SafetensorsWriter::Append(uint8_t* base, size_t n) {
+  const size_t h = pos_ % kAlign;
+  std::memcpy(base, tail_.get(), h);
+  const size_t total = h + n, whole = total / kAlign * kAlign;
+  const uint64_t at = pos_ - h;
+  for (bool retry = true; whole > 0 && retry;) {
+    const int fd = direct_fd_ >= 0 ? direct_fd_ : fd_;
+    retry = false;
+    for (size_t done = 0; done < whole;) {
+      const ssize_t w = ::pwrite(fd, base + done, whole - done, static_cast<off_t>(at + done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && fd == direct_fd_ && errno == EINVAL) {  // O_DIRECT refused after all: write through the cache
+        ::close(direct_fd_);
+        direct_fd_ = -1;
+        retry = true;
+        break;
+      }
+      if (w <= 0) return absl::InternalError(absl::StrCat("write ", tmp_path_, ": ", std::strerror(errno)));
+      done += static_cast<size_t>(w);
+    }
+  }
+  std::memcpy(tail_.get(), base + whole, total - whole);
+  pos_ += n;
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsWriter::AppendCopy(const void* data, size_t n) {
+  const size_t chunk = 4 << 20;
+  ReservePieces(std::min(n, chunk));
+  for (size_t done = 0; done < n;) {
+    const size_t len = std::min(chunk, n - done);
+    std::memcpy(pieces_[0].get() + pos_ % kAlign, static_cast<const uint8_t*>(data) + done, len);
+    RETURN_IF_ERROR(Append(pieces_[0].get(), len));
+    done += len;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status SafetensorsWriter::CheckNext(size_t nbytes) const {
@@ -367,13 +523,18 @@ absl::Status SafetensorsWriter::CheckNext(size_t nbytes) const {
 // Starts writeback of the nbytes just written, so that the fsync in Finish()
 // overlaps with producing the next tensors instead of waiting for all of it.
 void SafetensorsWriter::StartWriteback(size_t nbytes) {
-  const off_t end = durable_ ? ::lseek(fd_, 0, SEEK_CUR) : 0;
+  const off_t end = durable_ && !direct_mode_ ? ::lseek(fd_, 0, SEEK_CUR) : 0;
   if (end > 0)
     ::sync_file_range(fd_, end - static_cast<off_t>(nbytes), static_cast<off_t>(nbytes), SYNC_FILE_RANGE_WRITE);
 }
 
 absl::Status SafetensorsWriter::WriteNext(const void* data, size_t nbytes) {
   RETURN_IF_ERROR(CheckNext(nbytes));
+  if (direct_mode_) {
+    RETURN_IF_ERROR(AppendCopy(data, nbytes));
+    ++next_;
+    return absl::OkStatus();
+  }
   int src_fd = -1;
   uint64_t offset = 0;
   size_t copied = 0;
@@ -388,12 +549,14 @@ absl::Status SafetensorsWriter::WriteNextInPieces(size_t nbytes, size_t piece_by
   RETURN_IF_ERROR(CheckNext(nbytes));
   if (piece_bytes == 0) return absl::InvalidArgumentError("pieces of 0 bytes");
   piece_bytes = std::min(piece_bytes, nbytes);
-  for (auto& b : pieces_) {
-    if (b.size() < piece_bytes) b.resize(piece_bytes);
-  }
+  ReservePieces(piece_bytes);
+  // In direct mode a piece goes into its buffer after the tail of the block
+  // before it (its offset in the file modulo the block size).
+  const uint64_t start = pos_;
+  auto lead = [&](size_t offset) { return direct_mode_ ? static_cast<size_t>((start + offset) % kAlign) : 0; };
   auto fill_piece = [&](size_t offset) {
     const size_t len = std::min(piece_bytes, nbytes - offset);
-    uint8_t* buf = pieces_[(offset / piece_bytes) % 2].data();
+    uint8_t* buf = pieces_[(offset / piece_bytes) % 2].get() + lead(offset);
     return std::async(std::launch::async, [&fill, buf, offset, len] { fill(buf, offset, len); });
   };
   std::future<void> filling;
@@ -402,8 +565,9 @@ absl::Status SafetensorsWriter::WriteNextInPieces(size_t nbytes, size_t piece_by
     filling.get();
     if (offset + piece_bytes < nbytes) filling = fill_piece(offset + piece_bytes);  // the other buffer
     const size_t len = std::min(piece_bytes, nbytes - offset);
+    uint8_t* buf = pieces_[(offset / piece_bytes) % 2].get();
     // On a failed write the future's destructor waits for the fill in flight.
-    RETURN_IF_ERROR(WriteAll(fd_, pieces_[(offset / piece_bytes) % 2].data(), len, tmp_path_));
+    RETURN_IF_ERROR(direct_mode_ ? Append(buf, len) : WriteAll(fd_, buf, len, tmp_path_));
   }
   StartWriteback(nbytes);
   ++next_;
@@ -416,9 +580,20 @@ absl::Status SafetensorsWriter::Finish() {
     return absl::FailedPreconditionError(
         absl::StrCat("only ", next_, " of ", decls_.size(), " declared tensors were written"));
   }
+  if (direct_mode_ && pos_ % kAlign != 0) {  // the last partial block, through the cache
+    const size_t h = pos_ % kAlign;
+    for (size_t done = 0; done < h;) {
+      const ssize_t w = ::pwrite(fd_, tail_.get() + done, h - done, static_cast<off_t>(pos_ - h + done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return absl::InternalError(absl::StrCat("write ", tmp_path_, ": ", std::strerror(errno)));
+      done += static_cast<size_t>(w);
+    }
+  }
   int rc = durable_ ? ::fsync(fd_) : 0;
   ::close(fd_);
   fd_ = -1;
+  if (direct_fd_ >= 0) ::close(direct_fd_);
+  direct_fd_ = -1;
   if (rc != 0) return absl::InternalError(absl::StrCat("fsync ", tmp_path_, ": ", std::strerror(errno)));
   if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
     return absl::InternalError(absl::StrCat("rename to ", path_, ": ", std::strerror(errno)));
@@ -427,6 +602,7 @@ absl::Status SafetensorsWriter::Finish() {
 }
 
 SafetensorsWriter::~SafetensorsWriter() {
+  if (direct_fd_ >= 0) ::close(direct_fd_);
   if (fd_ >= 0) {
     ::close(fd_);
     ::unlink(tmp_path_.c_str());

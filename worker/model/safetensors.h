@@ -13,11 +13,13 @@
 // SafetensorsFile lives. Reader and writer are thread-compatible.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -75,43 +77,73 @@ class SafetensorsFile {
 absl::StatusOr<std::vector<TensorInfo>> ParseHeader(absl::string_view json_text, uint64_t data_size,
                                                     std::map<std::string, std::string>* metadata);
 
-// Reads bytes of live SafetensorsFile mappings with pread, not through the
-// mapping (no page faults or page-table entries). A source (a tensor) is read
-// from the page cache when at least half of it is resident there (mincore),
-// else with O_DIRECT into the reader's own buffer, so that a cold checkpoint
-// streams from disk without churning the page cache (falling back to a cached
-// read where the file system refuses O_DIRECT). The choice is made once per
-// source: the kernel's read-ahead for cached reads would make the next bytes
-// look resident. A process that neither owns the file nor may write it sees
-// only the pages it has mapped itself (mincore's rule) and reads direct.
-class MappedReader {
- public:
-  explicit MappedReader(size_t max_bytes);
-  ~MappedReader();
-  MappedReader(const MappedReader&) = delete;
-  MappedReader& operator=(const MappedReader&) = delete;
+// How many of the pages behind [p, p + n) (a mapping) are in the page cache.
+struct Residency {
+  int64_t resident = 0, pages = 0;
+};
+Residency PageCacheResidency(const void* p, size_t n);
 
-  // Starts reading the source [p, p + n) (inside one live mapping, which
-  // must outlive its reads): chooses how its parts are read, and opens the
-  // file for O_DIRECT once when they are read direct.
-  void Begin(const void* p, size_t n);
-  // Bytes [p, p + n) of the current source, valid until the next Read;
-  // nullptr when n exceeds max_bytes, the range is not inside one live
-  // mapping, or a read fails.
-  const uint8_t* Read(const void* p, size_t n);
-  // How many Reads went direct (tests, benches).
-  int64_t direct_reads() const { return direct_reads_; }
+// Reads byte ranges of live SafetensorsFile mappings with pread, not through
+// the mapping (no page faults or page-table entries), ahead of their use: the
+// caller queues ranges in the order it will take them, and reader threads
+// read them into a ring of buffers while it works on earlier ones, across
+// tensors, so that a stream of reads never drains between them. A source (a
+// tensor) is read from the page cache when at least half of it is resident
+// there (mincore), else with O_DIRECT into the ring, so that a cold checkpoint
+// streams from disk without churning the page cache (falling back to a
+// cached read where the file system refuses O_DIRECT). The choice is made
+// once per source: the kernel's read-ahead for cached reads would make the
+// next bytes look resident. A process that neither owns the file nor may
+// write it sees only the pages it has mapped itself (mincore's rule) and
+// reads direct. Memory: `slots` buffers of max_bytes (plus two pages).
+// Queue and Take are called from one thread at a time.
+class ReadAhead {
+ public:
+  ReadAhead(size_t max_bytes, int slots, int threads);
+  ~ReadAhead();  // waits for the reads in flight
+  ReadAhead(const ReadAhead&) = delete;
+  ReadAhead& operator=(const ReadAhead&) = delete;
+
+  // Starts the source [p, p + n), which must lie inside one live mapping
+  // that outlives the reads of its ranges: chooses how they are read.
+  // False (and nothing to queue) when it is not mapped.
+  bool Begin(const void* p, size_t n);
+  // Queues [p, p + n) of the current source. A range longer than max_bytes
+  // or outside the source's mapping is queued as failed.
+  void Queue(const void* p, size_t n);
+  // Waits for the oldest queued range not yet taken and returns its bytes,
+  // valid until the next Take; nullptr when it could not be read (the caller
+  // reads it another way) or nothing is queued.
+  const uint8_t* Take();
+  // How many ranges were read direct (tests, benches).
+  int64_t direct_reads() const { return direct_reads_.load(); }
 
  private:
+  struct Request;
+  struct Shared;
+  void ReadLoop();
   size_t max_bytes_;
-  uint8_t* buf_ = nullptr;  // 4096-aligned, max_bytes + 2 pages
-  int direct_fd_ = -1;      // the current source's file opened O_DIRECT, when it is read direct
-  int64_t direct_reads_ = 0;
+  std::vector<uint8_t*> slots_;  // 4096-aligned, max_bytes + 2 pages each
+  std::unique_ptr<Shared> shared_;
+  std::vector<std::thread> threads_;
+  // The current source, and the files opened O_DIRECT (by source fd).
+  int fd_ = -1, direct_fd_ = -1;
+  struct Direct {
+    uint64_t dev, ino;
+    int fd;
+  };
+  std::map<int, Direct> direct_fds_;
+  std::atomic<int64_t> direct_reads_{0};
 };
 
 // Streams a safetensors file: the caller declares every tensor up front, then
 // passes each tensor's bytes in declaration order. The file is written to a
 // temporary name and renamed on Finish(), so a crash never leaves a torn file.
+// With `direct`, whole 4096-byte blocks are written with O_DIRECT (straight
+// to disk: no copy into the page cache, no dirty pages, nothing for Finish's
+// fsync to wait for) and only the last partial block through the cache; the
+// writer falls back to cached writes where the file system refuses O_DIRECT.
+// For large files written once.
 class SafetensorsWriter {
  public:
   struct Decl {
@@ -121,7 +153,7 @@ class SafetensorsWriter {
   };
   static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(
       const std::string& path, std::vector<Decl> decls, const std::map<std::string, std::string>& metadata = {},
-      bool durable = true);
+      bool durable = true, bool direct = false);
   ~SafetensorsWriter();
 
   // Writes the next declared tensor; nbytes must equal its declared size.
@@ -135,15 +167,34 @@ class SafetensorsWriter {
   // Flushes, fsyncs (when durable) and renames into place. Fails if tensors
   // are missing.
   absl::Status Finish();
+  // Whether blocks are being written with O_DIRECT (tests, benches).
+  bool writing_direct() const { return direct_fd_ >= 0; }
 
  private:
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const;
+  };
+  using Buffer = std::unique_ptr<uint8_t, FreeDeleter>;
   SafetensorsWriter() = default;
   absl::Status CheckNext(size_t nbytes) const;
   void StartWriteback(size_t nbytes);
+  // Ensures both piece buffers hold `bytes` (plus a block in direct mode).
+  void ReservePieces(size_t bytes);
+  // Direct mode: appends `data` through a piece buffer.
+  absl::Status AppendCopy(const void* data, size_t n);
+  // Direct mode: appends the n bytes at base + pos_ % 4096 (base is aligned:
+  // the unwritten tail of the last block goes in front of them) and writes
+  // the whole blocks.
+  absl::Status Append(uint8_t* base, size_t n);
   std::string path_, tmp_path_;
-  std::vector<uint8_t> pieces_[2];
+  Buffer pieces_[2];
+  size_t piece_capacity_ = 0;
   int fd_ = -1;
   bool durable_ = true;
+  bool direct_mode_ = false;  // writes go through Append at pos_
+  int direct_fd_ = -1;        // the temporary file opened O_DIRECT, while it takes direct writes
+  uint64_t pos_ = 0;          // direct mode: bytes of the file made so far
+  Buffer tail_;               // direct mode: bytes [pos_ / 4096 * 4096, pos_), not yet written
   std::vector<Decl> decls_;
   size_t next_ = 0;
 };

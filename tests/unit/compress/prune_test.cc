@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "common/file_util.h"
+#include "testing/page_cache.h"
 #include "testing/test_util.h"
 #include "worker/compress/importance/activation_stats.h"
 #include "worker/model/checkpoint.h"
@@ -139,6 +140,37 @@ TEST(Prune, StreamingCheckpointEqualsInMemoryAndFullShapeIsIdentity) {
   auto bad = MakePlan(other, big, wide);
   ASSERT_TRUE(bad.ok());
   EXPECT_EQ(PruneCheckpoint(teacher, *bad, dir.File("bad"), so).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A width prune of a source in the page cache writes its output past the
+// cache (the source stays cached); of a cold source, through it. The same
+// bytes either way.
+TEST(Prune, AWidthPruneWritesPastTheCacheWhenItsSourceIsCached) {
+  torch::NoGradGuard g;
+  topiary::testing::TempDir dir;
+  const std::string teacher = topiary::testing::SourceDir() + "/models/kjv-llama-8m", src = dir.File("src");
+  std::filesystem::copy(teacher, src);
+  auto m = model::LoadCheckpoint(src, at::kBFloat16);  // reads it: cached
+  ASSERT_TRUE(m.ok()) << m.status();
+  at::manual_seed(4);
+  PruneTarget t;
+  t.hidden_size = 192;
+  t.intermediate_size = 512;
+  auto plan = MakePlan(m->config, RandomScores(m->config), t);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  model::SaveOptions nosync;
+  nosync.durable = false;
+  ASSERT_TRUE(PruneCheckpoint(src, *plan, dir.File("warm"), nosync).ok());
+  ASSERT_TRUE(topiary::testing::DropFromPageCache(src + "/model.safetensors"));
+  ASSERT_LT(topiary::testing::FilePagesCached(src + "/model.safetensors"), 8u) << "could not make the source cold";
+  ASSERT_TRUE(PruneCheckpoint(src, *plan, dir.File("cold"), nosync).ok());
+  const std::string warm_file = dir.File("warm/model.safetensors"), cold_file = dir.File("cold/model.safetensors");
+  const size_t pages = std::filesystem::file_size(cold_file) / 4096;
+  if (topiary::testing::DirectWritesWork(dir.path())) {
+    EXPECT_LE(topiary::testing::FilePagesCached(warm_file), 1u) << "from a cached source: written through the cache";
+  }
+  EXPECT_GT(topiary::testing::FilePagesCached(cold_file), pages / 2) << "from a cold source: written past the cache";
+  EXPECT_TRUE(*ReadFileToString(warm_file) == *ReadFileToString(cold_file));
 }
 
 // Minitron's head residual redistribution, by hand: one KV group of 4 heads

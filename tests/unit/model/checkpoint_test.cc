@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
+#include "common/status_macros.h"
 #include "testing/test_util.h"
 
 namespace topiary::model {
@@ -233,22 +234,32 @@ int64_t MappedResidentBytes(const std::string& path) {
   return kb * 1024;
 }
 
+// A random fp32 model with a 12 MB embedding (several 4 MiB read runs),
+// saved into dir/src and mapped back.
+ModelConfig MappedTestConfig() {
+  ModelConfig c = TinyConfig();
+  c.vocab_size = 6000, c.hidden_size = 512, c.num_attention_heads = 4, c.head_dim = 128;
+  return c;
+}
+absl::StatusOr<LlamaModel> SaveAndMap(const ModelConfig& c, const TempDir& dir) {
+  SaveOptions so;
+  so.dtype = at::kFloat;
+  LlamaModel src = InitModel(c, 5, at::kFloat);
+  RETURN_IF_ERROR(SaveCheckpoint(src, dir.File("src"), so));
+  return MapCheckpoint(dir.File("src"));
+}
+
 // A selection of a tensor of a loaded checkpoint (mapped from its file) is
 // read from the file into a staging buffer, run by run of increasing rows
 // (a 12 MB tensor: several runs), not through the mapping, and is written
 // as index_select gives it, rows in any order, columns sorted or not.
 TEST(Checkpoint, SelectionsOfAMappedCheckpointAreReadFromItsFile) {
   torch::NoGradGuard g;
-  ModelConfig c = TinyConfig();
-  c.vocab_size = 6000, c.hidden_size = 512, c.num_attention_heads = 4, c.head_dim = 128;
+  const ModelConfig c = MappedTestConfig();
   TempDir dir;
   SaveOptions so;
   so.dtype = at::kFloat;
-  {
-    LlamaModel src = InitModel(c, 5, at::kFloat);
-    ASSERT_TRUE(SaveCheckpoint(src, dir.File("src"), so).ok());
-  }
-  auto loaded = MapCheckpoint(dir.File("src"));
+  auto loaded = SaveAndMap(c, dir);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   const std::string file = fs::canonical(dir.File("src/model.safetensors")).string();
   ASSERT_EQ(MappedFileAt(loaded->embed_tokens.data_ptr()), file);
@@ -287,6 +298,26 @@ TEST(Checkpoint, SelectionsOfAMappedCheckpointAreReadFromItsFile) {
   EXPECT_TRUE(
       out->embed_tokens.equal(loaded->embed_tokens.index_select(0, r).index_select(1, at::tensor(sorted_cols))));
   EXPECT_TRUE(out->lm_head.equal(loaded->lm_head.index_select(0, r).index_select(1, at::tensor(unsorted_cols))));
+}
+
+// Saved direct (past the page cache), a mapped checkpoint is written byte for
+// byte as it was, its matrices read from the file with pread (the mapping
+// does not fill), whatever the file system does with O_DIRECT.
+TEST(Checkpoint, ADirectSaveOfAMappedCheckpointIsTheSameFile) {
+  torch::NoGradGuard g;
+  const ModelConfig c = MappedTestConfig();
+  TempDir dir;
+  SaveOptions so;
+  so.dtype = at::kFloat;
+  auto loaded = SaveAndMap(c, dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const std::string file = fs::canonical(dir.File("src/model.safetensors")).string();
+  const int64_t resident_before = MappedResidentBytes(file);
+  so.direct = true;
+  ASSERT_TRUE(SaveCheckpoint(*loaded, dir.File("out"), so).ok());
+  EXPECT_LT(MappedResidentBytes(file) - resident_before, loaded->embed_tokens.nbytes() / 8)
+      << "whole tensors were copied out of the mapping";
+  EXPECT_TRUE(*ReadFileToString(dir.File("out/model.safetensors")) == *ReadFileToString(file));
 }
 
 TEST(Checkpoint, OpenUsesTensorsOfTheComputeDtypeInPlace) {

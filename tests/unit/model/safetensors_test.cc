@@ -9,12 +9,17 @@
 #include <cstring>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "testing/page_cache.h"
 #include "testing/test_util.h"
 
 namespace topiary::model {
 namespace {
 
+using topiary::testing::DirectWritesWork;
+using topiary::testing::FilePagesCached;
+using topiary::testing::ResidentPages;
 using topiary::testing::TempDir;
 
 // Writes a raw safetensors file: header length, header text, data bytes.
@@ -90,21 +95,58 @@ TEST(Safetensors, WriterInPiecesEqualsOneWrite) {
   EXPECT_EQ((*wrong)->WriteNextInPieces(99, 7, fill).code(), absl::StatusCode::kInvalidArgument);
 }
 
-// Pages of [p, p + n) in the page cache.
-size_t ResidentPages(const void* p, size_t n) {
-  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p) / page * page;
-  std::vector<unsigned char> in((reinterpret_cast<uintptr_t>(p) + n - a + page - 1) / page);
-  if (::mincore(reinterpret_cast<void*>(a), in.size() * page, in.data()) != 0) return 0;
-  size_t resident = 0;
-  for (unsigned char c : in) resident += c & 1;
-  return resident;
+// Written direct, whole and in pieces of sizes that are not multiples of the
+// block size (so every block boundary falls inside a piece, a tensor or the
+// header): byte for byte the file the cached writer writes, and none of it
+// but its last partial block left in the page cache.
+TEST(Safetensors, DirectWriterWritesTheSameFileAndLeavesItOutOfTheCache) {
+  TempDir dir;
+  const std::vector<SafetensorsWriter::Decl> decls = {{"a_tensor_with_an_odd_name", DType::kBF16, {12345}},
+                                                      {"b", DType::kF32, {300001}},
+                                                      {"c", DType::kBF16, {2500000}},
+                                                      {"d", DType::kF32, {2300007}}};
+  std::vector<std::vector<uint8_t>> data;
+  for (const auto& d : decls) {
+    std::vector<uint8_t> v(static_cast<size_t>(d.shape[0]) * DTypeSize(d.dtype));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<uint8_t>(i * 31 + i / 4093 + data.size());
+    data.push_back(std::move(v));
+  }
+  auto write = [&](const std::string& path, bool direct) {
+    auto w = SafetensorsWriter::Create(path, decls, {{"format", "pt"}}, /*durable=*/false, direct);
+    ASSERT_TRUE(w.ok()) << w.status();
+    auto fill_from = [&](const std::vector<uint8_t>& v) {
+      return [&v](uint8_t* buf, size_t offset, size_t len) { std::memcpy(buf, v.data() + offset, len); };
+    };
+    ASSERT_TRUE((*w)->WriteNext(data[0].data(), data[0].size()).ok());
+    ASSERT_TRUE((*w)->WriteNextInPieces(data[1].size(), 65537, fill_from(data[1])).ok());
+    ASSERT_TRUE((*w)->WriteNextInPieces(data[2].size(), (1 << 20) + 6, fill_from(data[2])).ok());
+    ASSERT_TRUE((*w)->WriteNext(data[3].data(), data[3].size()).ok());  // longer than one copy buffer
+    if (direct && DirectWritesWork(dir.path())) {
+      EXPECT_TRUE((*w)->writing_direct());
+    }
+    EXPECT_FALSE(!direct && (*w)->writing_direct());
+    ASSERT_TRUE((*w)->Finish().ok());
+  };
+  write(dir.File("cached.safetensors"), false);
+  write(dir.File("direct.safetensors"), true);
+  const std::string cached = *ReadFileToString(dir.File("cached.safetensors"));
+  EXPECT_GT(cached.size() % 4096, 0u) << "the test wants a last partial block";
+  EXPECT_GT(FilePagesCached(dir.File("cached.safetensors")), cached.size() / 4096 / 2) << "the probe sees no cache";
+  if (DirectWritesWork(dir.path())) {
+    EXPECT_LE(FilePagesCached(dir.File("direct.safetensors")), 1u) << "direct writes went through the page cache";
+  }
+  EXPECT_TRUE(*ReadFileToString(dir.File("direct.safetensors")) == cached) << "the direct writer wrote other bytes";
+  auto f = SafetensorsFile::Open(dir.File("direct.safetensors"));
+  ASSERT_TRUE(f.ok()) << f.status();
+  for (size_t k = 0; k < decls.size(); ++k) {
+    EXPECT_EQ(std::memcmp((*f)->Data(*(*f)->Find(decls[k].name)), data[k].data(), data[k].size()), 0) << k;
+  }
 }
 
 // A source in the page cache is read from it; one that is not is read direct
 // from disk and stays out of the cache. Either way every byte, at offsets and
 // lengths that are not block-aligned, up to the end of the file.
-TEST(Safetensors, MappedReaderReadsCachedSourcesCachedAndColdOnesDirect) {
+TEST(Safetensors, ReadAheadReadsCachedSourcesCachedAndColdOnesDirect) {
   TempDir dir;
   const std::string path = dir.File("m.safetensors");
   const size_t n = 3 << 20;
@@ -119,15 +161,18 @@ TEST(Safetensors, MappedReaderReadsCachedSourcesCachedAndColdOnesDirect) {
   const uint8_t* data = (*f)->Data(*(*f)->Find("an_odd_name_x"));
   ASSERT_NE(reinterpret_cast<uintptr_t>(data) % 512, 0u) << "the test wants data that is not block-aligned";
   const std::vector<std::pair<size_t, size_t>> ranges = {{0, 1}, {5, 100000}, {4093, 8200}, {n - 777, 777}, {0, n}};
-  auto check = [&](MappedReader& reader) {
-    reader.Begin(data, n);
+  // Two slots for five ranges: slots are reused while later ranges are read.
+  auto check = [&](ReadAhead& reader) {
+    ASSERT_TRUE(reader.Begin(data, n));
+    for (auto [offset, len] : ranges) reader.Queue(data + offset, len);
     for (auto [offset, len] : ranges) {
-      const uint8_t* got = reader.Read(data + offset, len);
+      const uint8_t* got = reader.Take();
       ASSERT_NE(got, nullptr) << offset;
       EXPECT_EQ(std::memcmp(got, bytes.data() + offset, len), 0) << offset << "+" << len;
     }
+    EXPECT_EQ(reader.Take(), nullptr) << "nothing more is queued";
   };
-  MappedReader warm(n);
+  ReadAhead warm(n, 2, 2);
   ASSERT_TRUE(ReadFileToString(path).ok());  // in the cache
   check(warm);
   EXPECT_EQ(warm.direct_reads(), 0);
@@ -138,7 +183,7 @@ TEST(Safetensors, MappedReaderReadsCachedSourcesCachedAndColdOnesDirect) {
   // (The pages the header shares with the data stay: parsing it mapped them.)
   const size_t left = ResidentPages(data, n);
   ASSERT_LT(left, n / 4096 / 8) << "could not drop the file from the page cache";
-  MappedReader cold(n);
+  ReadAhead cold(n, 2, 2);
   check(cold);
   const int direct = ::open(path.c_str(), O_RDONLY | O_DIRECT);
   void* block = std::aligned_alloc(4096, 4096);
@@ -149,9 +194,103 @@ TEST(Safetensors, MappedReaderReadsCachedSourcesCachedAndColdOnesDirect) {
   EXPECT_EQ(cold.direct_reads(), static_cast<int64_t>(ranges.size()));
   EXPECT_EQ(ResidentPages(data, n), left) << "a direct read filled the page cache";
 
-  // Outside every mapping, or longer than the buffer: nothing.
-  EXPECT_EQ(cold.Read(bytes.data(), 10), nullptr);
-  EXPECT_EQ(cold.Read(data, n + 1), nullptr);
+  // Outside the source's mapping, or longer than a buffer: queued as failed,
+  // in their place among the others.
+  cold.Queue(bytes.data(), 10);
+  cold.Queue(data + 7, 9);
+  cold.Queue(data, n + 1);
+  EXPECT_EQ(cold.Take(), nullptr);
+  const uint8_t* got = cold.Take();
+  ASSERT_NE(got, nullptr);
+  EXPECT_EQ(std::memcmp(got, bytes.data() + 7, 9), 0);
+  EXPECT_EQ(cold.Take(), nullptr);
+  EXPECT_FALSE(cold.Begin(bytes.data(), 10)) << "not a mapped source";
+}
+
+// Many ranges through few slots and several readers, queued while earlier
+// ones are taken, across two sources (one cached, one read direct): each
+// taken in queue order with its own bytes.
+TEST(Safetensors, ReadAheadHandsOutRangesInQueueOrder) {
+  TempDir dir;
+  const size_t n = 1 << 20;
+  std::vector<std::unique_ptr<SafetensorsFile>> files;
+  std::vector<std::vector<uint8_t>> bytes(2, std::vector<uint8_t>(n));
+  for (int k = 0; k < 2; ++k) {
+    for (size_t i = 0; i < n; ++i) bytes[k][i] = static_cast<uint8_t>(i * 7 + i / 1001 + 50 * k);
+    const std::string path = dir.File(absl::StrCat("f", k, ".safetensors"));
+    auto w = SafetensorsWriter::Create(path, {{"t", DType::kBF16, {static_cast<int64_t>(n / 2)}}});
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->WriteNext(bytes[k].data(), n).ok());
+    ASSERT_TRUE((*w)->Finish().ok());
+    if (k == 1) {
+      ASSERT_TRUE(topiary::testing::DropFromPageCache(path));
+    }
+    auto f = SafetensorsFile::Open(path);
+    ASSERT_TRUE(f.ok());
+    files.push_back(std::move(*f));
+  }
+  ReadAhead ahead(64 << 10, 3, 3);
+  std::vector<std::pair<int, size_t>> queued;  // (source, offset), in queue order
+  size_t next = 0;
+  auto queue_some = [&](int k, int count) {
+    const uint8_t* data = files[k]->Data(*files[k]->Find("t"));
+    ASSERT_TRUE(ahead.Begin(data, n));
+    for (int i = 0; i < count; ++i) {
+      const size_t offset = (static_cast<size_t>(i) * 40009 + 17 * k) % (n - 5000);
+      ahead.Queue(data + offset, 5000);
+      queued.emplace_back(k, offset);
+    }
+  };
+  auto take_some = [&](size_t count) {
+    for (size_t i = 0; i < count && next < queued.size(); ++i, ++next) {
+      const uint8_t* got = ahead.Take();
+      ASSERT_NE(got, nullptr) << next;
+      auto [k, offset] = queued[next];
+      ASSERT_EQ(std::memcmp(got, bytes[k].data() + offset, 5000), 0) << "range " << next;
+    }
+  };
+  queue_some(0, 40);
+  take_some(25);
+  queue_some(1, 60);
+  take_some(50);
+  queue_some(0, 30);
+  take_some(1000);
+  EXPECT_EQ(next, 130u);
+  EXPECT_EQ(ahead.Take(), nullptr);
+}
+
+// Ranges queued as failed are taken (as nullptr) at once, maybe before the
+// reader, waiting for a slot, has passed them: the reads queued after them
+// still come right.
+TEST(Safetensors, ReadAheadSkipsRangesQueuedAsFailed) {
+  TempDir dir;
+  const size_t n = 1 << 20;
+  std::vector<uint8_t> bytes(n);
+  for (size_t i = 0; i < n; ++i) bytes[i] = static_cast<uint8_t>(i * 13 + i / 999);
+  const std::string path = dir.File("f.safetensors");
+  auto w = SafetensorsWriter::Create(path, {{"t", DType::kBF16, {static_cast<int64_t>(n / 2)}}});
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->WriteNext(bytes.data(), n).ok());
+  ASSERT_TRUE((*w)->Finish().ok());
+  auto f = SafetensorsFile::Open(path);
+  ASSERT_TRUE(f.ok());
+  const uint8_t* data = (*f)->Data(*(*f)->Find("t"));
+  ReadAhead ahead(4096, 1, 1);
+  std::vector<uint8_t> outside(16);
+  for (int round = 0; round < 300; ++round) {
+    ASSERT_TRUE(ahead.Begin(data, n));
+    const size_t a = (round * 3001) % (n - 4096), b = (round * 7919 + 5) % (n - 4096);
+    ahead.Queue(data + a, 4096);
+    for (int k = 0; k < 3; ++k) ahead.Queue(outside.data(), outside.size());
+    ahead.Queue(data + b, 4096);
+    const uint8_t* got = ahead.Take();
+    ASSERT_NE(got, nullptr);
+    ASSERT_EQ(std::memcmp(got, bytes.data() + a, 4096), 0) << round;
+    for (int k = 0; k < 3; ++k) ASSERT_EQ(ahead.Take(), nullptr) << round;
+    got = ahead.Take();
+    ASSERT_NE(got, nullptr) << round;
+    ASSERT_EQ(std::memcmp(got, bytes.data() + b, 4096), 0) << round;
+  }
 }
 
 struct BadCase {

@@ -7,6 +7,7 @@
 #include "worker/compress/prune/plan.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/gather.h"
+#include "worker/model/safetensors.h"
 
 namespace topiary::compress {
 namespace {
@@ -177,6 +178,29 @@ absl::Status PruneCheckpoint(const std::string& source_dir, const PrunePlan& pla
   };
   model::SaveOptions so = options;
   if (so.copy_files_from.empty()) so.copy_files_from = source_dir;
+  // A width prune gathers every matrix it writes. From a source in the page
+  // cache, its output is written past the cache: the disk then only takes
+  // the writes, which need no copy into the cache (a third of the system
+  // time) and leave the source cached for the next candidate shape. From a
+  // cold source the disk is the limit, and the kernel's deferred write-back
+  // shares it with the reads better than direct writes do (measured: 16 s
+  // against 19 s for the 8B shape). A depth prune copies whole tensors file
+  // to file (copy_file_range).
+  bool width = static_cast<int64_t>(plan.channels.size()) != src.config.hidden_size;
+  for (const LayerPlan& lp : plan.layers) {
+    width = width || static_cast<int64_t>(lp.neurons.size()) != src.config.intermediate_size ||
+            static_cast<int64_t>(lp.heads.size()) != src.config.num_attention_heads ||
+            static_cast<int64_t>(lp.groups.size()) != src.config.num_key_value_heads;
+  }
+  if (width && !so.direct) {
+    int64_t resident = 0, pages = 0;
+    for (const auto& [name, t] : src.NamedParameters()) {
+      if (!t->defined()) continue;
+      const model::Residency r = model::PageCacheResidency(t->data_ptr(), t->nbytes());
+      resident += r.resident, pages += r.pages;
+    }
+    so.direct = 2 * resident >= pages;
+  }
   return model::SaveCheckpointStreaming(plan.config, produce, out_dir, so);
 }
 
