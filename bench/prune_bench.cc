@@ -14,9 +14,8 @@
 //     largest tensor of the source (what streaming should bound it by);
 //     and `cat` of the source from a cold cache, the read a width prune
 //     does (it reads every run of kept rows with the dropped rows between
-//     them, from the page cache or O_DIRECT when cold, and writes its output
-//     with O_DIRECT when the source is cached: reading only the kept rows,
-//     in many small reads, was measured slower).
+//     them, from the page cache or O_DIRECT when cold, into huge-page
+//     buffers, and writes its output with O_DIRECT).
 // Best of --iters after a warm-up round.
 //
 //   prune_bench [--shape bench|llama-3.2-1b|llama-3.1-8b] [--dir DIR] [--iters N]

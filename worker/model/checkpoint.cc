@@ -226,12 +226,6 @@ constexpr size_t kPieceBytes = 4 << 20;
 constexpr size_t kStageBytes = 4 << 20;
 constexpr int kReadSlots = 4, kReaders = 2;
 
-std::vector<int64_t> AllOf(int64_t n) {
-  std::vector<int64_t> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) v[i] = i;
-  return v;
-}
-
 // A selection the writer streams: gathered from the source a piece at a time.
 bool Streamed(const ProducedTensor& p, at::ScalarType out) {
   return p.selection && p.tensor.scalar_type() == out && p.tensor.is_contiguous();

@@ -174,6 +174,12 @@ bool IsIdentity(const std::vector<int64_t>& idx, int64_t n) {
   return true;
 }
 
+std::vector<int64_t> AllOf(int64_t n) {
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[i] = i;
+  return v;
+}
+
 void GatherRowsWith(GatherKernel k, const void* src, int64_t src_cols, size_t element_size,
                     const std::vector<int64_t>& rows, const std::vector<int64_t>& cols, int64_t row_begin,
                     int64_t row_end, void* dst) {

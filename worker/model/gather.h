@@ -36,6 +36,8 @@ void GatherRowsWith(GatherKernel k, const void* src, int64_t src_cols, size_t el
 
 // True when idx is 0, 1, ..., n-1 (a selection that keeps everything).
 bool IsIdentity(const std::vector<int64_t>& idx, int64_t n);
+// 0, 1, ..., n-1: the selection that keeps everything.
+std::vector<int64_t> AllOf(int64_t n);
 
 // Maps now, in one call per run of consecutive rows, the pages of src that
 // rows [row_begin, row_end) of the selection read (a mapped checkpoint is

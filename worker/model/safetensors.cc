@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <new>
+#include <utility>
 #include <future>
 #include <vector>
 
@@ -132,25 +134,19 @@ bool PreadAll(int fd, uint8_t* out, size_t n, uint64_t offset, size_t need) {
   return done >= need;
 }
 
-// Whether at least half of the pages behind [p, p + n) are in the page cache.
+// Whether at least half of the pages behind [p, p + n) (a mapping) are in
+// the page cache; true when it is not a mapping, so that it is read as it is.
 bool MostlyResident(const void* p, size_t n) {
-  const Residency r = PageCacheResidency(p, n);
-  return 2 * r.resident >= r.pages;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p) / page * page;
+  std::vector<unsigned char> in((reinterpret_cast<uintptr_t>(p) + n - a + page - 1) / page);
+  if (n == 0 || ::mincore(reinterpret_cast<void*>(a), in.size() * page, in.data()) != 0) return true;
+  size_t resident = 0;
+  for (unsigned char c : in) resident += c & 1;
+  return 2 * resident >= in.size();
 }
 
 }  // namespace
-
-Residency PageCacheResidency(const void* p, size_t n) {
-  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p) / page * page;
-  Residency r;
-  r.pages = static_cast<int64_t>((reinterpret_cast<uintptr_t>(p) + n - a + page - 1) / page);
-  std::vector<unsigned char> in(static_cast<size_t>(r.pages));
-  // Unknown (not a mapping): counted as resident, so that it is read as it is.
-  if (n == 0 || ::mincore(reinterpret_cast<void*>(a), in.size() * page, in.data()) != 0) return r.resident = r.pages, r;
-  for (unsigned char c : in) r.resident += c & 1;
-  return r;
-}
 
 // A queued range: where it is read from, and once read, where its bytes are.
 struct ReadAhead::Request {
@@ -175,11 +171,40 @@ struct ReadAhead::Shared {
   CondVar changed;  // any of the above
 };
 
-ReadAhead::ReadAhead(size_t max_bytes, int slots, int threads) : max_bytes_(max_bytes), shared_(new Shared) {
-  for (int i = 0; i < std::max(1, slots); ++i) {
-    slots_.push_back(
-        static_cast<uint8_t*>(std::aligned_alloc(kAlign, (max_bytes + 2 * kAlign + kAlign - 1) / kAlign * kAlign)));
+StagingBuffer::StagingBuffer(size_t bytes) {
+  constexpr size_t kHuge = 2 << 20;
+  size_ = (std::max<size_t>(bytes, 1) + kHuge - 1) / kHuge * kHuge;
+  // Mapped with a huge page's slack, then trimmed to a 2 MiB-aligned range.
+  const size_t mapped = size_ + kHuge;
+  void* p = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  const uintptr_t start = reinterpret_cast<uintptr_t>(p), aligned = (start + kHuge - 1) / kHuge * kHuge;
+  if (aligned > start) ::munmap(p, aligned - start);
+  if (const size_t after = start + mapped - (aligned + size_); after > 0) {
+    ::munmap(reinterpret_cast<void*>(aligned + size_), after);
   }
+  data_ = reinterpret_cast<uint8_t*>(aligned);
+  (void)::madvise(data_, size_,
+                  MADV_HUGEPAGE);  // advisory: without it, 4 KiB pages  // advisory: without it, 4 KiB pages
+}
+
+StagingBuffer::~StagingBuffer() {
+  if (data_ != nullptr) ::munmap(data_, size_);
+}
+
+StagingBuffer::StagingBuffer(StagingBuffer&& o) noexcept
+    : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+
+StagingBuffer& StagingBuffer::operator=(StagingBuffer&& o) noexcept {
+  if (this != &o) {
+    if (data_ != nullptr) ::munmap(data_, size_);
+    data_ = std::exchange(o.data_, nullptr), size_ = std::exchange(o.size_, 0);
+  }
+  return *this;
+}
+
+ReadAhead::ReadAhead(size_t max_bytes, int slots, int threads) : max_bytes_(max_bytes), shared_(new Shared) {
+  for (int i = 0; i < std::max(1, slots); ++i) slots_.emplace_back(max_bytes + 2 * kAlign);
   for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { ReadLoop(); });
 }
 
@@ -193,7 +218,6 @@ ReadAhead::~ReadAhead() {
   for (auto& [fd, d] : direct_fds_) {
     if (d.fd >= 0) ::close(d.fd);
   }
-  for (uint8_t* s : slots_) std::free(s);
 }
 
 bool ReadAhead::Begin(const void* p, size_t n) {
@@ -265,7 +289,7 @@ void ReadAhead::ReadLoop() {
     }
     // The bytes land at buf + offset % kAlign: a direct read of the aligned
     // range around them then starts at buf.
-    uint8_t* buf = slots_[i % slots];
+    uint8_t* buf = slots_[i % slots].get();
     uint8_t* data = buf + r->offset % kAlign;
     bool ok = false;
     if (r->direct_fd >= 0) {
@@ -465,8 +489,8 @@ void SafetensorsWriter::ReservePieces(size_t bytes) {
   if (direct_mode_) bytes += kAlign;  // room for the last block's tail in front
   if (piece_capacity_ >= bytes) return;
   const size_t cap = (bytes + kAlign - 1) / kAlign * kAlign;
-  for (auto& b : pieces_) b.reset(static_cast<uint8_t*>(std::aligned_alloc(kAlign, cap)));
-  piece_capacity_ = cap;
+  for (auto& b : pieces_) b = StagingBuffer(cap);
+  piece_capacity_ = pieces_[0].size();
 }
 
 absl::Status SafetensorsWriter::Append(uint8_t* base, size_t n) {

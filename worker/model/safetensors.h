@@ -77,12 +77,6 @@ class SafetensorsFile {
 absl::StatusOr<std::vector<TensorInfo>> ParseHeader(absl::string_view json_text, uint64_t data_size,
                                                     std::map<std::string, std::string>* metadata);
 
-// How many of the pages behind [p, p + n) (a mapping) are in the page cache.
-struct Residency {
-  int64_t resident = 0, pages = 0;
-};
-Residency PageCacheResidency(const void* p, size_t n);
-
 // Reads byte ranges of live SafetensorsFile mappings with pread, not through
 // the mapping (no page faults or page-table entries), ahead of their use: the
 // caller queues ranges in the order it will take them, and reader threads
@@ -97,6 +91,27 @@ Residency PageCacheResidency(const void* p, size_t n);
 // write it sees only the pages it has mapped itself (mincore's rule) and
 // reads direct. Memory: `slots` buffers of max_bytes (plus two pages).
 // Queue and Take are called from one thread at a time.
+// Memory that I/O is staged in: anonymous, 2 MiB-aligned and advised to be
+// backed by transparent huge pages. The kernel's copies into and out of it
+// (a buffered write, a read from the page cache) then miss the TLB once per
+// 2 MiB, not per 4 KiB: buffered writes of 9 GB from such a buffer took 2.9 s
+// against 9.5 s from heap memory on a virtual machine with shadow page
+// tables. Throws std::bad_alloc when it cannot be mapped.
+class StagingBuffer {
+ public:
+  StagingBuffer() = default;
+  explicit StagingBuffer(size_t bytes);
+  ~StagingBuffer();
+  StagingBuffer(StagingBuffer&& o) noexcept;
+  StagingBuffer& operator=(StagingBuffer&& o) noexcept;
+  uint8_t* get() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;  // a multiple of 2 MiB
+};
+
 class ReadAhead {
  public:
   ReadAhead(size_t max_bytes, int slots, int threads);
@@ -123,7 +138,7 @@ class ReadAhead {
   struct Shared;
   void ReadLoop();
   size_t max_bytes_;
-  std::vector<uint8_t*> slots_;  // 4096-aligned, max_bytes + 2 pages each
+  std::vector<StagingBuffer> slots_;  // max_bytes + 2 pages each
   std::unique_ptr<Shared> shared_;
   std::vector<std::thread> threads_;
   // The current source, and the files opened O_DIRECT (by source fd).
@@ -187,7 +202,7 @@ class SafetensorsWriter {
   // the whole blocks.
   absl::Status Append(uint8_t* base, size_t n);
   std::string path_, tmp_path_;
-  Buffer pieces_[2];
+  StagingBuffer pieces_[2];
   size_t piece_capacity_ = 0;
   int fd_ = -1;
   bool durable_ = true;

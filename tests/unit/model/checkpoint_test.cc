@@ -6,11 +6,11 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
-#include "common/status_macros.h"
 #include "testing/test_util.h"
 
 namespace topiary::model {
@@ -235,33 +235,33 @@ int64_t MappedResidentBytes(const std::string& path) {
 }
 
 // A random fp32 model with a 12 MB embedding (several 4 MiB read runs),
-// saved into dir/src and mapped back.
-ModelConfig MappedTestConfig() {
+// saved into dir/src and mapped back (`loaded`, from `file`).
+class MappedCheckpoint : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    c.vocab_size = 6000, c.hidden_size = 512, c.num_attention_heads = 4, c.head_dim = 128;
+    so.dtype = at::kFloat;
+    LlamaModel src = InitModel(c, 5, at::kFloat);
+    ASSERT_TRUE(SaveCheckpoint(src, dir.File("src"), so).ok());
+    auto mapped = MapCheckpoint(dir.File("src"));
+    ASSERT_TRUE(mapped.ok()) << mapped.status();
+    loaded.emplace(*std::move(mapped));
+    file = fs::canonical(dir.File("src/model.safetensors")).string();
+  }
+
+  torch::NoGradGuard no_grad;
   ModelConfig c = TinyConfig();
-  c.vocab_size = 6000, c.hidden_size = 512, c.num_attention_heads = 4, c.head_dim = 128;
-  return c;
-}
-absl::StatusOr<LlamaModel> SaveAndMap(const ModelConfig& c, const TempDir& dir) {
+  TempDir dir;
   SaveOptions so;
-  so.dtype = at::kFloat;
-  LlamaModel src = InitModel(c, 5, at::kFloat);
-  RETURN_IF_ERROR(SaveCheckpoint(src, dir.File("src"), so));
-  return MapCheckpoint(dir.File("src"));
-}
+  std::optional<LlamaModel> loaded;
+  std::string file;
+};
 
 // A selection of a tensor of a loaded checkpoint (mapped from its file) is
 // read from the file into a staging buffer, run by run of increasing rows
 // (a 12 MB tensor: several runs), not through the mapping, and is written
 // as index_select gives it, rows in any order, columns sorted or not.
-TEST(Checkpoint, SelectionsOfAMappedCheckpointAreReadFromItsFile) {
-  torch::NoGradGuard g;
-  const ModelConfig c = MappedTestConfig();
-  TempDir dir;
-  SaveOptions so;
-  so.dtype = at::kFloat;
-  auto loaded = SaveAndMap(c, dir);
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
-  const std::string file = fs::canonical(dir.File("src/model.safetensors")).string();
+TEST_F(MappedCheckpoint, SelectionsAreReadFromItsFile) {
   ASSERT_EQ(MappedFileAt(loaded->embed_tokens.data_ptr()), file);
   ModelConfig small = c;
   small.vocab_size = 4000, small.hidden_size = 384;
@@ -303,15 +303,7 @@ TEST(Checkpoint, SelectionsOfAMappedCheckpointAreReadFromItsFile) {
 // Saved direct (past the page cache), a mapped checkpoint is written byte for
 // byte as it was, its matrices read from the file with pread (the mapping
 // does not fill), whatever the file system does with O_DIRECT.
-TEST(Checkpoint, ADirectSaveOfAMappedCheckpointIsTheSameFile) {
-  torch::NoGradGuard g;
-  const ModelConfig c = MappedTestConfig();
-  TempDir dir;
-  SaveOptions so;
-  so.dtype = at::kFloat;
-  auto loaded = SaveAndMap(c, dir);
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
-  const std::string file = fs::canonical(dir.File("src/model.safetensors")).string();
+TEST_F(MappedCheckpoint, ADirectSaveIsTheSameFile) {
   const int64_t resident_before = MappedResidentBytes(file);
   so.direct = true;
   ASSERT_TRUE(SaveCheckpoint(*loaded, dir.File("out"), so).ok());

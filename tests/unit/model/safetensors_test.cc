@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
@@ -141,6 +142,49 @@ TEST(Safetensors, DirectWriterWritesTheSameFileAndLeavesItOutOfTheCache) {
   for (size_t k = 0; k < decls.size(); ++k) {
     EXPECT_EQ(std::memcmp((*f)->Data(*(*f)->Find(decls[k].name)), data[k].data(), data[k].size()), 0) << k;
   }
+}
+
+// The smaps fields of the mapping that holds `p` (none when none does).
+std::map<std::string, std::string> SmapsOf(const void* p) {
+  const uintptr_t at = reinterpret_cast<uintptr_t>(p);
+  std::ifstream in("/proc/self/smaps");
+  std::map<std::string, std::string> fields;
+  bool found = false;
+  for (std::string line; std::getline(in, line);) {
+    const size_t dash = line.find('-'), colon = line.find(':');
+    if (dash != std::string::npos && dash < line.find(' ') && (colon == std::string::npos || colon > dash)) {
+      if (found) break;  // the next mapping
+      char* end = nullptr;
+      const uintptr_t lo = std::strtoull(line.c_str(), &end, 16), hi = std::strtoull(end + 1, nullptr, 16);
+      found = lo <= at && at < hi;
+    } else if (found && colon != std::string::npos) {
+      const size_t v = line.find_first_not_of(' ', colon + 1);
+      fields[line.substr(0, colon)] = v == std::string::npos ? "" : line.substr(v);
+    }
+  }
+  return fields;
+}
+
+// Staging memory is whole huge pages, 2 MiB-aligned, advised for
+// transparent huge pages (where the kernel offers them at all), and given
+// back when the buffer goes; moved, it changes owner without a copy.
+TEST(Safetensors, StagingBuffersAreHugePageAligned) {
+  StagingBuffer b((4 << 20) + 8192);
+  ASSERT_NE(b.get(), nullptr);
+  EXPECT_EQ(b.size(), size_t{6} << 20);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b.get()) % (2 << 20), 0u);
+  std::memset(b.get(), 7, b.size());
+  std::string thp;
+  std::getline(std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled"), thp);
+  if (!thp.empty() && thp.find("[never]") == std::string::npos) {
+    EXPECT_EQ(SmapsOf(b.get())["THPeligible"], "1") << "not advised for huge pages (THP: " << thp << ")";
+  }
+  uint8_t* at = b.get();
+  StagingBuffer moved = std::move(b);
+  EXPECT_EQ(moved.get(), at);
+  EXPECT_EQ(b.get(), nullptr);
+  moved = StagingBuffer();
+  EXPECT_TRUE(SmapsOf(at).empty()) << "still mapped";
 }
 
 // A source in the page cache is read from it; one that is not is read direct
