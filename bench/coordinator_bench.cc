@@ -47,12 +47,6 @@ namespace {
 using namespace topiary;
 using Clock_ = std::chrono::steady_clock;
 
-double Pct(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
-}
-
 std::string SelfDir() {
   char buf[4096];
   ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
@@ -72,7 +66,7 @@ double FsyncSeconds(const std::string& dir) {
     close(fd);
     t.push_back(std::chrono::duration<double>(Clock_::now() - t0).count());
   }
-  return Pct(t, 0.5);
+  return bench::Percentile(t, 0.5);
 }
 
 v1::JobSpec Spec(const std::string& root) {
@@ -108,7 +102,7 @@ Load Run(int clients, int per_client, const std::function<bool(int, int)>& call)
   if (failed) std::fprintf(stderr, "coordinator_bench: some calls failed\n");
   std::vector<double> all;
   for (auto& l : lat) all.insert(all.end(), l.begin(), l.end());
-  return {Pct(all, 0.5), Pct(all, 0.99), static_cast<double>(all.size()) / wall};
+  return {bench::Percentile(all, 0.5), bench::Percentile(all, 0.99), static_cast<double>(all.size()) / wall};
 }
 
 }  // namespace
@@ -138,36 +132,12 @@ int main(int argc, char** argv) {
   const double fsync_s = FsyncSeconds(dir);
 
   // ---- 1. the API over gRPC -------------------------------------------------
-  std::vector<std::string> args = {SelfDir() + "/topiary-coordinator",
-                                   "--listen",
-                                   "127.0.0.1:0",
-                                   "--state-dir",
-                                   dir + "/state",
-                                   "--storage-root",
-                                   dir + "/root",
-                                   "--metrics-address",
-                                   "",
-                                   "--port-file",
-                                   dir + "/port",
-                                   "--max-queued",
-                                   "1000000",
-                                   "--log-level",
-                                   "warn"};
-  std::vector<char*> cargv;
-  for (auto& a : args) cargv.push_back(a.data());
-  cargv.push_back(nullptr);
-  pid_t pid = -1;
-  posix_spawn(&pid, cargv[0], nullptr, nullptr, cargv.data(), environ);
-  for (int i = 0; i < 200 && !std::filesystem::exists(dir + "/port"); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  auto port = ReadFileToString(dir + "/port", 64);
-  if (!port.ok()) {
+  const bench::Coordinator coordinator = bench::StartCoordinator(SelfDir() + "/topiary-coordinator", dir);
+  if (coordinator.address.empty()) {
     std::fprintf(stderr, "coordinator_bench: the coordinator did not start\n");
     return 1;
   }
-  auto channel =
-      grpc::CreateChannel("127.0.0.1:" + port->substr(0, port->find('\n')), grpc::InsecureChannelCredentials());
+  auto channel = grpc::CreateChannel(coordinator.address, grpc::InsecureChannelCredentials());
   auto stub = v1::JobService::NewStub(channel);
   std::vector<std::string> ids;
   std::mutex ids_mu;
@@ -199,8 +169,8 @@ int main(int argc, char** argv) {
         clients, create.p50 * 1e3, clients, create.p99 * 1e3, clients, create.per_second, clients, get.p50 * 1e3,
         clients, get.p99 * 1e3, clients, get.per_second);
   }
-  kill(pid, SIGTERM);
-  waitpid(pid, nullptr, 0);
+  kill(coordinator.pid, SIGTERM);
+  waitpid(coordinator.pid, nullptr, 0);
 
   // ---- 2. scheduling decisions ----------------------------------------------
   double sched_p50 = 0, sched_p99 = 0;
@@ -233,8 +203,8 @@ int main(int argc, char** argv) {
     sched.RunOnce();  // 400 placements and 600 waiting reasons
     sched.RunOnce();  // a steady pass: nothing changes, nothing is written
     auto stats = sched.TakeStats();
-    sched_p50 = Pct(stats.decision_seconds, 0.5);
-    sched_p99 = Pct(stats.decision_seconds, 0.99);
+    sched_p50 = bench::Percentile(stats.decision_seconds, 0.5);
+    sched_p99 = bench::Percentile(stats.decision_seconds, 0.99);
     placed = stats.slots_used;
   }
   RemoveAll(dir).IgnoreError();

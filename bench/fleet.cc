@@ -32,51 +32,6 @@ constexpr int kSlots = 8;
 constexpr auto kHeartbeatEvery = std::chrono::seconds(3);
 constexpr auto kProgressEvery = std::chrono::seconds(10);
 
-double Pct(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
-}
-
-struct Coordinator {
-  pid_t pid = -1;
-  std::string address;
-};
-
-Coordinator Start(const std::string& binary, const std::string& dir) {
-  std::vector<std::string> args = {binary,
-                                   "--listen",
-                                   "127.0.0.1:0",
-                                   "--state-dir",
-                                   dir + "/state",
-                                   "--storage-root",
-                                   dir + "/root",
-                                   "--metrics-address",
-                                   "",
-                                   "--port-file",
-                                   dir + "/port",
-                                   "--max-queued",
-                                   "1000000",
-                                   "--max-queued-per-user",
-                                   "1000000",
-                                   "--lease-seconds",
-                                   "30",
-                                   "--log-level",
-                                   "warn"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  Coordinator c;
-  if (posix_spawn(&c.pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return {};
-  for (int i = 0; i < 400 && !std::filesystem::exists(dir + "/port"); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  auto port = ReadFileToString(dir + "/port", 64);
-  if (!port.ok()) return c;
-  c.address = "127.0.0.1:" + port->substr(0, port->find('\n'));
-  return c;
-}
-
 // CPU seconds (user + system) and bytes written to storage by a process so far.
 std::pair<double, double> CpuAndWrites(pid_t pid) {
   double cpu = 0, written = 0;
@@ -239,7 +194,7 @@ SizeResult RunSize(const FleetOptions& o, int n) {
   res.workers = n;
   const std::string dir = *MakeTempDir("topiary-fleet-bench");
   std::filesystem::create_directories(dir + "/root/models/t");
-  Coordinator c = Start(o.coordinator, dir);
+  Coordinator c = StartCoordinator(o.coordinator, dir, {"--max-queued-per-user", "1000000", "--lease-seconds", "30"});
   if (c.address.empty()) {
     std::fprintf(stderr, "coordinator_bench: the coordinator did not start\n");
     return res;
@@ -346,9 +301,10 @@ SizeResult RunSize(const FleetOptions& o, int n) {
   watcher.join();
   for (auto& d : drivers) d.join();
   lat.Merge(user_lat);
-  res.hb_p50 = Pct(lat.heartbeat, 0.5), res.hb_p99 = Pct(lat.heartbeat, 0.99), res.poll_p99 = Pct(lat.poll, 0.99);
-  res.progress_p50 = Pct(lat.progress, 0.5), res.progress_p99 = Pct(lat.progress, 0.99);
-  res.list_p99 = Pct(lat.list, 0.99);
+  res.hb_p50 = Percentile(lat.heartbeat, 0.5), res.hb_p99 = Percentile(lat.heartbeat, 0.99),
+  res.poll_p99 = Percentile(lat.poll, 0.99);
+  res.progress_p50 = Percentile(lat.progress, 0.5), res.progress_p99 = Percentile(lat.progress, 0.99);
+  res.list_p99 = Percentile(lat.list, 0.99);
   res.leases_lost = lat.leases_lost, res.errors = lat.errors, res.user_creates = creates;
   res.cpu_cores = (cpu1 - cpu0) / wall;
   res.bytes_per_hour_per_rank = (bytes1 - bytes0) / wall * 3600 / (static_cast<double>(n) * kSlots);
@@ -367,6 +323,35 @@ SizeResult RunSize(const FleetOptions& o, int n) {
 }
 
 }  // namespace
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+Coordinator StartCoordinator(const std::string& binary, const std::string& dir,
+                             const std::vector<std::string>& extra_flags) {
+  std::vector<std::string> args = {binary,        "--listen",          "127.0.0.1:0",
+                                   "--state-dir", dir + "/state",      "--storage-root",
+                                   dir + "/root", "--metrics-address", "",
+                                   "--port-file", dir + "/port",       "--max-queued",
+                                   "1000000",     "--log-level",       "warn"};
+  args.insert(args.end(), extra_flags.begin(), extra_flags.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  Coordinator c;
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return c;
+  c.pid = pid;
+  for (int i = 0; i < 400 && !std::filesystem::exists(dir + "/port"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  auto port = ReadFileToString(dir + "/port", 64);
+  if (port.ok()) c.address = "127.0.0.1:" + port->substr(0, port->find('\n'));
+  return c;
+}
 
 int RunFleet(const FleetOptions& o) {
   std::string line;

@@ -19,6 +19,18 @@
 
 namespace topiary::bench {
 
+// The p-quantile (0..1) of v; 0 when v is empty.
+double Percentile(std::vector<double> v, double p);
+
+// A topiary-coordinator started for a bench on a free loopback port, its
+// state under dir; `address` is empty when it did not come up.
+struct Coordinator {
+  int pid = -1;
+  std::string address;
+};
+Coordinator StartCoordinator(const std::string& binary, const std::string& dir,
+                             const std::vector<std::string>& extra_flags = {});
+
 struct FleetOptions {
   std::string coordinator;  // the topiary-coordinator binary
   std::vector<int> sizes;   // workers, tried in order

@@ -6,7 +6,6 @@
 #include <optional>
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/numbers.h"
@@ -23,8 +22,6 @@
 namespace topiary::cli {
 namespace {
 
-using json = nlohmann::json;
-
 struct TrainFlags {
   std::string dtype = "bf16", save_dtype = "bf16", tokens, peak_flops = "auto", memory_budget = "auto";
   stages::TrainStageOptions stage;
@@ -39,18 +36,7 @@ struct TrainFlags {
 
 void PrintStep(const TrainFlags& f, const train::StepMetrics& s) {
   if (f.json) {
-    json j = {{"step", s.step},
-              {"loss", s.loss},
-              {"lr", s.lr},
-              {"grad_norm", s.grad_norm},
-              {"tokens", s.tokens},
-              {"tokens_per_second", s.tokens_per_second},
-              {"optimizer_state_bytes", s.optimizer_state_bytes}};
-    if (s.kl >= 0) j["kl"] = s.kl, j["ce"] = s.ce;
-    if (s.hidden >= 0) j["hidden"] = s.hidden;
-    if (s.mfu >= 0) j["mfu"] = s.mfu;
-    if (s.eval_loss >= 0) j["eval_loss"] = s.eval_loss;
-    std::printf("%s\n", j.dump().c_str());
+    std::printf("%s\n", stages::StepJson(s).c_str());
   } else {
     std::string parts;
     if (s.kl >= 0)

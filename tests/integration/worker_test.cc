@@ -140,6 +140,46 @@ class WorkerTest : public ::testing::Test {
     args.insert(args.begin(), testing::BinDir() + "/topiary");
     return testing::RunProcesses({args}, dir_, std::chrono::seconds(300))[0];
   }
+  // `topiary distill` of job id's pruned student from `teacher` into
+  // dir_/cli-distill: the run a job's distill stage is compared with.
+  testing::ProcessResult CliDistill(const std::string& id, const std::string& teacher, int steps,
+                                    std::vector<std::string> more = {}) {
+    std::vector<std::string> args = {"distill",
+                                     "--teacher",
+                                     teacher,
+                                     "--student",
+                                     JobDir(id) + "/prune/model",
+                                     "--data",
+                                     root_ + "/data/kjv-train.bin",
+                                     "--eval-data",
+                                     root_ + "/data/kjv-val.bin",
+                                     "--seq-len",
+                                     "64",
+                                     "--steps",
+                                     std::to_string(steps),
+                                     "--global-batch",
+                                     "8",
+                                     "--micro-batch",
+                                     "2",
+                                     "--lr",
+                                     "1e-3",
+                                     "--min-lr",
+                                     "1e-4",
+                                     "--warmup",
+                                     "2",
+                                     "--dtype",
+                                     "fp32",
+                                     "--log-every",
+                                     "1",
+                                     "--threads",
+                                     "1",
+                                     "--peak-flops",
+                                     "0",
+                                     "--out",
+                                     dir_ + "/cli-distill"};
+    args.insert(args.end(), more.begin(), more.end());
+    return Topiary(std::move(args));
+  }
   // The worker whose log says it registered as `worker_id`.
   std::string NameOf(const std::string& worker_id, const std::vector<std::string>& names) const {
     for (const std::string& n : names) {
@@ -260,41 +300,7 @@ TEST_F(WorkerTest, TwoRanksAcrossWorkersEqualOneProcess) {
           << metric << l;
     }
   }
-  auto kd = Topiary({"distill",
-                     "--teacher",
-                     teacher,
-                     "--student",
-                     JobDir(id) + "/prune/model",
-                     "--data",
-                     root_ + "/data/kjv-train.bin",
-                     "--eval-data",
-                     root_ + "/data/kjv-val.bin",
-                     "--seq-len",
-                     "64",
-                     "--steps",
-                     "8",
-                     "--global-batch",
-                     "8",
-                     "--micro-batch",
-                     "2",
-                     "--lr",
-                     "1e-3",
-                     "--min-lr",
-                     "1e-4",
-                     "--warmup",
-                     "2",
-                     "--dtype",
-                     "fp32",
-                     "--log-every",
-                     "1",
-                     "--eval-windows",
-                     "8",
-                     "--threads",
-                     "1",
-                     "--peak-flops",
-                     "0",
-                     "--out",
-                     dir_ + "/cli-distill"});
+  auto kd = CliDistill(id, teacher, 8, {"--eval-windows", "8"});
   ASSERT_EQ(kd.exit_code, 0) << kd.output;
   const std::vector<double> job_losses = Losses(JobDir(id) + "/distill/train_log.jsonl");
   const std::vector<double> cli_losses = Losses(dir_ + "/cli-distill/train_log.jsonl");
@@ -359,39 +365,7 @@ TEST_P(WorkerLossTest, TheTaskResumesOnTheOtherWorkerFromItsCheckpoint) {
     EXPECT_GE(result["resumed_from"].get<int>(), 9);  // the drain wrote a checkpoint
   }
   // It ends where an uninterrupted run ends (each step once in the log).
-  auto kd = Topiary({"distill",
-                     "--teacher",
-                     root_ + "/models/kjv-llama-8m",
-                     "--student",
-                     JobDir(id) + "/prune/model",
-                     "--data",
-                     root_ + "/data/kjv-train.bin",
-                     "--eval-data",
-                     root_ + "/data/kjv-val.bin",
-                     "--seq-len",
-                     "64",
-                     "--steps",
-                     "30",
-                     "--global-batch",
-                     "8",
-                     "--micro-batch",
-                     "2",
-                     "--lr",
-                     "1e-3",
-                     "--min-lr",
-                     "1e-4",
-                     "--warmup",
-                     "2",
-                     "--dtype",
-                     "fp32",
-                     "--log-every",
-                     "1",
-                     "--threads",
-                     "1",
-                     "--peak-flops",
-                     "0",
-                     "--out",
-                     dir_ + "/cli-distill"});
+  auto kd = CliDistill(id, root_ + "/models/kjv-llama-8m", 30);
   ASSERT_EQ(kd.exit_code, 0) << kd.output;
   const std::vector<double> job_losses = Losses(JobDir(id) + "/distill/train_log.jsonl");
   const std::vector<double> cli_losses = Losses(dir_ + "/cli-distill/train_log.jsonl");

@@ -24,21 +24,6 @@ namespace {
 
 using json = nlohmann::json;
 
-json StepJson(const train::StepMetrics& s) {
-  json j = {{"step", s.step},
-            {"loss", s.loss},
-            {"lr", s.lr},
-            {"grad_norm", s.grad_norm},
-            {"tokens", s.tokens},
-            {"tokens_per_second", s.tokens_per_second},
-            {"optimizer_state_bytes", s.optimizer_state_bytes}};
-  if (s.kl >= 0) j["kl"] = s.kl, j["ce"] = s.ce;
-  if (s.hidden >= 0) j["hidden"] = s.hidden;
-  if (s.mfu >= 0) j["mfu"] = s.mfu;
-  if (s.eval_loss >= 0) j["eval_loss"] = s.eval_loss;
-  return j;
-}
-
 absl::Status CheckOptions(const TrainStageOptions& o, int world_size) {
   RETURN_IF_ERROR(train::ValidateRecipe(o.recipe, world_size));
   if (o.mode == TrainMode::kDistill && !(o.kd.temperature > 0)) {
@@ -179,7 +164,7 @@ absl::Status Run(const StageContext& ctx, TrainStageOptions o, const train::Step
   ctx.Phase("training");
   const auto t0 = std::chrono::steady_clock::now();
   RETURN_IF_ERROR(train::Train(m, run_objective, td, r, ro, [&](const train::StepMetrics& s) {
-    if (leader) log << StepJson(s).dump() << "\n" << std::flush;
+    if (leader) log << StepJson(s) << "\n" << std::flush;
     if (leader && on_log) on_log(s);
   }));
   out->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -195,6 +180,21 @@ absl::Status Run(const StageContext& ctx, TrainStageOptions o, const train::Step
 }
 
 }  // namespace
+
+std::string StepJson(const train::StepMetrics& s) {
+  json j = {{"step", s.step},
+            {"loss", s.loss},
+            {"lr", s.lr},
+            {"grad_norm", s.grad_norm},
+            {"tokens", s.tokens},
+            {"tokens_per_second", s.tokens_per_second},
+            {"optimizer_state_bytes", s.optimizer_state_bytes}};
+  if (s.kl >= 0) j["kl"] = s.kl, j["ce"] = s.ce;
+  if (s.hidden >= 0) j["hidden"] = s.hidden;
+  if (s.mfu >= 0) j["mfu"] = s.mfu;
+  if (s.eval_loss >= 0) j["eval_loss"] = s.eval_loss;
+  return j.dump();
+}
 
 absl::StatusOr<double> ParsePeakFlops(const std::string& text) {
   if (text == "auto") return -1.0;

@@ -72,6 +72,10 @@ struct TrainStageResult {
 absl::StatusOr<TrainStageResult> RunTraining(const StageContext& context, const TrainStageOptions& options,
                                              const train::StepCallback& on_log = nullptr);
 
+// A logged step as one JSON object (no newline): a line of train_log.jsonl,
+// and what `topiary distill --json` prints.
+std::string StepJson(const train::StepMetrics& s);
+
 // "auto": the GEMM peak of the compute dtype, measured now; "0": no MFU.
 absl::StatusOr<double> ParsePeakFlops(const std::string& text);
 
