@@ -10,9 +10,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <future>
 #include <new>
 #include <utility>
-#include <future>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -184,8 +184,7 @@ StagingBuffer::StagingBuffer(size_t bytes) {
     ::munmap(reinterpret_cast<void*>(aligned + size_), after);
   }
   data_ = reinterpret_cast<uint8_t*>(aligned);
-  (void)::madvise(data_, size_,
-                  MADV_HUGEPAGE);  // advisory: without it, 4 KiB pages  // advisory: without it, 4 KiB pages
+  (void)::madvise(data_, size_, MADV_HUGEPAGE);  // advisory: without it, 4 KiB pages
 }
 
 StagingBuffer::~StagingBuffer() {

@@ -77,20 +77,6 @@ class SafetensorsFile {
 absl::StatusOr<std::vector<TensorInfo>> ParseHeader(absl::string_view json_text, uint64_t data_size,
                                                     std::map<std::string, std::string>* metadata);
 
-// Reads byte ranges of live SafetensorsFile mappings with pread, not through
-// the mapping (no page faults or page-table entries), ahead of their use: the
-// caller queues ranges in the order it will take them, and reader threads
-// read them into a ring of buffers while it works on earlier ones, across
-// tensors, so that a stream of reads never drains between them. A source (a
-// tensor) is read from the page cache when at least half of it is resident
-// there (mincore), else with O_DIRECT into the ring, so that a cold checkpoint
-// streams from disk without churning the page cache (falling back to a
-// cached read where the file system refuses O_DIRECT). The choice is made
-// once per source: the kernel's read-ahead for cached reads would make the
-// next bytes look resident. A process that neither owns the file nor may
-// write it sees only the pages it has mapped itself (mincore's rule) and
-// reads direct. Memory: `slots` buffers of max_bytes (plus two pages).
-// Queue and Take are called from one thread at a time.
 // Memory that I/O is staged in: anonymous, 2 MiB-aligned and advised to be
 // backed by transparent huge pages. The kernel's copies into and out of it
 // (a buffered write, a read from the page cache) then miss the TLB once per
@@ -112,6 +98,20 @@ class StagingBuffer {
   size_t size_ = 0;  // a multiple of 2 MiB
 };
 
+// Reads byte ranges of live SafetensorsFile mappings with pread, not through
+// the mapping (no page faults or page-table entries), ahead of their use: the
+// caller queues ranges in the order it will take them, and reader threads
+// read them into a ring of buffers while it works on earlier ones, across
+// tensors, so that a stream of reads never drains between them. A source (a
+// tensor) is read from the page cache when at least half of it is resident
+// there (mincore), else with O_DIRECT into the ring, so that a cold checkpoint
+// streams from disk without churning the page cache (falling back to a
+// cached read where the file system refuses O_DIRECT). The choice is made
+// once per source: the kernel's read-ahead for cached reads would make the
+// next bytes look resident. A process that neither owns the file nor may
+// write it sees only the pages it has mapped itself (mincore's rule) and
+// reads direct. Memory: `slots` buffers of max_bytes (plus two pages).
+// Queue and Take are called from one thread at a time.
 class ReadAhead {
  public:
   ReadAhead(size_t max_bytes, int slots, int threads);

@@ -7,7 +7,6 @@
 #include "worker/compress/prune/plan.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/gather.h"
-#include "worker/model/safetensors.h"
 
 namespace topiary::compress {
 namespace {
