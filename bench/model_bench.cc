@@ -47,29 +47,38 @@ model::ModelConfig StudentOf(const model::ModelConfig& teacher) {
   return s;
 }
 
-// Runs the peer with the same shape (kd: the teacher shape; the peer derives
-// the same student) and the same allocator settings.
-double RunPeer(const bench::BenchArgs& a, const model::ModelConfig& c) {
+// One run of the peer: its throughput and the torch version it ran on.
+struct Peer {
+  double tokens_per_s = -1;
+  std::string torch = "none";
+};
+
+// Runs the peer (eager PyTorch, or torch.compile with `compiled`) in a fresh
+// process with the same shape (kd: the teacher shape; the peer derives the
+// same student) and the same allocator settings, on the Python environment
+// of the torch wheel we link.
+Peer RunPeer(const bench::BenchArgs& a, const model::ModelConfig& c, bool compiled) {
   std::string cmd =
       std::string(
-          "MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864 "
-          "/usr/bin/python3 ") +
+          "MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864 " TOPIARY_PYTHON
+          " ") +
       TOPIARY_SOURCE_DIR + "/bench/peers/llama_step.py" + " --hidden " + std::to_string(c.hidden_size) + " --ffn " +
       std::to_string(c.intermediate_size) + " --heads " + std::to_string(c.num_attention_heads) + " --kv-heads " +
       std::to_string(c.num_key_value_heads) + " --layers " + std::to_string(c.num_hidden_layers) + " --vocab " +
       std::to_string(c.vocab_size) + " --seq " + std::to_string(a.seq) + " --batch " + std::to_string(a.batch) +
       " --iters " + std::to_string(a.iters) + " --mode " + a.mode + " --threads " +
       std::to_string(at::get_num_threads()) + " --student-layers " + std::to_string(StudentOf(c).num_hidden_layers) +
-      " --student-ffn " + std::to_string(StudentOf(c).intermediate_size);
+      " --student-ffn " + std::to_string(StudentOf(c).intermediate_size) + (compiled ? " --compile" : "");
+  Peer peer;
   FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return -1;
+  if (!p) return peer;
   char line[512];
-  double tps = -1;
   while (fgets(line, sizeof(line), p)) {
-    if (const char* s = std::strstr(line, "tokens_per_second=")) tps = std::atof(s + 18);
+    if (const char* s = std::strstr(line, "tokens_per_second=")) peer.tokens_per_s = std::atof(s + 18);
+    if (const char* s = std::strstr(line, "torch=")) peer.torch = std::string(s + 6, std::strcspn(s + 6, " \n"));
   }
   pclose(p);
-  return tps;
+  return peer;
 }
 
 }  // namespace
@@ -169,14 +178,19 @@ int main(int argc, char** argv) {
     std::filesystem::remove_all(dir);
     checkpoint = absl::StrFormat(" ckpt_mb=%.0f ckpt_save_s=%.2f ckpt_load_s=%.2f", bytes / 1e6, save, load);
   }
-  double peer = a.mode == "fwdbwd" || std::getenv("TOPIARY_BENCH_NO_PEER") ? -1 : RunPeer(a, kd ? teacher_config : c);
+  const bool peers = a.mode != "fwdbwd" && !std::getenv("TOPIARY_BENCH_NO_PEER");
+  const Peer eager = peers ? RunPeer(a, kd ? teacher_config : c, false) : Peer{};
+  const Peer compiled =
+      peers && !std::getenv("TOPIARY_BENCH_NO_COMPILE") ? RunPeer(a, kd ? teacher_config : c, true) : Peer{};
+  auto ratio = [&](const Peer& p) { return p.tokens_per_s > 0 ? (tokens / sec) / p.tokens_per_s : 0.0; };
   std::printf(
       "SUMMARY model_bench shape=%s params=%.1fM mode=%s batch=%lld seq=%lld tokens_per_s=%.0f "
-      "gflops=%.1f bf16_peak_gflops=%.1f of_peak=%.3f peer_tokens_per_s=%.0f vs_peer=%.2f page_faults_per_step=%.0f "
+      "gflops=%.1f bf16_peak_gflops=%.1f of_peak=%.3f libtorch=%s peer_torch=%s eager_tokens_per_s=%.0f "
+      "vs_eager=%.2f compiled_tokens_per_s=%.0f vs_compiled=%.2f page_faults_per_step=%.0f "
       "peak_buffers_mb=%.0f mapped_buffers_mb=%.0f%s\n",
       a.shape.c_str(), counts.total() / 1e6, a.mode.c_str(), static_cast<long long>(a.batch),
-      static_cast<long long>(a.seq), tokens / sec, flops / 1e9, peak / 1e9, flops / peak, peer,
-      peer > 0 ? (tokens / sec) / peer : 0.0, faults_per_step, cache.peak_in_use_bytes / 1e6,
-      (cache.in_use_bytes + cache.cached_bytes) / 1e6, checkpoint.c_str());
+      static_cast<long long>(a.seq), tokens / sec, flops / 1e9, peak / 1e9, flops / peak, TORCH_VERSION,
+      eager.torch.c_str(), eager.tokens_per_s, ratio(eager), compiled.tokens_per_s, ratio(compiled), faults_per_step,
+      cache.peak_in_use_bytes / 1e6, (cache.in_use_bytes + cache.cached_bytes) / 1e6, checkpoint.c_str());
   return 0;
 }

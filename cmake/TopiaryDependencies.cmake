@@ -1,12 +1,16 @@
-# Finds every third-party dependency. Each comes from a Debian 12 package
-# (scripts/setup installs them); nothing is downloaded at configure time.
+# Finds every third-party dependency. Each comes from a Debian 12 package or
+# from the pinned Python environment (scripts/requirements.txt) that
+# scripts/setup creates; nothing is downloaded at configure time.
 find_package(PkgConfig REQUIRED)
 find_package(Threads REQUIRED)
 
-# libtorch (libtorch-dev). Its config adds -D_GLIBCXX_USE_CXX11_ABI and friends.
-# The service-only build (the coordinator and its tests) needs neither it nor SentencePiece.
+# libtorch: PyPI's torch wheel (the CUDA build: it runs CPU ops where no GPU
+# is present) in Topiary's virtual environment, found through
+# torch.utils.cmake_prefix_path. The service-only build (the coordinator and
+# its tests) needs neither it nor SentencePiece.
+set(TOPIARY_TORCH_VERSION "2.11.0" CACHE STRING "The torch wheel version the build expects (scripts/requirements.txt)")
 if(NOT TOPIARY_SERVICE_ONLY)
-  find_package(Torch REQUIRED)
+  include(TopiaryTorch)
   pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
 endif()
 find_package(absl REQUIRED)
@@ -24,9 +28,6 @@ else()
   find_package(prometheus-cpp CONFIG REQUIRED)
   find_package(yaml-cpp REQUIRED)
   find_package(CLI11 CONFIG REQUIRED)
-  if(NOT TOPIARY_SERVICE_ONLY)
-    find_package(Gloo CONFIG REQUIRED)
-  endif()
   find_package(OpenSSL REQUIRED)  # SHA-256 of worker secrets (libssl-dev)
 endif()
 if(TOPIARY_BUILD_TESTS)
@@ -34,16 +35,18 @@ if(TOPIARY_BUILD_TESTS)
 endif()
 
 # NCCL: AUTO turns it on when nccl.h, libnccl and the CUDA runtime are found.
-# Our NCCL backend works on raw device buffers, so it needs no CUDA libtorch
-# to build (with a CPU libtorch it refuses CPU tensors at run time, and its
-# gpu-labelled test drives the raw-buffer API directly).
+# It is the wheel's NCCL (nvidia-nccl-cu13, site-packages/nvidia/nccl), the
+# one libtorch_cuda itself loads: a process then holds one libnccl.so.2,
+# whichever directory the loader would find first. /usr/local/cuda's NCCL is
+# the same release (2.28.9) but is only the fallback for a build without the
+# wheel. The CUDA runtime likewise comes from the wheel (nvidia/cu13).
 set(TOPIARY_NCCL_ENABLED OFF)
 if(NOT TOPIARY_WITH_NCCL STREQUAL "OFF")
-  set(_cuda_hints /usr/local/cuda $ENV{CUDA_HOME})
-  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${_cuda_hints} PATH_SUFFIXES include)
-  find_library(NCCL_LIBRARY nccl HINTS ${_cuda_hints} PATH_SUFFIXES lib64 lib)
-  find_path(CUDA_RUNTIME_INCLUDE_DIR cuda_runtime_api.h HINTS ${_cuda_hints} PATH_SUFFIXES include)
-  find_library(CUDA_RUNTIME_LIBRARY cudart HINTS ${_cuda_hints} PATH_SUFFIXES lib64 lib)
+  set(_cuda_hints ${TOPIARY_NVIDIA_DIR}/nccl ${TOPIARY_NVIDIA_DIR}/cu13 /usr/local/cuda $ENV{CUDA_HOME})
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${_cuda_hints} PATH_SUFFIXES include NO_DEFAULT_PATH)
+  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${_cuda_hints} PATH_SUFFIXES lib lib64 NO_DEFAULT_PATH)
+  find_path(CUDA_RUNTIME_INCLUDE_DIR cuda_runtime_api.h HINTS ${_cuda_hints} PATH_SUFFIXES include NO_DEFAULT_PATH)
+  find_library(CUDA_RUNTIME_LIBRARY NAMES cudart libcudart.so.13 HINTS ${_cuda_hints} PATH_SUFFIXES lib lib64 NO_DEFAULT_PATH)
   if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY AND CUDA_RUNTIME_INCLUDE_DIR AND CUDA_RUNTIME_LIBRARY)
     set(TOPIARY_NCCL_ENABLED ON)
   elseif(TOPIARY_WITH_NCCL STREQUAL "ON")

@@ -36,6 +36,13 @@ endfunction()
 # header (cmake/torch_pch.h) built once for all libtorch-heavy targets.
 function(topiary_torch_target target)
   target_link_libraries(${target} PUBLIC ${TORCH_LIBRARIES})
+  # The torch wheel's libraries export copies of some libstdc++ functions
+  # (std::filesystem among them, from the toolchain that built them). Naming
+  # libstdc++ before anything else makes it the first library the loader
+  # searches, so our calls (and libtorch's) bind to the system's libstdc++,
+  # as they do when Python loads libtorch: bound to libtorch's copy,
+  # std::filesystem::remove_all jumps to a null pointer.
+  target_link_options(${target} PUBLIC "LINKER:--push-state,--no-as-needed" -lstdc++ "LINKER:--pop-state")
   # libtorch's headers trip -Wextra in places we do not own.
   target_compile_options(${target} PRIVATE -Wno-error=deprecated-declarations)
   if(TOPIARY_PCH)

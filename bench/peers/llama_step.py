@@ -1,10 +1,13 @@
 """Eager-PyTorch peer of bench/model_bench: the same Llama shape, the same
 forward, training step or distillation step (bf16 compute, fp32 master
 weights, AdamW; kd: teacher forward without autograd, forward KL on logits,
-student of --student-layers/--student-ffn), timed the same way. Prints one line: PEER tokens_per_second=<x>.
+student of --student-layers/--student-ffn), timed the same way. Prints one
+line: PEER tokens_per_second=<x> torch=<version> compiled=<0|1>.
 
-Run with Debian's /usr/bin/python3 (python3-torch 1.13). Written as a user of
-eager PyTorch would write it, following the Hugging Face Llama equations.
+Run with Topiary's Python environment (scripts/venv: torch 2.11, the version
+of the libtorch we link). Written as a user of eager PyTorch would write it,
+following the Hugging Face Llama equations; --compile wraps the model's
+forward and the loss in torch.compile (inductor), as such a user would.
 """
 import argparse
 import math
@@ -83,6 +86,7 @@ def main():
     ap.add_argument("--student-layers", type=int, default=6)
     ap.add_argument("--student-ffn", type=int, default=2048)
     ap.add_argument("--mode", choices=("forward", "train", "kd"), default="train")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (and the teacher)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -91,6 +95,10 @@ def main():
         teacher = Llama(a).to(torch.bfloat16).eval()
         a.layers, a.ffn = a.student_layers, a.student_ffn
     model = Llama(a).to(torch.bfloat16)
+    if a.compile:
+        model = torch.compile(model)
+        if teacher is not None:
+            teacher = torch.compile(teacher)
     tokens = torch.randint(0, a.vocab, (a.batch, a.seq))
     targets = torch.randint(0, a.vocab, (a.batch, a.seq))
     params = [p for p in model.parameters()]
@@ -122,13 +130,16 @@ def main():
                 p.copy_(m)
 
     step()
+    if a.compile:
+        step()  # a second warm-up: inductor may recompile once (grad mode, strides)
     times = []
     for _ in range(a.iters):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
     # The fastest step, as bench/bench_util.h's TimeBest: interference only adds time.
-    print(f"PEER tokens_per_second={a.batch * a.seq / min(times):.1f}")
+    print(f"PEER tokens_per_second={a.batch * a.seq / min(times):.1f} torch={torch.__version__.split('+')[0]} "
+          f"compiled={int(a.compile)}")
 
 
 if __name__ == "__main__":

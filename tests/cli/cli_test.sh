@@ -5,6 +5,7 @@
 set -uo pipefail
 bin=$1; kjv=$2
 root=$(cd "$(dirname "$0")/../.." && pwd)
+python=${TOPIARY_PYTHON:-$("$root/scripts/venv")/bin/python}  # the reference check needs torch
 teacher=$root/models/kjv-llama-8m
 topiary=$bin/topiary
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -60,7 +61,7 @@ assert (j['hidden_size'], j['intermediate_size'], j['num_attention_heads'], j['n
 check "pruned keeps the tokenizer" cmp -s "$teacher/tokenizer.model" "$tmp/pruned/tokenizer.model"
 "$topiary" eval --model "$tmp/pruned" --data "$kjv/kjv-val.bin" --seq-len 128 --max-windows 4 --json >"$tmp/pe.json"
 check "pruned model evaluates" grep -q perplexity "$tmp/pe.json"
-check "reference loads the pruned model: same logits and loss" /usr/bin/python3 "$root/tests/reference/check_logits.py" \
+check "reference loads the pruned model: same logits and loss" "$python" "$root/tests/reference/check_logits.py" \
   --tool "$bin/dump_logits" --model "$tmp/pruned" --eval-data "$kjv/kjv-val.bin" --eval-json "$tmp/pe.json" \
   --eval-seq-len 128 --eval-windows 4
 "$topiary" prune --model "$teacher" --scores "$tmp/imp/scores.json" --redistribute-heads \

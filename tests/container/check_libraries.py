@@ -2,8 +2,13 @@
 """Offline: every shared library the binaries of each image load (ldd, so
 transitively, as built here) belongs to a Debian package that image's
 runtime stage installs (docker/<image>.packages) or that those depend on, or
-to the base every Debian image has. An image then never starts with a
-missing library. Usage: check_libraries.py BUILD_DIR
+to the base every Debian image has; or, for the worker image, to the torch
+wheel's libraries (site-packages/torch/lib and site-packages/nvidia of
+Topiary's Python environment), which docker/Dockerfile copies into it at the
+same path. An image then never starts with a missing library. It also checks
+that no binary loads a second copy of a library libtorch carries (Debian's
+libgloo or libgomp beside the wheel's): one copy of each in a process.
+Usage: check_libraries.py BUILD_DIR
 """
 import os
 import re
@@ -17,6 +22,7 @@ IMAGES = {  # what docker/Dockerfile copies into each
     "worker": ["bin/topiary-worker", "bin/topiary-rank", "bin/topiary-compute", "bin/topiary",
                "lib/libtopiary_spm_shim.so"],
 }
+WHEEL_IMAGES = {"worker"}  # the images docker/Dockerfile copies the wheel's libraries into
 BASE = ["apt"]  # debootstrap --variant=minbase and debian:bookworm-slim hold apt and what it needs
 
 
@@ -42,8 +48,20 @@ def closure(roots):
     return {line.strip() for line in r.stdout.splitlines() if line and not line.startswith(" ")} | set(roots)
 
 
+def wheel_dirs():
+    venv = subprocess.run([os.path.join(SRC, "scripts/venv")], capture_output=True, text=True).stdout.strip()
+    r = subprocess.run([os.path.join(venv, "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                       capture_output=True, text=True)
+    site = r.stdout.strip()
+    return [os.path.join(site, "torch", "lib") + "/", os.path.join(site, "nvidia") + "/"] if site else []
+
+
 def main():
     failures = 0
+    wheel = wheel_dirs()
+    with open(os.path.join(SRC, "docker", "Dockerfile")) as f:
+        dockerfile = f.read()
+    copies_wheel = '"$site/torch/lib" "$site/nvidia"' in dockerfile
     for image, binaries in IMAGES.items():
         with open(os.path.join(SRC, "docker", image + ".packages")) as f:
             listed = [l.strip() for l in f if l.strip() and not l.startswith("#")]
@@ -57,9 +75,25 @@ def main():
                 failures += 1
                 continue
             out = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
-            for lib in re.findall(r"=> (/\S+)", out):
-                if not lib.startswith(BUILD):  # ours are copied into the image
-                    libs.setdefault(lib, b)
+            loaded = re.findall(r"=> (/\S+)", out)
+            names = [os.path.basename(l) for l in loaded]
+            for soname in ("libgloo.so", "libgomp.so", "libnccl.so"):
+                copies = sorted({l for l in loaded if os.path.basename(l).startswith(soname)})
+                if len(copies) > 1:
+                    print(f"{image}: {b} loads {len(copies)} copies of {soname}: {', '.join(copies)}")
+                    failures += 1
+            if any(n.startswith("libgloo.so") for n in names):
+                print(f"{image}: {b} loads Debian's libgloo beside libtorch's own Gloo")
+                failures += 1
+            for lib in loaded:
+                if lib.startswith(BUILD):  # ours are copied into the image
+                    continue
+                if any(lib.startswith(d) for d in wheel):
+                    if image not in WHEEL_IMAGES or not copies_wheel:
+                        print(f"{image}: {b} loads {lib} from the torch wheel, which the image does not carry")
+                        failures += 1
+                    continue
+                libs.setdefault(lib, b)
         owned = owners(libs)
         for lib, b in sorted(libs.items()):
             if lib not in owned:

@@ -47,6 +47,9 @@ rm -rf "$ctx" && mkdir -p "$ctx/docker" "$ctx/out/bin" "$ctx/out/lib"
 cp "$src"/docker/*.packages "$ctx/docker/"
 for b in topiary topiary-compute topiary-coordinator topiary-worker topiary-rank; do cp "$build/bin/$b" "$ctx/out/bin/"; done
 cp "$build/lib/libtopiary_spm_shim.so" "$ctx/out/lib/"
+# The torch wheel's libraries, at the path the binaries were linked against.
+site=$("$src/scripts/venv")/lib/python3.11/site-packages
+mkdir -p "$ctx/out/wheel" && cp -a --parents "$site/torch/lib" "$site/nvidia" "$ctx/out/wheel/"
 sed '/^# >>> binaries/,/^# <<< binaries/c\FROM scratch AS binaries\nCOPY out/ /out/' "$src/docker/Dockerfile" |
   sed '/^FROM ${DEBIAN} AS build$/,/^$/d' >"$ctx/Dockerfile"
 grep -q 'FROM scratch AS binaries' "$ctx/Dockerfile" || fail "docker/Dockerfile lost its '# >>> binaries' markers"

@@ -1,14 +1,15 @@
 #!/usr/bin/python3
 """Offline checks of deploy/: every overlay renders with `kubectl kustomize`,
-every rendered object validates against the Kubernetes and
-prometheus-operator schemas (npm kubernetes-models, installed into the build
-directory), yamllint passes, the flags in the manifests are flags the
+every rendered object validates strictly against the Kubernetes and
+prometheus-operator schemas (validate_schemas.py on Topiary's Python
+environment: kubernetes-validate and the CRDs' models), yamllint passes, the flags in the manifests are flags the
 binaries accept (their own parsers run on them), the objects carry what a
 production install needs (probes, volumes, secrets, PDB, network policy...),
 and the alerts pass `promtool check rules` and `promtool test rules`.
 
-Usage: manifests_test.py BIN_DIR WORK_DIR. Exit 77 (skipped) with the reason
-when kubectl, node or npm is not installed.
+Usage: manifests_test.py BIN_DIR WORK_DIR [PYTHON]. PYTHON is the environment's
+interpreter (default: scripts/venv's). Exit 77 (skipped) with the reason when
+kubectl is not installed.
 """
 import json
 import os
@@ -24,6 +25,9 @@ from checklist import Checklist  # noqa: E402
 
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN, WORK = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+PYTHON = sys.argv[3] if len(sys.argv) > 3 else os.path.join(
+    subprocess.run([os.path.join(SRC, "scripts/venv")], capture_output=True, text=True).stdout.strip(), "bin/python")
+VALIDATE = os.path.join(SRC, "tests/deploy/validate_schemas.py")
 TARGETS = {"cpu-dev": "deploy/overlays/cpu-dev", "gpu": "deploy/overlays/gpu", "submit": "deploy/submit"}
 check = Checklist()
 
@@ -149,8 +153,7 @@ def main():
     # Without these, the rendered objects go unchecked (the test ends skipped,
     # saying so); yamllint and promtool still run.
     missing = [f"{tool} is not installed here ({why})" for tool, why in (
-        ("kubectl", "kubectl with kustomize renders the overlays"),
-        ("npm", "npm installs the schemas, kubernetes-models"), ("node", "node runs the schemas")) if not shutil.which(tool)]
+        ("kubectl", "kubectl with kustomize renders the overlays"),) if not shutil.which(tool)]
     os.makedirs(WORK, exist_ok=True)
     rendered = {}
     for name, path in TARGETS.items() if not missing else ():
@@ -199,33 +202,40 @@ def main():
                 ["--server", "127.0.0.1:1", "--timeout", "2"], env={"PATH": "/usr/bin:/bin", "TOPIARY_TOKEN": "t"})
         check(r.returncode == 3, f"submit: the CLI accepts the Job's arguments (exit {r.returncode}: {r.stderr})")
 
-    # Schemas: kubernetes-models, installed here by npm on first use.
-    node_dir = os.path.join(WORK, "node")
-    if rendered and not os.path.isdir(os.path.join(node_dir, "node_modules", "@kubernetes-models", "prometheus-operator")):
-        os.makedirs(node_dir, exist_ok=True)
-        r = run(["npm", "install", "--prefix", node_dir, "--no-audit", "--no-fund", "--loglevel=error",
-                 "kubernetes-models@5.1.0", "@kubernetes-models/prometheus-operator@6.0.0"], timeout=600)
-        check(r.returncode == 0, f"npm install kubernetes-models: {r.stderr[-2000:]}")
-    if rendered:
-        shutil.copy(os.path.join(SRC, "tests/deploy/validate.mjs"), node_dir)
+    # Schemas: every object, strictly (validate_schemas.py).
+    def validate(objs, label):
+        path = os.path.join(WORK, label + ".json")
+        with open(path, "w") as f:
+            json.dump(objs, f)
+        return run([PYTHON, VALIDATE, path])
+
     for name, objs in rendered.items():
-        path = os.path.join(WORK, name + ".json")
-        with open(path, "w") as f:
-            json.dump(objs, f)
-        r = run(["node", os.path.join(node_dir, "validate.mjs"), path])
+        r = validate(objs, name)
         print(r.stdout, end="")
-        check(r.returncode == 0, f"{name}: objects validate against the schemas: {r.stderr[-2000:]}")
+        check(r.returncode == 0, f"{name}: objects validate against the schemas: {r.stdout[-2000:]}{r.stderr[-2000:]}")
     if rendered:
-        # The check bites: a misspelt field (which the API server would drop silently) fails it.
-        objs = json.loads(json.dumps(next(iter(rendered.values()))))
-        sts = next(o for o in objs if o["kind"] == "StatefulSet")
-        sts["spec"]["template"]["spec"]["containers"][0]["livenessProb"] = {}
-        path = os.path.join(WORK, "misspelt.json")
-        with open(path, "w") as f:
-            json.dump(objs, f)
-        r = run(["node", os.path.join(node_dir, "validate.mjs"), path])
-        check(r.returncode != 0 and "containers/0/livenessProb" in r.stdout,
-              f"a misspelt field fails the schema check: {r.stdout[-1000:]}")
+        # The check bites: a misspelt field (which the API server would drop
+        # silently) fails it, in a built-in kind and in each CRD kind.
+        def mutated(kind, mutate):
+            objs = json.loads(json.dumps(rendered["cpu-dev"]))
+            mutate(next(o for o in objs if o["kind"] == kind))
+            return objs
+
+        for label, kind, mutate, where in (
+                ("livenessProb", "StatefulSet",
+                 lambda o: o["spec"]["template"]["spec"]["containers"][0].__setitem__("livenessProb", {}),
+                 "containers/0: Additional properties are not allowed ('livenessProb'"),
+                ("lables", "Service", lambda o: o["metadata"].__setitem__("lables", {"a": "b"}),
+                 "/metadata: Additional properties are not allowed ('lables'"),
+                ("for_", "PrometheusRule",
+                 lambda o: o["spec"]["groups"][0]["rules"][0].__setitem__("for_", "5m"),
+                 "rules/0: Additional properties are not allowed ('for_'"),
+                ("ServiceMonitor", "ServiceMonitor",
+                 lambda o: o["spec"]["endpoints"][0].__setitem__("intervall", "15s"),
+                 "endpoints/0: Additional properties are not allowed ('intervall'")):
+            r = validate(mutated(kind, mutate), "misspelt-" + label)
+            check(r.returncode == 1 and where in r.stdout,
+                  f"a misspelt field ({label} in a {kind}) fails the schema check: {r.stdout[-1000:]}{r.stderr[-1000:]}")
 
     # yamllint on everything written by hand.
     r = run(["yamllint", "--strict", "-c", os.path.join(SRC, "tests/deploy/yamllint.yaml"), "deploy", "tests/deploy"],

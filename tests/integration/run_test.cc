@@ -174,6 +174,13 @@ TEST_F(RunTest, TheMainExampleRunsAndLeavesACompleteReport) {
   EXPECT_NE(r.output.find(job_dir + "/report.html"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("result: " + dir_ + "/out/kjv-minitron-57pct"), std::string::npos) << r.output;
   EXPECT_TRUE(fs::exists(dir_ + "/out/kjv-minitron-57pct/model.safetensors"));
+  // The export is a plain Hugging Face checkpoint: transformers loads it and
+  // gives the loss `topiary eval` gives (tests/parity).
+  auto parity = testing::RunProcesses(
+      {{Env("TOPIARY_PYTHON", TOPIARY_TEST_PYTHON), Env("TOPIARY_SOURCE_DIR", ".") + "/tests/parity/parity_test.py",
+        "--bin", testing::BinDir(), "--model", dir_ + "/out/kjv-minitron-57pct"}},
+      dir_, std::chrono::seconds(300))[0];
+  EXPECT_EQ(parity.exit_code, 0) << parity.output;
   const json rep = ReadJson(job_dir + "/report.json");
   ASSERT_TRUE(rep.is_object()) << job_dir;
   EXPECT_EQ(rep["job"]["state"], "JOB_SUCCEEDED");

@@ -20,6 +20,8 @@ class RendezvousStore : public c10d::Store {
  public:
   RendezvousStore(Rendezvous* r, Millis timeout) : r_(r) { timeout_ = timeout; }
 
+  c10::intrusive_ptr<c10d::Store> clone() override { return c10::make_intrusive<RendezvousStore>(r_, timeout_); }
+
   void set(const std::string& key, const std::vector<uint8_t>& value) override {
     absl::Status s = r_->Set(key, absl::string_view(reinterpret_cast<const char*>(value.data()), value.size()));
     TORCH_CHECK(s.ok(), s.ToString());

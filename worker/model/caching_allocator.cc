@@ -28,7 +28,7 @@ class CachingCpuAllocator final : public c10::Allocator {
     limit_ = (mb != nullptr ? std::atoll(mb) : 4096) << 20;
   }
 
-  c10::DataPtr allocate(size_t n) const override {
+  c10::DataPtr allocate(size_t n) override {
     const c10::Device cpu(c10::DeviceType::CPU);
     if (n < kMinCached) {
       c10::DataPtr d = small_->allocate(n);
@@ -77,6 +77,8 @@ class CachingCpuAllocator final : public c10::Allocator {
   }
 
   c10::DeleterFnPtr raw_deleter() const override { return &Delete; }
+
+  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
 
   void Release(void* p) {
     size_t size = 0;

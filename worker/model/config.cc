@@ -77,37 +77,52 @@ absl::StatusOr<Family> ParseFamily(const json& j) {
   return FieldError("model_type", absl::StrCat("unsupported model_type '", type, "'"));
 }
 
-absl::Status ParseRopeScaling(const json& j, RopeScaling* out) {
-  auto it = j.find("rope_scaling");
+// Rope scaling as config.json spells it: `rope_scaling` (transformers 4) or
+// `rope_parameters` (transformers 5, which also moves rope_theta inside it).
+absl::Status ParseRopeScaling(const json& j, RopeScaling* out, double* rope_theta) {
+  std::string field = "rope_parameters";
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) {
+    field = "rope_scaling";
+    it = j.find(field);
+  }
   if (it == j.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_object()) return FieldError("rope_scaling", "must be an object or null");
+  if (!it->is_object()) return FieldError(field, "must be an object or null");
   const json& rs = *it;
+  if (rs.contains("rope_theta")) {
+    ASSIGN_OR_RETURN(*rope_theta, OptionalNumber(rs, "rope_theta", *rope_theta));
+  }
   std::string type;
   if (auto t = rs.find("rope_type"); t != rs.end() && t->is_string())
     type = t->get<std::string>();
   else if (auto t2 = rs.find("type"); t2 != rs.end() && t2->is_string())
     type = t2->get<std::string>();
+  else if (field == "rope_parameters")
+    type = "default";
   else
     return FieldError("rope_scaling.rope_type", "missing");
   if (type == "default") return absl::OkStatus();
   ASSIGN_OR_RETURN(out->factor, OptionalNumber(rs, "factor", 1.0));
-  if (!(out->factor > 0)) return FieldError("rope_scaling.factor", "must be positive");
+  if (!(out->factor > 0)) return FieldError(field + ".factor", "must be positive");
   if (type == "linear") {
     out->type = RopeScaling::Type::kLinear;
+  } else if (type == "dynamic") {
+    out->type = RopeScaling::Type::kDynamic;
+    if (!(out->factor >= 1)) return FieldError(field + ".factor", "must be at least 1 for dynamic scaling");
   } else if (type == "llama3") {
     out->type = RopeScaling::Type::kLlama3;
     ASSIGN_OR_RETURN(out->low_freq_factor, OptionalNumber(rs, "low_freq_factor", 1.0));
     ASSIGN_OR_RETURN(out->high_freq_factor, OptionalNumber(rs, "high_freq_factor", 4.0));
     ASSIGN_OR_RETURN(out->original_max_position_embeddings, OptionalInt(rs, "original_max_position_embeddings", 8192));
     if (!(out->high_freq_factor > out->low_freq_factor)) {
-      return FieldError("rope_scaling.high_freq_factor", "must be larger than low_freq_factor");
+      return FieldError(field + ".high_freq_factor", "must be larger than low_freq_factor");
     }
     if (out->original_max_position_embeddings <= 0) {
-      return FieldError("rope_scaling.original_max_position_embeddings", "must be positive");
+      return FieldError(field + ".original_max_position_embeddings", "must be positive");
     }
   } else {
-    return FieldError("rope_scaling.rope_type",
-                      absl::StrCat("unsupported '", type, "' (supported: default, linear, llama3)"));
+    return FieldError(field + ".rope_type",
+                      absl::StrCat("unsupported '", type, "' (supported: default, linear, dynamic, llama3)"));
   }
   return absl::OkStatus();
 }
@@ -192,7 +207,11 @@ absl::StatusOr<ModelConfig> ParseConfigJson(absl::string_view json_text) {
   } else {
     ASSIGN_OR_RETURN(c.eos_token_id, OptionalInt(j, "eos_token_id", 2));
   }
-  if (auto it = j.find("torch_dtype"); it != j.end() && it->is_string()) c.torch_dtype = it->get<std::string>();
+  if (auto it = j.find("torch_dtype"); it != j.end() && it->is_string()) {
+    c.torch_dtype = it->get<std::string>();
+  } else if (auto d = j.find("dtype"); d != j.end() && d->is_string()) {
+    c.torch_dtype = d->get<std::string>();  // transformers 5's name for it
+  }
   ASSIGN_OR_RETURN(bool attention_bias, OptionalBool(j, "attention_bias", false));
   ASSIGN_OR_RETURN(c.mlp_bias, OptionalBool(j, "mlp_bias", false));
   switch (c.family) {
@@ -209,8 +228,15 @@ absl::StatusOr<ModelConfig> ParseConfigJson(absl::string_view json_text) {
       break;
   }
   if (c.mlp_bias && c.family != Family::kLlama) return FieldError("mlp_bias", "only Llama supports mlp_bias");
-  RETURN_IF_ERROR(ParseRopeScaling(j, &c.rope_scaling));
+  RETURN_IF_ERROR(ParseRopeScaling(j, &c.rope_scaling, &c.rope_theta));
   RETURN_IF_ERROR(ParseTopiarySection(j, &c));
+  if (auto it = j.find("layer_types"); it != j.end() && !it->is_null()) {
+    if (!it->is_array()) return FieldError("layer_types", "must be a list of strings");
+    for (const auto& e : *it) {
+      if (!e.is_string()) return FieldError("layer_types", "must be a list of strings");
+      c.layer_types.push_back(e.get<std::string>());
+    }
+  }
   RETURN_IF_ERROR(ValidateConfig(c));
   return c;
 }
@@ -239,6 +265,10 @@ absl::Status ValidateConfig(const ModelConfig& c) {
   }
   if (!c.has_mlp.empty() && static_cast<int64_t>(c.has_mlp.size()) != c.num_hidden_layers) {
     return FieldError("topiary.has_mlp", "must list one entry per layer");
+  }
+  if (!c.layer_types.empty() && static_cast<int64_t>(c.layer_types.size()) != c.num_hidden_layers) {
+    return FieldError("layer_types", absl::StrCat("lists ", c.layer_types.size(), " layers, num_hidden_layers is ",
+                                                  c.num_hidden_layers));
   }
   if (c.bos_token_id >= c.vocab_size || c.eos_token_id >= c.vocab_size) {
     return FieldError("eos_token_id", "bos/eos token ids must be below vocab_size");
@@ -280,6 +310,9 @@ std::string ConfigToJson(const ModelConfig& c) {
     case RopeScaling::Type::kLinear:
       j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_scaling.factor}};
       break;
+    case RopeScaling::Type::kDynamic:
+      j["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", c.rope_scaling.factor}};
+      break;
     case RopeScaling::Type::kLlama3:
       j["rope_scaling"] = {{"rope_type", "llama3"},
                            {"factor", c.rope_scaling.factor},
@@ -288,11 +321,37 @@ std::string ConfigToJson(const ModelConfig& c) {
                            {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
       break;
   }
+  if (j.contains("rope_parameters")) {  // transformers 5 reads this one: keep it in step
+    json rp = j["rope_scaling"].is_object() ? j["rope_scaling"] : json{{"rope_type", "default"}};
+    rp["rope_theta"] = c.rope_theta;
+    j["rope_parameters"] = rp;
+  }
+  if (j.contains("dtype")) j["dtype"] = c.torch_dtype;
+  if (c.layer_types.empty()) {
+    j.erase("layer_types");
+  } else {
+    j["layer_types"] = c.layer_types;
+  }
   j.erase("topiary");
   if (!c.IsIsomorphic()) {
     j["topiary"] = {{"isomorphic", false}, {"has_attention", c.has_attention}, {"has_mlp", c.has_mlp}};
   }
   return j.dump(2) + "\n";
+}
+
+ModelConfig KeepLayers(const ModelConfig& config, const std::vector<int64_t>& layers) {
+  ModelConfig c = config;
+  c.num_hidden_layers = static_cast<int64_t>(layers.size());
+  auto pick = [&](auto& v) {
+    if (v.empty()) return;
+    auto all = v;
+    v.clear();
+    for (int64_t l : layers) v.push_back(all[l]);
+  };
+  pick(c.has_attention);
+  pick(c.has_mlp);
+  pick(c.layer_types);
+  return c;
 }
 
 ParamCounts CountParams(const ModelConfig& c) {

@@ -20,9 +20,11 @@ namespace topiary::model {
 enum class Family { kLlama, kMistral, kQwen2 };
 
 struct RopeScaling {
-  enum class Type { kNone, kLinear, kLlama3 };
+  // kDynamic: dynamic NTK scaling, whose rope base grows once a sequence is
+  // longer than max_position_embeddings (Hugging Face's "dynamic").
+  enum class Type { kNone, kLinear, kLlama3, kDynamic };
   Type type = Type::kNone;
-  double factor = 1.0;                              // linear and llama3: 8.0
+  double factor = 1.0;                              // linear, dynamic and llama3: 8.0
   double low_freq_factor = 1.0;                     // llama3: 1.0
   double high_freq_factor = 4.0;                    // llama3: 4.0
   int64_t original_max_position_embeddings = 8192;  // llama3: 8192
@@ -55,6 +57,11 @@ struct ModelConfig {
   std::vector<bool> has_attention;
   std::vector<bool> has_mlp;
 
+  // transformers 5's per-layer attention kinds ("full_attention", ...), one
+  // entry per layer, kept in step when layers are dropped or replaced
+  // (KeepLayers). Empty when config.json has none.
+  std::vector<std::string> layer_types;
+
   // The config.json this came from, so that fields Topiary does not model are
   // written back unchanged. Empty for configs built in code.
   std::string original_json;
@@ -72,6 +79,10 @@ absl::StatusOr<ModelConfig> ParseConfigJson(absl::string_view json_text);
 
 // Reads and validates <dir>/config.json (at most 16 MiB).
 absl::StatusOr<ModelConfig> LoadConfig(const std::string& dir);
+
+// `config` with only the given layers (original indices, in order): the
+// per-layer lists follow and num_hidden_layers is their count.
+ModelConfig KeepLayers(const ModelConfig& config, const std::vector<int64_t>& layers);
 
 // Checks internal consistency (positive sizes, heads divisible by groups,
 // per-layer lists of the right length).

@@ -28,12 +28,20 @@ Tensor ApplyRope(const Tensor& x, const Tensor& cos, const Tensor& sin) {
   return x * c + rotated * s;
 }
 
-// The inverse frequencies (HS/2) with rope scaling applied.
-Tensor InverseFrequencies(const ModelConfig& c) {
+// The inverse frequencies (HS/2) with rope scaling applied, for a sequence
+// whose positions end before `seq_len` (dynamic scaling depends on it).
+Tensor InverseFrequencies(const ModelConfig& c, int64_t seq_len) {
   const int64_t HS = c.head_dim;
-  // fp32 throughout, as Hugging Face computes it, so the tables match bit for bit.
-  Tensor inv = 1.0 / at::pow(c.rope_theta, at::arange(0, HS, 2, at::kLong).to(at::kFloat) / static_cast<double>(HS));
   const RopeScaling& rs = c.rope_scaling;
+  double base = c.rope_theta;
+  if (rs.type == RopeScaling::Type::kDynamic && seq_len > c.max_position_embeddings) {
+    // Dynamic NTK (Hugging Face's "dynamic"): the base grows with the length
+    // beyond the trained context, as transformers recomputes it per forward.
+    const double ratio = rs.factor * static_cast<double>(seq_len) / static_cast<double>(c.max_position_embeddings);
+    base *= std::pow(ratio - (rs.factor - 1), static_cast<double>(HS) / static_cast<double>(HS - 2));
+  }
+  // fp32 throughout, as Hugging Face computes it, so the tables match bit for bit.
+  Tensor inv = 1.0 / at::pow(base, at::arange(0, HS, 2, at::kLong).to(at::kFloat) / static_cast<double>(HS));
   if (rs.type == RopeScaling::Type::kLinear) return inv / rs.factor;
   if (rs.type == RopeScaling::Type::kLlama3) {
     // Llama 3.1: keep high frequencies, divide low ones by factor, and blend
@@ -75,7 +83,7 @@ inline Tensor In(const Tensor& w, at::ScalarType dt) { return !w.defined() || w.
 }  // namespace
 
 std::pair<Tensor, Tensor> RopeTables(const ModelConfig& c, int64_t T, int64_t offset) {
-  Tensor inv = InverseFrequencies(c);                                     // (HS/2)
+  Tensor inv = InverseFrequencies(c, offset + T);                         // (HS/2)
   Tensor pos = at::arange(offset, offset + T, at::kLong).to(at::kFloat);  // (T)
   Tensor freqs = at::outer(pos, inv);                                     // (T, HS/2)
   Tensor emb = at::cat({freqs, freqs}, -1);                               // (T, HS)

@@ -67,7 +67,11 @@ absl::StatusOr<model::LlamaModel> ReplaceWindow(const model::LlamaModel& m, int6
   }
   out.layers.push_back(copy);
   for (int64_t l = first + n; l < m.config.num_hidden_layers; ++l) out.layers.push_back(m.layers[l]);
-  out.config.num_hidden_layers = static_cast<int64_t>(out.layers.size());
+  std::vector<int64_t> kept;  // the replacement block stands where `first` stood
+  for (int64_t l = 0; l < m.config.num_hidden_layers; ++l) {
+    if (l <= first || l >= first + n) kept.push_back(l);
+  }
+  out.config = model::KeepLayers(m.config, kept);
   return out;
 }
 

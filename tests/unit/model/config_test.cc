@@ -54,6 +54,69 @@ TEST(Config, Qwen2HasQkvBiasOnly) {
   EXPECT_EQ(CountParams(*c).total(), 494032768);  // the published Qwen2-0.5B count
 }
 
+// transformers 5 writes rope_parameters (rope_theta inside it) and dtype.
+TEST(Config, ParsesTransformers5RopeParameters) {
+  json j = LlamaJson();
+  j.erase("rope_scaling");
+  j.erase("rope_theta");
+  j.erase("torch_dtype");
+  j["dtype"] = "bfloat16";
+  j["rope_parameters"] = {{"rope_type", "llama3"},   {"rope_theta", 500000.0},
+                          {"factor", 8.0},           {"low_freq_factor", 1.0},
+                          {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  auto c = ParseConfigJson(j.dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_theta, 500000.0);
+  EXPECT_EQ(c->rope_scaling.type, RopeScaling::Type::kLlama3);
+  EXPECT_EQ(c->rope_scaling.factor, 8.0);
+  EXPECT_EQ(c->torch_dtype, "bfloat16");
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1e6}};
+  c = ParseConfigJson(j.dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_theta, 1e6);
+  EXPECT_EQ(c->rope_scaling.type, RopeScaling::Type::kNone);
+  j["rope_parameters"] = {{"rope_type", "dynamic"}, {"rope_theta", 1e4}, {"factor", 2.0}};
+  c = ParseConfigJson(j.dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_scaling.type, RopeScaling::Type::kDynamic);
+  EXPECT_EQ(c->rope_scaling.factor, 2.0);
+  j["rope_parameters"]["factor"] = 0.5;
+  EXPECT_NE(ParseError(j).message().find("rope_parameters.factor"), std::string::npos) << ParseError(j);
+  j["rope_parameters"] = {{"rope_type", "yarn"}};
+  EXPECT_NE(ParseError(j).message().find("rope_parameters.rope_type"), std::string::npos) << ParseError(j);
+  j["rope_parameters"] = "dynamic";
+  EXPECT_NE(ParseError(j).message().find("rope_parameters"), std::string::npos) << ParseError(j);
+}
+
+// transformers 5's layer_types: one entry per layer, refused otherwise, and
+// kept in step when layers go (a depth-pruned Qwen2 that still listed every
+// original layer would not load in transformers).
+TEST(Config, LayerTypesFollowTheLayers) {
+  json j = LlamaJson();
+  j["num_hidden_layers"] = 3;
+  j["layer_types"] = {"full_attention", "sliding_attention", "full_attention"};
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1e6}};
+  j["dtype"] = "float32";
+  auto c = ParseConfigJson(j.dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->layer_types.size(), 3u);
+  ModelConfig kept = KeepLayers(*c, {0, 1});
+  EXPECT_EQ(kept.num_hidden_layers, 2);
+  EXPECT_EQ(kept.layer_types, (std::vector<std::string>{"full_attention", "sliding_attention"}));
+  kept.torch_dtype = "bfloat16";
+  json out = json::parse(ConfigToJson(kept));
+  EXPECT_EQ(out["layer_types"], json({"full_attention", "sliding_attention"}));
+  EXPECT_EQ(out["dtype"], "bfloat16");
+  EXPECT_EQ(out["rope_parameters"]["rope_theta"], 1e6);
+  auto again = ParseConfigJson(out.dump());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->num_hidden_layers, 2);
+  j["layer_types"] = {"full_attention"};
+  EXPECT_NE(ParseError(j).message().find("layer_types"), std::string::npos) << ParseError(j);
+  j["layer_types"] = {1, 2, 3};
+  EXPECT_NE(ParseError(j).message().find("layer_types"), std::string::npos) << ParseError(j);
+}
+
 TEST(Config, ExplicitHeadDimIsKept) {
   json j = LlamaJson();
   j["architectures"] = {"MistralForCausalLM"};

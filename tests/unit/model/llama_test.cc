@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <map>
 
 #include "testing/test_util.h"
@@ -113,6 +114,27 @@ TEST(Llama, Bf16IsCloseToFp32) {
   CastModel(half, at::kBFloat16);
   at::Tensor out = Forward(half, tokens).to(at::kFloat);
   EXPECT_LT((out - ref).abs().max().item<float>(), 0.05f * ref.abs().max().item<float>());
+}
+
+// Dynamic NTK rope: the default tables up to max_position_embeddings; past
+// it, the base grows to theta * (factor * T / max - (factor - 1))^(HS / (HS - 2)).
+TEST(Llama, DynamicRopeGrowsTheBaseOnlyPastTheTrainedContext) {
+  ModelConfig c = TinyConfig();
+  c.max_position_embeddings = 16;
+  ModelConfig plain = c;
+  c.rope_scaling.type = RopeScaling::Type::kDynamic;
+  c.rope_scaling.factor = 2.0;
+  auto [cos_short, sin_short] = RopeTables(c, 16);
+  auto [cos_ref, sin_ref] = RopeTables(plain, 16);
+  EXPECT_TRUE(cos_short.equal(cos_ref) && sin_short.equal(sin_ref));
+  const int64_t T = 40, HS = c.head_dim;
+  auto [cos_long, sin_long] = RopeTables(c, T);
+  ModelConfig grown = plain;
+  grown.rope_theta = c.rope_theta * std::pow(2.0 * T / 16 - 1.0, static_cast<double>(HS) / (HS - 2));
+  auto [cos_want, sin_want] = RopeTables(grown, T);
+  EXPECT_TRUE(cos_long.allclose(cos_want, 1e-5, 1e-5) && sin_long.allclose(sin_want, 1e-5, 1e-5));
+  auto [cos_plain, sin_plain] = RopeTables(plain, T);
+  EXPECT_FALSE(cos_long.allclose(cos_plain, 1e-3, 1e-3));
 }
 
 TEST(Llama, NamedParametersMatchExpectedShapes) {

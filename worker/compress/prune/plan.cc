@@ -187,6 +187,10 @@ absl::StatusOr<PrunePlan> MakePlan(const model::ModelConfig& c, const Scores& s,
   pc.num_key_value_heads = g;
   pc.intermediate_size = ff;
   pc.num_hidden_layers = static_cast<int64_t>(plan.layers.size());
+  if (!c.layer_types.empty()) {
+    pc.layer_types.clear();
+    for (const LayerPlan& lp : plan.layers) pc.layer_types.push_back(c.layer_types[lp.source]);
+  }
   pc.has_attention.clear();
   pc.has_mlp.clear();
   bool iso = true;
