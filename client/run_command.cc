@@ -15,7 +15,9 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "absl/time/time.h"
 #include "client/cli_util.h"
 #include "client/job_view.h"
 #include "client/local_state.h"
@@ -41,7 +43,7 @@ constexpr int kExitJobFailed = 5;
 constexpr int kExitJobCancelled = 6;
 
 struct RunFlags {
-  std::string spec_file, state_dir, storage, device = "cpu";
+  std::string spec_file, state_dir, storage, device = "cpu", time_budget;
   int workers = 1, slots_per_worker = 0;
   bool resume = false, dry_run = false;
   double drain_seconds = 30;
@@ -87,13 +89,17 @@ class Run {
   int Main() {
     absl::StatusOr<v1::JobSpec> spec = Prepare();
     if (!spec.ok()) return ReportStatus("run", spec.status());
+    PlanOptions po;
+    po.workers = f_.workers;
+    po.slots_per_worker = f_.slots_per_worker;
+    if (!f_.time_budget.empty()) {
+      absl::Status fitted = FitToTimeBudget(&*spec, po);
+      if (!fitted.ok()) return ReportStatus("run", fitted);
+    }
     if (f_.dry_run) {
-      PlanOptions po;
-      po.workers = f_.workers;
-      po.slots_per_worker = f_.slots_per_worker;
-      absl::StatusOr<std::string> plan = PlanJob(*spec, po);
+      absl::StatusOr<Plan> plan = PlanJob(*spec, po);
       if (!plan.ok()) return ReportStatus("run", plan.status());
-      std::printf("%s", plan->c_str());
+      std::printf("%s", plan->text.c_str());
       return kExitOk;
     }
     BlockTerminationSignals();  // before any thread: Ctrl-C is handled here, not by the children
@@ -122,6 +128,37 @@ class Run {
                        " slots, but a stage needs ", SlotsNeeded(spec)));
     }
     return spec;
+  }
+
+  // --time-budget: plans the job from steps measured now and, when the
+  // estimate is over the budget, scales every token budget by one factor so
+  // that it fits; the shapes and every other setting stay.
+  absl::Status FitToTimeBudget(v1::JobSpec* spec, const PlanOptions& po) {
+    absl::Duration d;
+    if (!absl::ParseDuration(f_.time_budget, &d) || d <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--time-budget: expected a positive duration such as 9m or 600s, got '", f_.time_budget, "'"));
+    }
+    if (f_.resume) return absl::InvalidArgumentError("--time-budget: not with --resume (the job's budgets are set)");
+    const double budget = absl::ToDoubleSeconds(d);
+    ASSIGN_OR_RETURN(Plan plan, PlanJob(*spec, po));
+    if (plan.seconds <= budget) {
+      std::printf("time budget %s: the estimate, %.0f s, fits; nothing scaled\n", f_.time_budget.c_str(), plan.seconds);
+      return absl::OkStatus();
+    }
+    const double fixed = plan.seconds - plan.scalable_seconds;
+    if (plan.scalable_seconds <= 0 || fixed >= 0.9 * budget) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "--time-budget: %s is too short: the stages whose time no token budget sets take ~%.0f s alone",
+          f_.time_budget, fixed));
+    }
+    const double factor = (budget - fixed) / plan.scalable_seconds;
+    std::vector<std::string> changes = ScaleTokenBudgets(spec, factor);
+    std::printf("time budget %s: the estimate, %.0f s, is over it; token budgets x%.2f (shapes kept):\n",
+                f_.time_budget.c_str(), plan.seconds, factor);
+    for (const std::string& c : changes) std::printf("  %s\n", c.c_str());
+    std::fflush(stdout);
+    return absl::OkStatus();
   }
 
   absl::StatusOr<int> Start(const v1::JobSpec& spec) {
@@ -280,6 +317,8 @@ void RegisterRunCommand(CLI::App& app, CommandRegistry& registry) {
       ->capture_default_str();
   cmd->add_flag("--resume", f->resume, "continue the unfinished job of this state directory");
   cmd->add_flag("--dry-run", f->dry_run, "validate, resolve paths and print the plan; start nothing");
+  cmd->add_option("--time-budget", f->time_budget,
+                  "fit the job to this long (e.g. 9m): token budgets scale down from steps measured now, shapes stay");
   registry.Add(cmd, [f] { return Run(*f).Main(); });
 }
 

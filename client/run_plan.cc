@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -31,35 +32,53 @@ struct Speed {
   double train = 0;    // forward + backward
 };
 
-double TimeOnce(const std::function<void()>& fn) {
+// The fastest of three runs after a warm-up: another process sharing the
+// cores only adds time, and one run under such load made the estimate
+// several times too long.
+double TimeBest(const std::function<void()>& fn) {
   fn();  // warm-up
-  const auto t0 = std::chrono::steady_clock::now();
-  fn();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double best = 1e300;
+  for (int i = 0; i < 3; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
 }
+
+// Models up to this many parameters are timed whole; larger ones on proxies
+// of one and two blocks (the difference, times the layers, plus the rest),
+// so a large teacher is never allocated for the estimate.
+constexpr int64_t kTimedWhole = 200'000'000;
 
 Speed Measure(model::ModelConfig c, at::ScalarType dtype, int64_t B, int64_t T) {
   auto at_depth = [&](int64_t layers) {
     model::ModelConfig p = c;
     p.num_hidden_layers = layers;
-    p.has_attention.clear();
-    p.has_mlp.clear();
+    if (layers != c.num_hidden_layers) {
+      p.has_attention.clear();
+      p.has_mlp.clear();
+    }
     model::LlamaModel m = model::InitModel(p, 0, dtype);
     at::Tensor tokens = torch::randint(0, p.vocab_size, {B, T}, at::kLong);
     data::Batch batch;
     batch.inputs = tokens;
     batch.targets = torch::randint(0, p.vocab_size, {B, T}, at::kLong);
     Speed s;
-    s.forward = TimeOnce([&] {
+    s.forward = TimeBest([&] {
       torch::NoGradGuard no_grad;
       (void)model::Forward(m, tokens);
     });
     for (auto& [name, t] : m.NamedParameters()) t->requires_grad_(true);
-    s.train = TimeOnce([&] { (void)train::ForwardBackwardCe(m, batch, 1.0); });
+    s.train = TimeBest([&] { (void)train::ForwardBackwardCe(m, batch, 1.0); });
     return s;
   };
-  const Speed one = at_depth(1), two = at_depth(2);
   const double tokens = static_cast<double>(B * T), L = static_cast<double>(c.num_hidden_layers);
+  if (model::CountParams(c).total() <= kTimedWhole) {
+    const Speed whole = at_depth(c.num_hidden_layers);
+    return Speed{whole.forward / tokens, whole.train / tokens};
+  }
+  const Speed one = at_depth(1), two = at_depth(2);
   auto per_token = [&](double t1, double t2) { return std::max(0.0, t1 + (L - 1) * std::max(0.0, t2 - t1)) / tokens; };
   return Speed{per_token(one.forward, two.forward), per_token(one.train, two.train)};
 }
@@ -93,6 +112,9 @@ class Planner {
  public:
   Planner(const v1::JobSpec& spec, const PlanOptions& o) : spec_(spec), o_(o) {}
 
+  double total() const { return total_; }
+  double scalable() const { return scalable_; }
+
   absl::StatusOr<std::string> Run() {
     absl::StatusOr<model::ModelConfig> teacher = model::LoadConfig(spec_.teacher().path());
     if (!teacher.ok())
@@ -109,8 +131,12 @@ class Planner {
     for (int i = 0; i < spec_.stages_size(); ++i) {
       RETURN_IF_ERROR(Stage(i, names[i], ranks));
     }
-    Line(absl::StrCat("estimated total: ", Seconds(total_),
-                      o_.measure ? " (from steps measured now; ranks of one machine share its cores)" : ""));
+    Line(absl::StrCat(
+        "estimated total: ", Seconds(total_),
+        o_.measure ? absl::StrFormat(" (from steps measured now on %d thread(s) a rank)", at::get_num_threads()) : ""));
+    if (o_.measure) {
+      Line(absl::StrFormat("of which token budgets set: %.0f s; the rest: %.0f s", scalable_, total_ - scalable_));
+    }
     return out_;
   }
 
@@ -127,8 +153,9 @@ class Planner {
     return speeds_[key] = s;
   }
 
-  void Estimate(double seconds, const std::string& what) {
+  void Estimate(double seconds, const std::string& what, bool scalable = false) {
     total_ += seconds;
+    if (scalable) scalable_ += seconds;
     if (o_.measure) Line(absl::StrCat("     time: ~", Seconds(seconds), " (", what, ")"));
   }
 
@@ -153,7 +180,8 @@ class Planner {
           if (m == "lm_loss" || m == "perplexity") passes += static_cast<double>(teacher_.num_hidden_layers);
           if (m == "taylor") passes += 3;
         }
-        Estimate(SpeedOf(teacher_, at::kFloat, o.batch, o.seq_len).forward * o.samples * o.seq_len * passes,
+        Estimate(SpeedOf(teacher_, at::kFloat, o.batch, o.seq_len).forward * o.samples * o.seq_len * passes /
+                     (multi ? ranks : 1),
                  absl::StrFormat("%.0f forward passes over the calibration set", passes));
         break;
       }
@@ -218,8 +246,11 @@ class Planner {
     const double tokens = static_cast<double>(r.steps * r.global_batch * r.seq_len);
     double per_token = SpeedOf(model, rc.dtype, r.micro_batch, r.seq_len).train;
     if (teacher != nullptr) per_token += SpeedOf(*teacher, rc.dtype, r.micro_batch, r.seq_len).forward;
-    Estimate(per_token * tokens,
-             absl::StrFormat("%s tokens/s measured", FormatCount(per_token > 0 ? 1 / per_token : 0)));
+    per_token /= ranks;  // data parallel: each rank takes its share of every batch
+    Estimate(
+        per_token * tokens,
+        absl::StrFormat("%s tokens/s measured on %d rank(s)", FormatCount(per_token > 0 ? 1 / per_token : 0), ranks),
+        rc.tokens > 0);
     if (teacher != nullptr || rc.tokens > 0) ++models_;
   }
 
@@ -272,15 +303,18 @@ class Planner {
     student_ = candidates.front().config;
     ++models_;
     const eval::EvalOptions e = job::EvalOf(spec_.data().eval(), s.eval_windows() > 0 ? s.eval_windows() : 16);
-    double per_probe = SpeedOf(teacher_, at::kFloat, e.batch_size, e.seq_len).forward * e.max_windows * e.seq_len;
+    const double scoring = SpeedOf(teacher_, at::kFloat, e.batch_size, e.seq_len).forward * e.max_windows * e.seq_len;
+    double distilling = 0;
     if (probe_tokens > 0) {
-      per_probe += probe_tokens * (SpeedOf(student_, at::kBFloat16, 8, e.seq_len).train +
+      distilling = probe_tokens * (SpeedOf(student_, at::kBFloat16, 8, e.seq_len).train +
                                    SpeedOf(teacher_, at::kBFloat16, 8, e.seq_len).forward);
     }
+    // Probes run `parallel` at a time, each on one rank's share of the cores.
+    const double rounds = std::ceil(static_cast<double>(candidates.size()) / parallel);
     Line(absl::StrCat("     memory per probe: ",
                       job::TrainingMemory(student_, &teacher_, "bf16", 1, 8, e.seq_len, false).Describe()));
-    Estimate(per_probe * static_cast<double>(candidates.size()), "every probe's scoring and distillation");
-    (void)ranks;
+    Estimate(scoring * rounds, "every probe's scoring");
+    if (distilling > 0) Estimate(distilling * rounds, "every probe's distillation", true);
     return absl::OkStatus();
   }
 
@@ -289,21 +323,85 @@ class Planner {
   model::ModelConfig teacher_, student_;
   int models_ = 1;  // models the evaluate stage scores (the teacher, then each made)
   double total_ = 0;
+  double scalable_ = 0;
   std::map<std::string, Speed> speeds_;
   std::string out_;
 };
 
 }  // namespace
 
-absl::StatusOr<std::string> PlanJob(const v1::JobSpec& spec, const PlanOptions& options) {
-  std::string out;
+absl::StatusOr<Plan> PlanJob(const v1::JobSpec& spec, const PlanOptions& options) {
+  Plan out;
   RETURN_IF_ERROR(CatchTorch("plan", [&]() -> absl::Status {
-    stages::SetThreads(0);
+    // Steps are timed as a rank runs them: on its share of the cores (a
+    // worker gives each slot cores / slots threads), the share a stage's
+    // ranks then use at once. Timed on every core instead, with another
+    // process on the machine, the estimate came out several times too long.
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    stages::SetThreads(std::max(1, cores / std::max(1, options.slots_per_worker)));
     Planner p(spec, options);
-    ASSIGN_OR_RETURN(out, p.Run());
+    ASSIGN_OR_RETURN(out.text, p.Run());
+    out.seconds = p.total();
+    out.scalable_seconds = p.scalable();
     return absl::OkStatus();
   }));
   return out;
+}
+
+namespace {
+
+// `tokens` times `factor`, at least `floor`, as a count string.
+std::string Scaled(const std::string& tokens, double factor, int64_t floor, const std::string& field,
+                   std::vector<std::string>* changes) {
+  absl::StatusOr<int64_t> n = ParseCount(tokens, field);
+  if (!n.ok() || *n <= 0) return tokens;  // validated before; nothing to scale
+  const int64_t scaled = std::max<int64_t>(floor, static_cast<int64_t>(static_cast<double>(*n) * factor));
+  if (scaled >= *n) return tokens;
+  changes->push_back(absl::StrCat(field, ": ", tokens, " -> ", FormatCount(static_cast<double>(scaled))));
+  return std::to_string(scaled);
+}
+
+template <typename Stage>
+void ScaleTraining(Stage* t, const v1::JobSpec& spec, double factor, const std::string& field,
+                   std::vector<std::string>* changes) {
+  const int64_t seq = t->seq_len() > 0                    ? t->seq_len()
+                      : spec.data().train().seq_len() > 0 ? spec.data().train().seq_len()
+                                                          : 256;
+  const int64_t batch = t->global_batch() > 0 ? t->global_batch() : 16;
+  t->set_tokens(Scaled(t->tokens(), factor, batch * seq, field, changes));
+}
+
+}  // namespace
+
+std::vector<std::string> ScaleTokenBudgets(v1::JobSpec* spec, double factor) {
+  std::vector<std::string> changes;
+  factor = std::min(1.0, std::max(0.0, factor));
+  for (int i = 0; i < spec->stages_size(); ++i) {
+    v1::StageSpec* s = spec->mutable_stages(i);
+    const std::string at = absl::StrCat("stages[", i, "].");
+    switch (s->kind_case()) {
+      case v1::StageSpec::kTeacherCorrection:
+        ScaleTraining(s->mutable_teacher_correction(), *spec, factor, at + "teacher_correction.tokens", &changes);
+        break;
+      case v1::StageSpec::kDistill:
+        ScaleTraining(s->mutable_distill(), *spec, factor, at + "distill.tokens", &changes);
+        break;
+      case v1::StageSpec::kStreamline:
+        ScaleTraining(s->mutable_streamline(), *spec, factor, at + "streamline.tokens", &changes);
+        break;
+      case v1::StageSpec::kPrune:
+        if (s->prune().has_search() && !s->prune().search().probe_tokens().empty()) {
+          v1::SearchSpec* search = s->mutable_prune()->mutable_search();
+          const int64_t seq = spec->data().eval().seq_len() > 0 ? spec->data().eval().seq_len() : 256;
+          search->set_probe_tokens(
+              Scaled(search->probe_tokens(), factor, 8 * seq, at + "prune.search.probe_tokens", &changes));
+        }
+        break;
+      default:
+        break;
+    }
+  }
+  return changes;
 }
 
 }  // namespace topiary::cli

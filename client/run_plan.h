@@ -8,6 +8,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "topiary/v1/job.pb.h"
@@ -20,7 +21,20 @@ struct PlanOptions {
   bool measure = true;  // time short steps for the estimates
 };
 
-// The plan as text; errors name the spec field (the teacher's config, a budget).
-absl::StatusOr<std::string> PlanJob(const v1::JobSpec& spec, const PlanOptions& options);
+struct Plan {
+  std::string text;
+  double seconds = 0;           // the estimated total
+  double scalable_seconds = 0;  // the part that scales with token budgets (training, search probes)
+};
+
+// The plan; errors name the spec field (the teacher's config, a budget).
+absl::StatusOr<Plan> PlanJob(const v1::JobSpec& spec, const PlanOptions& options);
+
+// Multiplies every token budget of `spec` (the `tokens` of teacher
+// correction, distillation and streamline stages, a search's
+// `probe_tokens`) by `factor` in (0, 1], keeping at least one optimizer step
+// of each; shapes and every other setting stay. Returns a line per budget
+// changed ("stages[2].distill.tokens: 2M -> 560K").
+std::vector<std::string> ScaleTokenBudgets(v1::JobSpec* spec, double factor);
 
 }  // namespace topiary::cli

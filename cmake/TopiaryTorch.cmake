@@ -29,6 +29,8 @@ if(NOT _torch_version VERSION_EQUAL TOPIARY_TORCH_VERSION)
   message(FATAL_ERROR "libtorch: found torch ${_torch_version} in ${TOPIARY_TORCH_DIR}, expected ${TOPIARY_TORCH_VERSION} (run scripts/setup)")
 endif()
 list(APPEND CMAKE_PREFIX_PATH "${_torch_prefix}")
+set(Torch_DIR "${_torch_prefix}/Torch" CACHE PATH "libtorch's CMake package (the torch wheel's)" FORCE)
+set(Caffe2_DIR "${_torch_prefix}/Caffe2" CACHE PATH "libtorch's Caffe2 package (the torch wheel's)" FORCE)
 
 # The wheel's CUDA libraries (cuDNN, NCCL, the CUDA runtime) sit beside it in
 # site-packages/nvidia; Caffe2's CUDA module finds the toolkit's headers and
@@ -47,7 +49,28 @@ endif()
 if(NOT TOPIARY_COMPUTE_ONLY)
   find_package(Protobuf REQUIRED)
 endif()
+# TorchConfig finds its libraries with find_library(... PATHS <wheel>/lib),
+# which searches the system's directories first: where Debian's libtorch-dev
+# is installed too, that found Debian's libc10 1.13 beside the wheel's
+# libtorch 2.11 (the test binaries then aborted at start). The wheel's paths
+# are set first, so nothing is searched.
+foreach(_lib TORCH:torch c10:c10 C10_CUDA:c10_cuda CAFFE2_NVRTC:caffe2_nvrtc)
+  string(REPLACE ":" ";" _pair "${_lib}")
+  list(GET _pair 0 _var)
+  list(GET _pair 1 _name)
+  if(EXISTS "${TOPIARY_TORCH_DIR}/lib/lib${_name}.so")
+    set(${_var}_LIBRARY "${TOPIARY_TORCH_DIR}/lib/lib${_name}.so" CACHE FILEPATH "the torch wheel's lib${_name}" FORCE)
+  endif()
+endforeach()
 find_package(Torch REQUIRED)
+foreach(_lib IN LISTS TORCH_LIBRARIES)
+  if(_lib MATCHES "/lib(torch|c10)[^/]*\\.so" AND NOT _lib MATCHES "^${TOPIARY_TORCH_DIR}/")
+    message(FATAL_ERROR "libtorch: ${_lib} is not the wheel's (${TOPIARY_TORCH_DIR}/lib)")
+  endif()
+endforeach()
+if(NOT TORCH_LIBRARY MATCHES "^${TOPIARY_TORCH_DIR}/")
+  message(FATAL_ERROR "libtorch: found ${TORCH_LIBRARY}, not the wheel's in ${TOPIARY_TORCH_DIR}")
+endif()
 if(TARGET torch_cpu)
   get_target_property(_links torch_cpu INTERFACE_LINK_LIBRARIES)
   if(_links)

@@ -277,6 +277,48 @@ TEST_F(RunTest, DryRunPrintsThePlanOrNamesTheBadField) {
   EXPECT_NE(bad.output.find("spec.stages[0].evaluate.max_windows"), std::string::npos) << bad.output;
 }
 
+// --time-budget: from steps measured now, the token budgets shrink by one
+// factor until the estimate fits; shapes stay; bad budgets name the flag.
+TEST_F(RunTest, TimeBudgetScalesTokenBudgetsAndKeepsShapes) {
+  const std::string spec = Example("kjv-minitron", 2000000);
+  auto full = Topiary({"run", spec, "--storage", dir_, "--dry-run"});
+  ASSERT_EQ(full.exit_code, 0) << full.output;
+  // A budget between the part no token budget sets and the whole.
+  auto seconds_after = [](const std::string& out, const std::string& what) {
+    const size_t at = out.find(what);
+    return at == std::string::npos ? -1.0 : std::atof(out.c_str() + at + what.size());
+  };
+  const double scalable = seconds_after(full.output, "of which token budgets set: ");
+  const double rest = seconds_after(full.output, "; the rest: ");
+  ASSERT_GT(scalable, 4 * rest) << full.output;
+  const double budget = 2 * rest + scalable / 4;
+  auto fitted = Topiary({"run", spec, "--storage", dir_, "--dry-run", "--time-budget", absl::StrCat(budget, "s")});
+  ASSERT_EQ(fitted.exit_code, 0) << fitted.output;
+  EXPECT_NE(fitted.output.find("token budgets x"), std::string::npos) << fitted.output;
+  EXPECT_NE(fitted.output.find("stages[2].distill.tokens: 2000000 -> "), std::string::npos) << fitted.output;
+  // The same probes (shapes) in both plans.
+  auto probes = [](const std::string& out) {
+    std::string s;
+    for (size_t at = out.find("probe "); at != std::string::npos; at = out.find("probe ", at + 1)) {
+      s += out.substr(at, out.find('\n', at) - at) + "\n";
+    }
+    return s;
+  };
+  EXPECT_EQ(probes(full.output), probes(fitted.output));
+  // Re-measured in another process: within 2x of the budget despite noise.
+  const double fitted_total =
+      seconds_after(fitted.output, "of which token budgets set: ") + seconds_after(fitted.output, "; the rest: ");
+  EXPECT_LE(fitted_total, 2 * budget) << fitted.output;
+  auto roomy = Topiary({"run", spec, "--storage", dir_, "--dry-run", "--time-budget", "10h"});
+  ASSERT_EQ(roomy.exit_code, 0) << roomy.output;
+  EXPECT_NE(roomy.output.find("fits; nothing scaled"), std::string::npos) << roomy.output;
+  for (const char* bad : {"soon", "-5m", "1ms"}) {
+    auto r = Topiary({"run", spec, "--storage", dir_, "--dry-run", "--time-budget", bad});
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.output;
+    EXPECT_NE(r.output.find("--time-budget"), std::string::npos) << bad << ": " << r.output;
+  }
+}
+
 TEST_F(RunTest, TwoRunsInDifferentStateDirectoriesAtOnce) {
   const std::string spec = Example("depth-block-influence");
   auto both = testing::RunProcesses(
