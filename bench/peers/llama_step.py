@@ -6,11 +6,11 @@ line: PEER tokens_per_second=<x> torch=<version> compiled=<0|1>.
 
 Run with Topiary's Python environment (scripts/venv: torch 2.11, the version
 of the libtorch we link). Written as a user of eager PyTorch would write it,
-following the Hugging Face Llama equations; --compile wraps the model's
+following the Hugging Face Llama equations, with torch 2's
+scaled_dot_product_attention; --compile wraps the model's
 forward and the loss in torch.compile (inductor), as such a user would.
 """
 import argparse
-import math
 import time
 
 import torch
@@ -36,7 +36,7 @@ class Block(torch.nn.Module):
         xf = x.float()
         return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(x.dtype)
 
-    def forward(self, x, cos, sin, mask):
+    def forward(self, x, cos, sin):
         B, T, _ = x.shape
         h = self.norm(x, self.ln1)
         q = self.q(h).view(B, T, self.nh, self.hd).transpose(1, 2)
@@ -45,11 +45,10 @@ class Block(torch.nn.Module):
         rot = lambda t: torch.cat((-t[..., self.hd // 2:], t[..., :self.hd // 2]), -1)
         q = q * cos + rot(q) * sin
         k = k * cos + rot(k) * sin
-        k = k.repeat_interleave(self.nh // self.nkv, 1)
-        v = v.repeat_interleave(self.nh // self.nkv, 1)
-        att = (q @ k.transpose(2, 3)) / math.sqrt(self.hd) + mask
-        att = torch.softmax(att.float(), -1).to(q.dtype)
-        x = x + self.o((att @ v).transpose(1, 2).reshape(B, T, -1))
+        # torch 2's fused attention, causal, K/V shared by each group of query
+        # heads (enable_gqa), as transformers' "sdpa" attention calls it.
+        att = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.nh != self.nkv)
+        x = x + self.o(att.transpose(1, 2).reshape(B, T, -1))
         h = self.norm(x, self.ln2)
         return x + self.down(F.silu(self.gate(h)) * self.up(h))
 
@@ -67,14 +66,13 @@ class Llama(torch.nn.Module):
         f = torch.outer(torch.arange(a.seq).float(), inv)
         emb = torch.cat((f, f), -1)
         self.cos, self.sin = emb.cos(), emb.sin()
-        self.mask = torch.full((a.seq, a.seq), float("-inf")).triu(1)
 
     def forward(self, tokens):
         dt = self.emb.weight.dtype
-        cos, sin, mask = self.cos.to(dt), self.sin.to(dt), self.mask.to(dt)
+        cos, sin = self.cos.to(dt), self.sin.to(dt)
         x = self.emb(tokens)
         for b in self.blocks:
-            x = b(x, cos, sin, mask)
+            x = b(x, cos, sin)
         return self.head(Block.norm(x, self.lnf))
 
 
