@@ -92,9 +92,18 @@ class Run {
     PlanOptions po;
     po.workers = f_.workers;
     po.slots_per_worker = f_.slots_per_worker;
+    // Before any thread (planning starts libtorch's): Ctrl-C is handled here,
+    // not by the children. A dry run starts nothing, so Ctrl-C just ends it.
+    if (!f_.dry_run) BlockTerminationSignals();
     if (!f_.time_budget.empty()) {
       absl::Status fitted = FitToTimeBudget(&*spec, po);
       if (!fitted.ok()) return ReportStatus("run", fitted);
+      sigset_t pending;
+      sigpending(&pending);
+      if (!f_.dry_run && (sigismember(&pending, SIGINT) || sigismember(&pending, SIGTERM))) {
+        std::fprintf(stderr, "topiary run: interrupted while planning; nothing was started\n");
+        return kExitJobCancelled;
+      }
     }
     if (f_.dry_run) {
       absl::StatusOr<Plan> plan = PlanJob(*spec, po);
@@ -102,7 +111,6 @@ class Run {
       std::printf("%s", plan->text.c_str());
       return kExitOk;
     }
-    BlockTerminationSignals();  // before any thread: Ctrl-C is handled here, not by the children
     absl::StatusOr<int> code = Start(*spec);
     children_.StopAll();
     if (!code.ok()) return ReportStatus("run", code.status());

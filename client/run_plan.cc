@@ -305,9 +305,18 @@ class Planner {
     const eval::EvalOptions e = job::EvalOf(spec_.data().eval(), s.eval_windows() > 0 ? s.eval_windows() : 16);
     const double scoring = SpeedOf(teacher_, at::kFloat, e.batch_size, e.seq_len).forward * e.max_windows * e.seq_len;
     double distilling = 0;
-    if (probe_tokens > 0) {
-      distilling = probe_tokens * (SpeedOf(student_, at::kBFloat16, 8, e.seq_len).train +
-                                   SpeedOf(teacher_, at::kBFloat16, 8, e.seq_len).forward);
+    if (probe_tokens > 0) {  // probes train with the recipe of the next distill stage, on one rank
+      v1::DistillStage recipe_of;
+      recipe_of.set_tokens("1");
+      for (int k = i + 1; k < spec_.stages_size(); ++k) {
+        if (spec_.stages(k).has_distill()) {
+          recipe_of = spec_.stages(k).distill();
+          break;
+        }
+      }
+      ASSIGN_OR_RETURN(job::Recipe rc, job::RecipeOf(recipe_of, spec_, 1));
+      distilling = probe_tokens * (SpeedOf(student_, rc.dtype, rc.recipe.micro_batch, rc.recipe.seq_len).train +
+                                   SpeedOf(teacher_, rc.dtype, rc.recipe.micro_batch, rc.recipe.seq_len).forward);
     }
     // Probes run `parallel` at a time, each on one rank's share of the cores.
     const double rounds = std::ceil(static_cast<double>(candidates.size()) / parallel);
@@ -391,10 +400,21 @@ std::vector<std::string> ScaleTokenBudgets(v1::JobSpec* spec, double factor) {
         break;
       case v1::StageSpec::kPrune:
         if (s->prune().has_search() && !s->prune().search().probe_tokens().empty()) {
+          // Probes train with the next distill stage's recipe: one of its steps at least.
+          v1::DistillStage next;
+          for (int k = i + 1; k < spec->stages_size(); ++k) {
+            if (spec->stages(k).has_distill()) {
+              next = spec->stages(k).distill();
+              break;
+            }
+          }
+          const int64_t seq = next.seq_len() > 0                   ? next.seq_len()
+                              : spec->data().train().seq_len() > 0 ? spec->data().train().seq_len()
+                                                                   : 256;
+          const int64_t batch = next.global_batch() > 0 ? next.global_batch() : 16;
           v1::SearchSpec* search = s->mutable_prune()->mutable_search();
-          const int64_t seq = spec->data().eval().seq_len() > 0 ? spec->data().eval().seq_len() : 256;
           search->set_probe_tokens(
-              Scaled(search->probe_tokens(), factor, 8 * seq, at + "prune.search.probe_tokens", &changes));
+              Scaled(search->probe_tokens(), factor, batch * seq, at + "prune.search.probe_tokens", &changes));
         }
         break;
       default:

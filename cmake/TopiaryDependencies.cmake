@@ -8,7 +8,9 @@ find_package(Threads REQUIRED)
 # is present) in Topiary's virtual environment, found through
 # torch.utils.cmake_prefix_path. The service-only build (the coordinator and
 # its tests) needs neither it nor SentencePiece.
-set(TOPIARY_TORCH_VERSION "2.11.0" CACHE STRING "The torch wheel version the build expects (scripts/requirements.txt)")
+# The torch version the build expects: the one scripts/requirements.txt pins.
+file(STRINGS "${PROJECT_SOURCE_DIR}/scripts/requirements.txt" _torch_pin REGEX "^torch==")
+string(REGEX REPLACE "^torch==([^ ]+).*" "\\1" TOPIARY_TORCH_VERSION "${_torch_pin}")
 if(NOT TOPIARY_SERVICE_ONLY)
   include(TopiaryTorch)
   pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)

@@ -84,11 +84,13 @@ message(STATUS "libtorch ${_torch_version} (CUDA ${TOPIARY_TORCH_CUDA}) from ${T
 # its ONNX code): a translation unit that includes both libtorch and our
 # generated .pb.h must see Debian's protobuf headers (the library we link), so
 # the build includes a view of the wheel's headers without google/.
+# Made anew at each configure, so it follows the environment if it moves.
 set(_view "${CMAKE_BINARY_DIR}/torch-include")
+file(REMOVE_RECURSE "${_view}")
 file(MAKE_DIRECTORY "${_view}")
 file(GLOB _entries RELATIVE "${TOPIARY_TORCH_DIR}/include" "${TOPIARY_TORCH_DIR}/include/*")
 foreach(_e IN LISTS _entries)
-  if(NOT _e STREQUAL "google" AND NOT EXISTS "${_view}/${_e}")
+  if(NOT _e STREQUAL "google")
     file(CREATE_LINK "${TOPIARY_TORCH_DIR}/include/${_e}" "${_view}/${_e}" SYMBOLIC)
   endif()
 endforeach()

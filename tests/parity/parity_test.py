@@ -248,6 +248,8 @@ def main():
     ap.add_argument("--bf16", action="store_true", help="with --model: the bf16 checks too")
     ap.add_argument("--rel", type=float, default=1e-4)
     args = ap.parse_args()
+    if args.only and args.only not in FAMILIES:
+        ap.error(f"--only: unknown family '{args.only}' (one of {', '.join(FAMILIES)})")
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     print(f"transformers {transformers.__version__}, torch {torch.__version__}")
     if args.model:

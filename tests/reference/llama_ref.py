@@ -2,8 +2,8 @@
 
 It follows the Hugging Face Llama equations (modeling_llama.py) directly in
 PyTorch, shares no code with the C++ implementation, and reads and writes
-safetensors with its own parser. Run with Debian's /usr/bin/python3 and
-python3-torch.
+safetensors with its own parser. Run with the Python of Topiary's
+environment (scripts/venv), whose torch it uses for tensor arithmetic only.
 """
 import json
 import math

@@ -79,11 +79,12 @@ absl::StatusOr<Family> ParseFamily(const json& j) {
 
 // Rope scaling as config.json spells it: `rope_scaling` (transformers 4) or
 // `rope_parameters` (transformers 5, which also moves rope_theta inside it).
+// A non-null rope_scaling wins, as transformers 5 reads them.
 absl::Status ParseRopeScaling(const json& j, RopeScaling* out, double* rope_theta) {
-  std::string field = "rope_parameters";
+  std::string field = "rope_scaling";
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) {
-    field = "rope_scaling";
+    field = "rope_parameters";
     it = j.find(field);
   }
   if (it == j.end() || it->is_null()) return absl::OkStatus();
@@ -235,6 +236,11 @@ absl::StatusOr<ModelConfig> ParseConfigJson(absl::string_view json_text) {
     for (const auto& e : *it) {
       if (!e.is_string()) return FieldError("layer_types", "must be a list of strings");
       c.layer_types.push_back(e.get<std::string>());
+      if (c.layer_types.back() != "full_attention") {
+        return FieldError("layer_types", absl::StrCat("'", c.layer_types.back(),
+                                                      "' layers are not supported (only full_attention: Topiary has "
+                                                      "no sliding-window attention yet)"));
+      }
     }
   }
   RETURN_IF_ERROR(ValidateConfig(c));

@@ -86,6 +86,12 @@ TEST(Config, ParsesTransformers5RopeParameters) {
   EXPECT_NE(ParseError(j).message().find("rope_parameters.rope_type"), std::string::npos) << ParseError(j);
   j["rope_parameters"] = "dynamic";
   EXPECT_NE(ParseError(j).message().find("rope_parameters"), std::string::npos) << ParseError(j);
+  // Both spelt: a non-null rope_scaling wins, as in transformers 5.
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1e4}};
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  c = ParseConfigJson(j.dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_scaling.type, RopeScaling::Type::kLinear);
 }
 
 // transformers 5's layer_types: one entry per layer, refused otherwise, and
@@ -94,7 +100,9 @@ TEST(Config, ParsesTransformers5RopeParameters) {
 TEST(Config, LayerTypesFollowTheLayers) {
   json j = LlamaJson();
   j["num_hidden_layers"] = 3;
-  j["layer_types"] = {"full_attention", "sliding_attention", "full_attention"};
+  j["layer_types"] = {"full_attention", "full_attention", "full_attention"};
+  j.erase("rope_scaling");  // transformers 5 writes rope_parameters alone
+  j.erase("rope_theta");
   j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1e6}};
   j["dtype"] = "float32";
   auto c = ParseConfigJson(j.dump());
@@ -102,10 +110,10 @@ TEST(Config, LayerTypesFollowTheLayers) {
   ASSERT_EQ(c->layer_types.size(), 3u);
   ModelConfig kept = KeepLayers(*c, {0, 1});
   EXPECT_EQ(kept.num_hidden_layers, 2);
-  EXPECT_EQ(kept.layer_types, (std::vector<std::string>{"full_attention", "sliding_attention"}));
+  EXPECT_EQ(kept.layer_types, (std::vector<std::string>{"full_attention", "full_attention"}));
   kept.torch_dtype = "bfloat16";
   json out = json::parse(ConfigToJson(kept));
-  EXPECT_EQ(out["layer_types"], json({"full_attention", "sliding_attention"}));
+  EXPECT_EQ(out["layer_types"], json({"full_attention", "full_attention"}));
   EXPECT_EQ(out["dtype"], "bfloat16");
   EXPECT_EQ(out["rope_parameters"]["rope_theta"], 1e6);
   auto again = ParseConfigJson(out.dump());
@@ -115,6 +123,8 @@ TEST(Config, LayerTypesFollowTheLayers) {
   EXPECT_NE(ParseError(j).message().find("layer_types"), std::string::npos) << ParseError(j);
   j["layer_types"] = {1, 2, 3};
   EXPECT_NE(ParseError(j).message().find("layer_types"), std::string::npos) << ParseError(j);
+  j["layer_types"] = {"full_attention", "sliding_attention", "full_attention"};  // no sliding window yet
+  EXPECT_NE(ParseError(j).message().find("sliding_attention"), std::string::npos) << ParseError(j);
 }
 
 TEST(Config, ExplicitHeadDimIsKept) {
