@@ -83,6 +83,17 @@ Speed Measure(model::ModelConfig c, at::ScalarType dtype, int64_t B, int64_t T) 
   return Speed{per_token(one.forward, two.forward), per_token(one.train, two.train)};
 }
 
+// The recipe a search's probes train with: the next distill stage's (as
+// the worker's ProbeRecipe), else the defaults.
+v1::DistillStage ProbeDistill(const v1::JobSpec& spec, int search_stage) {
+  for (int k = search_stage + 1; k < spec.stages_size(); ++k) {
+    if (spec.stages(k).has_distill()) return spec.stages(k).distill();
+  }
+  v1::DistillStage defaults;
+  defaults.set_tokens("1");
+  return defaults;
+}
+
 std::string Seconds(double s) {
   if (s < 90) return absl::StrFormat("%.0f s", s);
   if (s < 5400) return absl::StrFormat("%.1f min", s / 60);
@@ -306,15 +317,7 @@ class Planner {
     const double scoring = SpeedOf(teacher_, at::kFloat, e.batch_size, e.seq_len).forward * e.max_windows * e.seq_len;
     double distilling = 0;
     if (probe_tokens > 0) {  // probes train with the recipe of the next distill stage, on one rank
-      v1::DistillStage recipe_of;
-      recipe_of.set_tokens("1");
-      for (int k = i + 1; k < spec_.stages_size(); ++k) {
-        if (spec_.stages(k).has_distill()) {
-          recipe_of = spec_.stages(k).distill();
-          break;
-        }
-      }
-      ASSIGN_OR_RETURN(job::Recipe rc, job::RecipeOf(recipe_of, spec_, 1));
+      ASSIGN_OR_RETURN(job::Recipe rc, job::RecipeOf(ProbeDistill(spec_, i), spec_, 1));
       distilling = probe_tokens * (SpeedOf(student_, rc.dtype, rc.recipe.micro_batch, rc.recipe.seq_len).train +
                                    SpeedOf(teacher_, rc.dtype, rc.recipe.micro_batch, rc.recipe.seq_len).forward);
     }
@@ -401,13 +404,7 @@ std::vector<std::string> ScaleTokenBudgets(v1::JobSpec* spec, double factor) {
       case v1::StageSpec::kPrune:
         if (s->prune().has_search() && !s->prune().search().probe_tokens().empty()) {
           // Probes train with the next distill stage's recipe: one of its steps at least.
-          v1::DistillStage next;
-          for (int k = i + 1; k < spec->stages_size(); ++k) {
-            if (spec->stages(k).has_distill()) {
-              next = spec->stages(k).distill();
-              break;
-            }
-          }
+          const v1::DistillStage next = ProbeDistill(*spec, i);
           const int64_t seq = next.seq_len() > 0                   ? next.seq_len()
                               : spec->data().train().seq_len() > 0 ? spec->data().train().seq_len()
                                                                    : 256;
